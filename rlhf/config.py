@@ -1,0 +1,362 @@
+"""The recipe schema: one pydantic model per block, defaults and documentation live only here.
+
+This module imports neither torch nor transformers, so that validating a recipe takes milliseconds.
+Every field carries a description; `rlhf validate` and the README walkthrough are built on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+STAGES = ("sft", "reward", "ppo")
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+STAGE_REF_PREFIX = "stage:"
+EMBEDDED_PREFIX = "embedded:"
+
+
+class Block(BaseModel):
+    """Base of every recipe block: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def is_data_file(value: str) -> bool:
+    """Whether a data reference names a local file (by suffix) rather than a hub dataset."""
+    return value.lower().endswith(DATA_FILE_SUFFIXES)
+
+
+def _resolve_data_path(value: str | None, info: ValidationInfo) -> str | None:
+    """Makes a relative data file path absolute against the recipe's directory (hub names pass through)."""
+    if value is None or not is_data_file(value):
+        return value
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path.resolve()) if path.is_absolute() or base is not None else value
+
+
+class LoraConfig(Block):
+    """Low-rank adapters (PEFT) instead of full fine-tuning."""
+
+    r: int = Field(8, gt=0, description="Rank of the low-rank update matrices.")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the output head."
+    )
+
+
+class ModelConfig(Block):
+    """Which model a stage starts from and how it is loaded."""
+
+    name_or_path: str = Field(
+        "embedded:tiny",
+        description=(
+            "A hub id, a local model directory, 'embedded:tiny' (a small Llama-style model and tokenizer built "
+            "locally from the brand-voice corpus), or 'stage:NAME' (the final/ output of an earlier pipeline stage)."
+        ),
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off by default: only enable for sources you trust."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Parameter dtype for training and inference (float32 on CPU)."
+    )
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights; null disables.")
+
+
+class DataConfig(Block):
+    """Where a stage's data comes from. Files: .jsonl, .json, .csv, .parquet; anything else is a hub dataset."""
+
+    train: str = Field(
+        description="Training data: a file path (relative to the recipe's directory) or a hub dataset name."
+    )
+    eval: str | None = Field(
+        None, description="Held-out data (same format as train): eval loss, preference accuracy, or eval prompts."
+    )
+    split: str = Field("train", description="Split to read when `train` is a hub dataset.")
+    max_length: int = Field(256, gt=8, description="Maximum tokens per example (prompt + response).")
+    max_prompt_length: int = Field(128, gt=0, description="Maximum prompt tokens (ppo); longer prompts are left-truncated.")
+    max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
+    max_eval_rows: int | None = Field(None, gt=0, description="Use only the first N held-out rows (quick runs).")
+
+    _resolve = field_validator("train", "eval")(_resolve_data_path)
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> DataConfig:
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(
+                f"max_prompt_length ({self.max_prompt_length}) must be smaller than max_length ({self.max_length})"
+            )
+        return self
+
+
+class TrainingConfig(Block):
+    """Optimisation settings shared by every stage."""
+
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ppo: over the prompts).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimiser steps (ppo: rollout batches); overrides epochs."
+    )
+    batch_size: int = Field(
+        8, gt=0, description="Examples per device per step (ppo: prompts per device per rollout batch)."
+    )
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimiser step.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps with a linear learning-rate warm-up.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warm-up."
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; null disables clipping.")
+    logging_steps: int = Field(10, gt=0, description="Log metrics every N steps.")
+    eval_steps: int | None = Field(
+        None, gt=0, description="Evaluate on the held-out split every N steps (sft, reward); null: once per epoch."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop when eval loss has not improved for N evaluations (sft, reward)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+
+class TrackingConfig(Block):
+    """Experiment tracking. metrics.jsonl is always written; these add trackers."""
+
+    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["none"], description="Trackers: none, tensorboard, wandb (WANDB_MODE is honoured)."
+    )
+    project: str = Field("rlhf", description="Project name for wandb.")
+    run_name: str | None = Field(None, description="Run name for the trackers; default: the output directory name.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _accept_single(cls, value: object) -> object:
+        # `report_to: wandb` reads naturally in YAML and on the command line; accept it as a one-item list.
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _none_alone(self) -> TrackingConfig:
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ValueError("report_to: 'none' cannot be combined with other trackers")
+        return self
+
+
+class StageBase(Block):
+    """Settings every stage recipe has."""
+
+    seed: int = Field(42, description="Seed for python, numpy, torch and data shuffling.")
+    output_dir: str = Field(description="Where the stage writes final/, recipe.yaml, metrics.jsonl, manifest.json.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The model the stage starts from.")
+    data: DataConfig = Field(description="The stage's data.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation settings.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment trackers.")
+
+
+class SFTStage(StageBase):
+    """Supervised fine-tuning on demonstrations (TRL SFTTrainer); loss on assistant/completion tokens only."""
+
+    stage: Literal["sft"] = Field(description="The stage this recipe runs.")
+    packing: bool = Field(False, description="Pack several short examples into one sequence of max_length tokens.")
+
+
+class RewardStage(StageBase):
+    """Reward-model training on preference pairs with the pairwise Bradley-Terry loss (TRL RewardTrainer)."""
+
+    stage: Literal["reward"] = Field(description="The stage this recipe runs.")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Weight of the auxiliary loss pushing mean rewards towards zero; null disables."
+    )
+
+
+class RolloutConfig(Block):
+    """How the policy samples responses during ppo."""
+
+    max_new_tokens: int = Field(48, gt=0, description="Maximum response length in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1.0 disables.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 disables.")
+    missing_eos_penalty: float | None = Field(
+        None, ge=0, description="Subtracted from the score of responses that never emit EOS; null disables."
+    )
+
+
+class KLConfig(Block):
+    """The per-token KL penalty against the frozen reference policy (Ziegler et al. 2019)."""
+
+    coef: float = Field(0.05, ge=0, description="Initial (or fixed) KL coefficient beta.")
+    adaptive: bool = Field(False, description="Adapt beta towards `target` (Ziegler et al. 2019, sec. 2.2).")
+    target: float = Field(6.0, gt=0, description="Target KL per sequence for the adaptive controller.")
+    horizon: int = Field(10000, gt=0, description="Adaptive controller horizon in episodes.")
+    estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
+
+
+class RewardSourceConfig(Block):
+    """One term of the ppo reward: a learned reward model or a programmatic function."""
+
+    name: str = Field(description="Name used when logging this term (reward/<name>).")
+    model: str | None = Field(
+        None, description="A sequence-classification model directory, or 'stage:reward' in a pipeline."
+    )
+    function: str | None = Field(
+        None,
+        description=(
+            "A programmatic reward: a module in reward_models/ ('brand_voice'), or 'package.module:function' "
+            "for an explicitly named module. The function takes prompts and responses and returns floats."
+        ),
+    )
+    weight: float = Field(1.0, description="Weight of this term in the total reward.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RewardSourceConfig:
+        if (self.model is None) == (self.function is None):
+            raise ValueError(f"reward source '{self.name}' needs exactly one of `model` or `function`")
+        return self
+
+
+class ValueConfig(Block):
+    """The value function used for GAE advantages."""
+
+    mode: Literal["critic", "head"] = Field(
+        "critic",
+        description=(
+            "'critic': a separate model initialised from `init` (more memory, independent features); "
+            "'head': a scalar head on the policy's trunk (one forward pass serves both, less memory)."
+        ),
+    )
+    init: str | None = Field(
+        None, description="Critic initialisation (critic mode); default: the first learned reward source's model."
+    )
+    coef: float = Field(0.1, ge=0, description="Value-loss weight (head mode, where one loss trains both).")
+    learning_rate: float | None = Field(None, gt=0, description="Critic learning rate; default: training.learning_rate.")
+    cliprange: float | None = Field(0.2, gt=0, description="Value clipping range around the old values; null disables.")
+
+
+class UpdateConfig(Block):
+    """The PPO update on each batch of rollouts (Schulman et al. 2017)."""
+
+    epochs: int = Field(4, gt=0, description="Passes over each rollout batch.")
+    num_minibatches: int = Field(1, gt=0, description="Minibatches per pass (each one optimiser step).")
+    cliprange: float = Field(0.2, gt=0, description="Policy ratio clipping epsilon.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount factor for GAE.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance per batch.")
+    reward_normalization: bool = Field(
+        False, description="Scale scores by a running standard deviation before the KL penalty is added."
+    )
+    reward_clip: float | None = Field(None, gt=0, description="Clip (normalised) scores to [-c, c]; null disables.")
+
+
+class PPOStage(StageBase):
+    """PPO against a reward built from learned and programmatic sources, with a KL penalty to the reference."""
+
+    stage: Literal["ppo"] = Field(description="The stage this recipe runs.")
+    rewards: list[RewardSourceConfig] = Field(min_length=1, description="Reward terms, summed with their weights.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Sampling settings.")
+    kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty settings.")
+    value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings.")
+    update: UpdateConfig = Field(default_factory=UpdateConfig, description="PPO update settings.")
+    log_samples_every: int = Field(10, gt=0, description="Log a small table of prompts and responses every N steps.")
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> PPOStage:
+        per_minibatch, remainder = divmod(self.training.batch_size, self.update.num_minibatches)
+        if remainder or per_minibatch % self.training.gradient_accumulation_steps:
+            raise ValueError(
+                f"training.batch_size ({self.training.batch_size}) must split evenly into update.num_minibatches "
+                f"({self.update.num_minibatches}) x training.gradient_accumulation_steps "
+                f"({self.training.gradient_accumulation_steps})"
+            )
+        return self
+
+
+StageRecipe = Annotated[SFTStage | RewardStage | PPOStage, Field(discriminator="stage")]
+STAGE_CLASSES: dict[str, type[StageBase]] = {"sft": SFTStage, "reward": RewardStage, "ppo": PPOStage}
+
+
+class PipelineRecipe(Block):
+    """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo.
+
+    Stage sections take the same keys as stage recipes, without `stage` and `output_dir` (the pipeline sets them).
+    `seed` and `tracking` are written once here and apply to every stage that does not set its own.
+    """
+
+    run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
+    seed: int = Field(42, description="Seed for every stage that does not set its own.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers for every stage.")
+    stages: list[Literal["sft", "reward", "ppo"]] | None = Field(
+        None, description="Run only these stages (in pipeline order); default: every stage present."
+    )
+    sft: SFTStage | None = Field(None, description="The sft stage.")
+    reward: RewardStage | None = Field(None, description="The reward stage.")
+    ppo: PPOStage | None = Field(None, description="The ppo stage.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_stage_sections(cls, data: object) -> object:
+        # Each section inherits the pipeline's seed and tracking and gets its fixed output directory, so shared
+        # settings are written once and the run layout is the same for every pipeline.
+        if not isinstance(data, dict) or "run_dir" not in data:
+            return data
+        data = dict(data)
+        for name in STAGES:
+            section = data.get(name)
+            if not isinstance(section, dict):
+                continue
+            if "output_dir" in section or "stage" in section:
+                key = "output_dir" if "output_dir" in section else "stage"
+                raise ValueError(f"{name}.{key} is set by the pipeline and cannot appear in a stage section")
+            section = {"stage": name, **section, "output_dir": str(Path(str(data["run_dir"])) / name)}
+            section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
+            if "tracking" in data and "tracking" not in section:
+                section["tracking"] = data["tracking"]
+            data[name] = section
+        return data
+
+    @model_validator(mode="after")
+    def _references_point_backwards(self) -> PipelineRecipe:
+        present = [name for name in STAGES if getattr(self, name) is not None]
+        if not present:
+            raise ValueError("a pipeline needs at least one of the sections: " + ", ".join(STAGES))
+        for name in self.stages or []:
+            if name not in present:
+                raise ValueError(f"stages lists '{name}' but the pipeline has no '{name}' section")
+        for position, name in enumerate(present):
+            for field, ref in stage_references(getattr(self, name)):
+                target = ref.removeprefix(STAGE_REF_PREFIX)
+                if target not in present[:position]:
+                    raise ValueError(
+                        f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
+                        f"(earlier stages: {', '.join(present[:position]) or 'none'})"
+                    )
+        return self
+
+    def selected_stages(self) -> list[StageBase]:
+        """The stage recipes this pipeline runs, in order."""
+        names = [n for n in STAGES if getattr(self, n) is not None and (self.stages is None or n in self.stages)]
+        return [getattr(self, n) for n in names]
+
+    def stage_output(self, name: str) -> Path:
+        """The output directory of a stage of this pipeline."""
+        return Path(self.run_dir) / name
+
+
+def stage_references(stage: StageBase) -> list[tuple[str, str]]:
+    """Every `stage:NAME` reference a stage recipe makes, as (field path, reference) pairs."""
+    refs = []
+    if stage.model.name_or_path.startswith(STAGE_REF_PREFIX):
+        refs.append(("model.name_or_path", stage.model.name_or_path))
+    if isinstance(stage, PPOStage):
+        for i, source in enumerate(stage.rewards):
+            if source.model and source.model.startswith(STAGE_REF_PREFIX):
+                refs.append((f"rewards.{i}.model", source.model))
+        if stage.value.init and stage.value.init.startswith(STAGE_REF_PREFIX):
+            refs.append(("value.init", stage.value.init))
+    return refs
+
+
+Recipe = PipelineRecipe | SFTStage | RewardStage | PPOStage

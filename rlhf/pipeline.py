@@ -1,0 +1,44 @@
+"""Running a recipe: one stage, or a pipeline of stages in one run directory."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from rlhf.artifacts import FINAL
+from rlhf.config import STAGE_REF_PREFIX, PipelineRecipe, PPOStage, Recipe, StageBase
+
+logger = logging.getLogger("rlhf")
+
+
+def resolve_references(stage: StageBase, pipeline: PipelineRecipe) -> StageBase:
+    """Replaces `stage:NAME` references with the referenced stage's final/ directory in this pipeline."""
+
+    def resolve(ref: str | None) -> str | None:
+        if ref is None or not ref.startswith(STAGE_REF_PREFIX):
+            return ref
+        return str(pipeline.stage_output(ref.removeprefix(STAGE_REF_PREFIX)) / FINAL)
+
+    updates: dict = {"model": stage.model.model_copy(update={"name_or_path": resolve(stage.model.name_or_path)})}
+    if isinstance(stage, PPOStage):
+        updates["rewards"] = [s.model_copy(update={"model": resolve(s.model)}) for s in stage.rewards]
+        updates["value"] = stage.value.model_copy(update={"init": resolve(stage.value.init)})
+    return stage.model_copy(update=updates)
+
+
+def run_stage(stage: StageBase) -> Path:
+    """Runs one stage recipe through its module's `run` function."""
+    module = importlib.import_module(f"rlhf.stages.{stage.stage}")
+    logger.info("stage %s -> %s", stage.stage, stage.output_dir)
+    return module.run(stage)
+
+
+def run_recipe(recipe: Recipe) -> list[Path]:
+    """Runs a stage recipe or every selected stage of a pipeline recipe, in order; returns the output directories."""
+    from rlhf.distributed import prepare_environment
+
+    prepare_environment()
+    if isinstance(recipe, PipelineRecipe):
+        return [run_stage(resolve_references(stage, recipe)) for stage in recipe.selected_stages()]
+    return [run_stage(recipe)]

@@ -1,0 +1,61 @@
+"""Scoring responses with a learned reward model, batched: used by the reward stage's evaluation, ppo and compare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render(tokenizer, prompt: str | list[dict[str, str]] | None, response: str | list[dict[str, str]]) -> str:
+    """The text a reward model scores for (prompt, response), formatted the way the reward stage trained it.
+
+    Conversations go through the chat template; plain strings are concatenated and end with the EOS token.
+    """
+    if isinstance(response, list) or isinstance(prompt, list):
+        messages = list(prompt or [])
+        messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    text = (prompt or "") + response
+    return text if text.endswith(tokenizer.eos_token) else text + tokenizer.eos_token
+
+
+def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None):
+    """One scalar reward per text from a sequence-classification model, as a float32 CPU tensor.
+
+    Texts are sorted by length before batching so that padding (and wasted compute) stays small.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    encoded = [tokenizer(t, add_special_tokens=False, truncation=max_length is not None,
+                         max_length=max_length)["input_ids"] for t in texts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    scores = torch.empty(len(texts), dtype=torch.float32)
+    pad = tokenizer.pad_token_id
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in index)
+            ids = torch.full((len(index), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(index), width), dtype=torch.long)
+            for row, i in enumerate(index):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            scores[index] = logits[:, 0].float().cpu()
+    return scores
+
+
+def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32) -> dict[str, float]:
+    """Held-out preference accuracy (chosen scored above rejected; ties count as half) and mean reward margin."""
+    chosen = reward_scores(model, tokenizer, [render(tokenizer, p.get("prompt"), p["chosen"]) for p in pairs],
+                           batch_size)
+    rejected = reward_scores(model, tokenizer, [render(tokenizer, p.get("prompt"), p["rejected"]) for p in pairs],
+                             batch_size)
+    wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    return {
+        "accuracy": wins.mean().item(),
+        "margin_mean": (chosen - rejected).mean().item(),
+        "chosen_mean": chosen.mean().item(),
+        "rejected_mean": rejected.mean().item(),
+        "pairs": len(pairs),
+    }

@@ -1,0 +1,117 @@
+"""What the Trainer-based stages (sft, reward) share: training arguments, datasets, and saving final/."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import DataConfig, StageBase
+from rlhf.data.formats import DataError, load_records
+from rlhf.distributed import trainer_arguments
+from rlhf.tracking import interactive
+
+logger = logging.getLogger("rlhf")
+
+
+def load_dataset(data: DataConfig, kind: str, which: str = "train"):
+    """Loads and checks the train or eval split of a stage's data as a `datasets.Dataset` of normalised rows."""
+    from datasets import Dataset
+
+    from rlhf.config import is_data_file
+    from rlhf.data.formats import NORMALIZERS
+
+    source = data.train if which == "train" else data.eval
+    limit = data.max_train_rows if which == "train" else data.max_eval_rows
+    if source is None:
+        return None
+    if is_data_file(source):
+        records = load_records(source, kind, max_rows=limit)
+    else:
+        from datasets import load_dataset as hub_load
+
+        split = data.split if which == "train" else "test"
+        rows = hub_load(source, split=split)
+        if limit is not None:
+            rows = rows.select(range(min(limit, len(rows))))
+        records = [NORMALIZERS[kind](dict(row), f"{source}[{split}]", i + 1) for i, row in enumerate(rows)]
+    keys = {frozenset(r) - {"margin"} for r in records}
+    if len(keys) > 1:
+        raise DataError(source, None, None, "rows mix formats (" + "; ".join(sorted(", ".join(sorted(k)) for k in keys))
+                        + "): use one format per file")
+    if kind == "reward" and any("margin" in r for r in records) and not all("margin" in r for r in records):
+        raise DataError(source, None, "margin", "some rows have a margin and some do not: give every row one")
+    logger.info("%s %s data: %d rows from %s", kind, which, len(records), source)
+    return Dataset.from_list(records)
+
+
+def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """Keyword arguments shared by SFTConfig and RewardConfig, derived from the recipe's training block."""
+    t = stage.training
+    eval_strategy = ("steps" if t.eval_steps else "epoch") if has_eval else "no"
+    early_stop = has_eval and t.early_stopping_patience is not None
+    args: dict[str, Any] = dict(
+        output_dir=str(checkpoints_dir),
+        seed=stage.seed,
+        data_seed=stage.seed,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # transformers 5 reads a float below 1 as a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm if t.max_grad_norm is not None else 0.0,
+        logging_steps=t.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        # Early stopping needs the best checkpoint, so it implies saving at every evaluation.
+        save_strategy=eval_strategy if early_stop else "no",
+        save_steps=t.eval_steps,
+        save_total_limit=2 if early_stop else None,
+        load_best_model_at_end=early_stop,
+        metric_for_best_model="eval_loss" if early_stop else None,
+        greater_is_better=False if early_stop else None,
+        gradient_checkpointing=t.gradient_checkpointing,
+        bf16=stage.model.dtype == "bfloat16",
+        fp16=stage.model.dtype == "float16",
+        report_to="none",  # rlhf.tracking forwards the logs to the trackers the recipe names
+        disable_tqdm=not interactive(),
+        dataloader_num_workers=0,
+        remove_unused_columns=True,
+    )
+    args.update(trainer_arguments())
+    return args
+
+
+def callbacks(stage: StageBase, tracker) -> list:
+    """The tracker callback, plus early stopping when the recipe asks for it."""
+    from transformers import EarlyStoppingCallback
+
+    from rlhf.tracking import trainer_callback
+
+    found = [trainer_callback(tracker, stage.stage)]
+    if stage.training.early_stopping_patience is not None and stage.data.eval is not None:
+        found.append(EarlyStoppingCallback(early_stopping_patience=stage.training.early_stopping_patience))
+    return found
+
+
+def save_final(trainer, tokenizer, final_dir: Path) -> None:
+    """Saves a model directory that `from_pretrained` loads (full weights or a PEFT adapter), with its tokenizer.
+
+    Under ZeRO-3 the weights are gathered from every rank first, so final/ never holds only a DeepSpeed shard.
+    """
+    accelerator = trainer.accelerator
+    model = trainer.model
+    if getattr(accelerator.state, "deepspeed_plugin", None) is not None and trainer.is_deepspeed_enabled:
+        state_dict = accelerator.get_state_dict(trainer.model_wrapped)
+    else:
+        state_dict = None
+    if accelerator.is_main_process:
+        final_dir.mkdir(parents=True, exist_ok=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(final_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(final_dir)
+    accelerator.wait_for_everyone()

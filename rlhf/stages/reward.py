@@ -1,0 +1,94 @@
+"""The reward stage: a one-logit sequence classifier trained on preference pairs with TRL's RewardTrainer.
+
+The loss is the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected - margin), the margin coming from an
+optional per-pair `margin` column. Held-out preference accuracy is measured after training on the saved final/
+model, so the number describes exactly what later stages load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
+from rlhf.config import RewardStage
+from rlhf.distributed import is_main_process
+from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, resolve_model_path, torch_dtype
+from rlhf.stages.hf_trainer import callbacks, load_dataset, save_final, training_arguments
+from rlhf.tracking import Tracker
+
+logger = logging.getLogger("rlhf")
+
+
+def run(cfg: RewardStage) -> Path:
+    """Trains a reward model and returns the output directory.
+
+    Leaves `final/` (loads with AutoModelForSequenceClassification), `recipe.yaml`, `metrics.jsonl` and
+    `manifest.json` (with held-out accuracy and mean margin) in `cfg.output_dir`.
+    """
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf.scoring import preference_accuracy
+
+    started = time.time()
+    output_dir = Path(cfg.output_dir)
+    set_seed(cfg.seed)
+
+    # Set up.
+    train = load_dataset(cfg.data, "reward", "train")
+    evaluation = load_dataset(cfg.data, "reward", "eval")
+    model_path = resolve_model_path(cfg.model.name_or_path)
+    parent = check_parent(model_path)
+    tokenizer = load_tokenizer(cfg.model, model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=1, revision=cfg.model.revision, dtype=torch_dtype(cfg.model),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if is_main_process():
+        write_recipe(cfg, output_dir)
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process())
+
+    args = RewardConfig(
+        **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
+        max_length=cfg.data.max_length,
+        center_rewards_coefficient=cfg.center_rewards_coefficient,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.model.lora, "SEQ_CLS") if cfg.model.lora else None,
+        callbacks=callbacks(cfg, tracker),
+    )
+    dropped = len(train) - len(trainer.train_dataset)
+    if dropped:
+        logger.warning("reward: %d of %d training pairs are longer than data.max_length=%d and were dropped",
+                       dropped, len(train), cfg.data.max_length)
+
+    # Train.
+    train_output = trainer.train()
+
+    # Save, then measure the saved model.
+    save_final(trainer, tokenizer, output_dir / FINAL)
+    results = {"train_loss": train_output.training_loss, "steps": trainer.state.global_step,
+               "train_pairs": len(train), "train_pairs_dropped_too_long": dropped}
+    if is_main_process() and evaluation is not None:
+        final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
+        held_out = preference_accuracy(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)
+        results.update({f"eval_{k}": v for k, v in held_out.items()})
+        logger.info("reward: held-out preference accuracy %.3f over %d pairs, mean margin %.3f",
+                    held_out["accuracy"], held_out["pairs"], held_out["margin_mean"])
+    tracker.log({f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)},
+                step=trainer.state.global_step)
+    tracker.close()
+    if is_main_process():
+        write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents={"model": parent},
+                       results=results, started=started)
+    return output_dir

@@ -91,9 +91,9 @@ def masked_whiten(
     """Normalise ``x`` to zero mean and unit variance over real tokens.
 
     Used for advantage normalisation (Huang et al. 2022, "The 37 Implementation Details of Proximal Policy
-    Optimization", detail 7; Andrychowicz et al. 2021, "What Matters in On-Policy RL", sec. 3) and reward whitening
-    (Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences", sec. 2.2). ``var`` defaults to the
-    unbiased ``masked_var``.
+    Optimization", detail 7) and for whitening rewards, as lm-human-preferences and TRL do (Ziegler et al. 2019,
+    "Fine-Tuning Language Models from Human Preferences", sec. 2.2, normalise the reward model to mean 0 and
+    variance 1). ``var`` defaults to the unbiased ``masked_var``.
 
     Args:
         x: Values ``[batch, T]``.
@@ -208,7 +208,7 @@ def kl_penalized_rewards(
     """Per-token rewards: a KL penalty at every response token plus the sequence score at the last one.
 
     ``R(x, y) = r(x, y) - beta * KL`` (Ziegler et al. 2019, sec. 2.2, eq. 2; Ouyang et al. 2022, eq. 2), spread over
-    tokens as in lm-human-preferences: token t gets ``-beta * kl_t`` and the last real token also gets the score.
+    tokens as in lm-human-preferences and TRL: token t gets ``-beta * kl_t`` and the last real token also gets the score.
 
     Args:
         scores: ``[batch]`` reward-model scores, one per response.
@@ -405,14 +405,15 @@ class FixedKLController:
 class AdaptiveKLController:
     """KL coefficient adapted towards a target KL (Ziegler et al. 2019, sec. 2.2).
 
-    After each batch: ``e = clip(KL / target - 1, -0.2, 0.2)`` and ``beta *= 1 + e * n_steps / horizon``; the paper's
-    gain K_beta = 0.1 corresponds to ``n_steps / horizon``. This is the form of lm-human-preferences'
+    After each batch: ``e = clip(KL / target - 1, -0.2, 0.2)`` and ``beta *= 1 + e * n_steps / horizon``, where
+    ``n_steps / horizon`` plays the role of the paper's gain K_beta. This is the form of lm-human-preferences'
     ``AdaptiveKLController``. (The PPO paper's adaptive penalty, Schulman et al. 2017 sec. 4, is a different rule.)
 
     Attributes:
         value: The current KL coefficient beta.
         target: Target KL per response (nats).
-        horizon: Number of samples over which a persistent +-20% error changes beta by about e-fold.
+        horizon: Number of samples over which an error held at the +-20% clip changes beta by a factor of about
+            ``exp(+-0.2)``.
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int) -> None:
@@ -445,8 +446,8 @@ def missing_eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penalty: fl
     """Subtracts ``penalty`` from the score of every response that never emitted EOS.
 
     Discourages truncated responses, which the reward model may otherwise score well (Huang et al. 2024, "The N+
-    Implementation Details of RLHF with PPO: A Case Study on TL;DR Summarization", sec. on EOS tricks; TRL's
-    ``missing_eos_penalty``, which likewise subtracts rather than replaces).
+    Implementation Details of RLHF with PPO: A Case Study on TL;DR Summarization", which replaces such scores by a
+    constant; TRL's ``missing_eos_penalty``, which subtracts, as here).
 
     Args:
         scores: ``[batch]`` reward-model scores.

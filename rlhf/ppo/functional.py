@@ -208,7 +208,8 @@ def kl_penalized_rewards(
     """Per-token rewards: a KL penalty at every response token plus the sequence score at the last one.
 
     ``R(x, y) = r(x, y) - beta * KL`` (Ziegler et al. 2019, sec. 2.2, eq. 2; Ouyang et al. 2022, eq. 2), spread over
-    tokens as in lm-human-preferences and TRL: token t gets ``-beta * kl_t`` and the last real token also gets the score.
+    tokens as in lm-human-preferences and TRL: token t gets ``-beta * kl_t`` and the last real token also gets the
+    score.
 
     Args:
         scores: ``[batch]`` reward-model scores, one per response.

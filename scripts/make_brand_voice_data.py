@@ -1,0 +1,818 @@
+"""Generate the shipped brand-voice data for Ridgeline Outfitters, a fictional outdoor-gear retailer.
+
+Usage:
+    python scripts/make_brand_voice_data.py [--seed 0] [--out recipes/brand_voice/data]
+
+Writes the voice guide and six JSONL files (SFT demonstrations, preference pairs and prompts, each with a training
+and a held-out split). The output is a pure function of the seed: running the script twice gives byte-identical
+files. The voice rules (sign-off, banned phrases, jargon, length bounds) come from `reward_models.brand_voice`, the
+same constants the rules scorer judges with, so the data and the judge cannot drift apart.
+
+The data imitates historical support logs: every customer message is drawn from a pool of unique messages, which
+is partitioned so that no message appears in two files; about a third of the SFT replies are helpful but off-voice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python puts scripts/ on sys.path, not the repository root where reward_models/ lives.
+sys.path.insert(0, str(REPO_ROOT))
+
+from reward_models import brand_voice  # noqa: E402
+
+DEFAULT_OUT = REPO_ROOT / "recipes" / "brand_voice" / "data"
+
+# Rows per file; every customer message appears in exactly one file.
+SPLIT_SIZES = {
+    "sft_train": 1600,
+    "sft_eval": 160,
+    "prefs_train": 1600,
+    "prefs_eval": 240,
+    "ppo_prompts": 400,
+    "eval_prompts": 120,
+}
+
+OFF_VOICE_SHARE = 1 / 3
+MESSAGE_WORDS = (8, 40)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slot values for customer messages
+# ---------------------------------------------------------------------------------------------------------------
+
+NAMES = [
+    "Maya", "Tom", "Priya", "Liam", "Sofia", "Noah", "Aisha", "Ben", "Chloe", "Diego", "Emma", "Finn", "Grace",
+    "Hiro", "Isla", "Jack", "Kira", "Leo", "Mia", "Nate", "Olivia", "Pablo", "Quinn", "Rosa", "Sam", "Tara",
+    "Umar", "Vera", "Will", "Yara", "Zoe", "Alex", "Beth", "Carlos", "Dana", "Eli", "Fatima", "Gus", "Hannah",
+    "Ivan",
+]
+
+# (full product name, short noun used in replies)
+PRODUCTS = [
+    ("Summit 2 tent", "tent"), ("Basecamp 4 tent", "tent"), ("Trailhead 40L backpack", "backpack"),
+    ("Daypack 22L", "daypack"), ("Alpine down jacket", "jacket"), ("Cascade rain shell", "rain shell"),
+    ("Ridge hiking boots", "boots"), ("Scree trail runners", "trail runners"),
+    ("Basecamp sleeping bag", "sleeping bag"), ("Nimbus sleeping pad", "sleeping pad"),
+    ("Switchback trekking poles", "trekking poles"), ("Ember camp stove", "stove"),
+    ("Glacier water bottle", "water bottle"), ("Timberline fleece", "fleece"), ("Canyon sun hat", "hat"),
+    ("Nomad headlamp", "headlamp"), ("Meadow camp chair", "camp chair"), ("Drift kayak paddle", "paddle"),
+    ("Talus climbing harness", "harness"), ("Harbor dry bag", "dry bag"),
+]
+
+CLOTHING_SIZES = ["small", "medium", "large", "extra large"]
+SHOE_SIZES = ["size 7", "size 8", "size 9", "size 10", "size 11"]
+# (full product name, short noun, sizes it comes in) for the sizing intent
+SIZED_PRODUCTS = [
+    ("Alpine down jacket", "jacket", CLOTHING_SIZES), ("Cascade rain shell", "rain shell", CLOTHING_SIZES),
+    ("Timberline fleece", "fleece", CLOTHING_SIZES), ("Pinecrest base layer", "base layer", CLOTHING_SIZES),
+    ("Coastline hiking shorts", "shorts", CLOTHING_SIZES), ("Talus climbing harness", "harness", CLOTHING_SIZES),
+    ("Ridge hiking boots", "boots", SHOE_SIZES), ("Scree trail runners", "trail runners", SHOE_SIZES),
+]
+
+DATES = ["last Monday", "last week", "on Friday", "ten days ago", "on the 3rd", "at the start of the month"]
+DAYS = ["a week", "ten days", "two weeks", "twelve days", "three weeks", "nine days"]
+MONTHS = ["three months", "six months", "eight months", "a year", "eighteen months"]
+CODES = ["TRAIL15", "SUMMIT10", "SPRING20", "WELCOME10", "CAMPFIRE25", "PEAK5"]
+STREETS = ["Birch Lane", "Harbour Road", "Mill Street", "Oak Avenue", "Station Road", "Cedar Court", "Elm Way"]
+
+OPENERS = ["", "", "", "Hi,", "Hello,", "Hey,", "Hi there,", "Good morning,", "Hello team,"]
+CLOSERS = ["", "", "Thanks.", "Thank you!", "Thanks, {name}", "Cheers, {name}", "- {name}", "{name}",
+           "Thanks in advance, {name}"]
+EXTRAS = [
+    "", "", "", "", "This is really frustrating.", "I'm not happy about this.", "Please sort this out quickly.",
+    "I'd appreciate a quick reply.", "No rush, just wanted to check.", "I have a hike planned for the weekend.",
+    "It was a gift for my brother.", "I've shopped with you for years.", "Any help would be great.",
+]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-intent tables
+#
+# customer: message templates. on_voice: (acknowledgement, concrete action, next step) triples. curt: terse replies
+# with no apology and no first-person action. formal: clauses for a stiff letter. blame: sentences that put the
+# problem on the customer. Reply slots: {order_ref}, {product_ref}, {item}, {size}, {code_ref}, {address}.
+# ---------------------------------------------------------------------------------------------------------------
+
+INTENTS = {
+    "late_order": {
+        "customer": [
+            "My order {order} still hasn't arrived and it's been {days}. Where is it?",
+            "I ordered the {product} {date} and it's still not here. Order {order}.",
+            "Tracking for {order} hasn't updated in {days}. Is it lost?",
+            "Where is my {product}? It was meant to arrive {date}.",
+            "Still waiting on order {order}. It said 3-5 days and it has been {days}.",
+            "Can you check on {order}? I need the {product} for a trip this weekend.",
+            "hi, order {order} is late. any news?",
+            "My {product} was supposed to be delivered {date} but nothing has shown up.",
+            "It has been {days} since I ordered and I have no package. Order number is {order}.",
+            "Is order {order} actually coming? I'm going camping soon and need the {product}.",
+        ],
+        "on_voice": [
+            ("I'm sorry {order_ref} is taking so long.",
+             "I've checked with the courier and it's moving again, so it should reach you within two days.",
+             "I'll email you the new tracking link today."),
+            ("Sorry for the wait, that's frustrating when you have plans.",
+             "I've upgraded {order_ref} to express delivery at no cost.",
+             "You'll get a tracking email within the hour."),
+            ("I'm sorry {product_ref} hasn't reached you yet.",
+             "I've asked the courier to trace the parcel and I'll update you by tomorrow.",
+             "If it is lost, I'll send a replacement straight away."),
+            ("Thanks for your patience, and sorry for the delay.",
+             "I've confirmed {order_ref} left our warehouse and is out for delivery.",
+             "I'll keep an eye on it and message you once it lands."),
+            ("I'm really sorry about the delay.",
+             "I've sent a replacement by express post today, so you won't have to wait on the first parcel.",
+             "Keep whichever one arrives first."),
+        ],
+        "curt": ["Order is with the courier. Check tracking.", "Shipment delayed. Should arrive this week.",
+                 "Parcel in transit. Allow 2 more days."],
+        "formal": ["{order_ref} has been dispatched and is currently in transit",
+                   "delivery times are determined by the courier"],
+        "blame": ["Delivery is handled by the courier, so this is not our fault.",
+                  "You should have picked express shipping if you needed it quickly."],
+    },
+    "refund": {
+        "customer": [
+            "I returned the {product} {days} ago and still haven't seen my refund for {order}.",
+            "Can I get a refund for order {order}? The {product} isn't what I expected.",
+            "When will my refund come through? I sent back the {product} {date}.",
+            "I want my money back for {order}, the {product} just doesn't work for me.",
+            "Refund for {order} please. I changed my mind about the {product}.",
+            "my refund still hasnt shown up, returned it {date}. order {order}",
+            "How long do refunds take? I posted the {product} back {date}.",
+            "I'd like to return the {product} I bought and get a refund.",
+            "You received my return {days} ago but I have not been refunded. Order {order}.",
+        ],
+        "on_voice": [
+            ("I'm sorry you've been waiting on your money.",
+             "I've issued a full refund for {order_ref} today.",
+             "It should reach your card within three to five days."),
+            ("Thanks for letting me know, and sorry the {item} wasn't right.",
+             "I've started your refund for {order_ref} and emailed you a free return label.",
+             "Drop it at any post office whenever suits you."),
+            ("Sorry for the wait on this.",
+             "I've checked {order_ref} and your return arrived safely, so I've sent the refund now.",
+             "You'll see it on your statement in a few days."),
+            ("Thanks for your patience, and I'm sorry this has dragged on.",
+             "I have pushed your refund through for {order_ref} and added a note so it isn't held up.",
+             "I'll email you the receipt today."),
+        ],
+        "curt": ["Refund issued to original payment method. Allow 3-5 business days.",
+                 "Refund processed. Check your bank.", "Return received. Refund sent."],
+        "formal": ["a refund for {order_ref} has been issued to the original payment method",
+                   "refunds are processed within ten working days of receipt"],
+        "blame": ["You should have sent the return sooner, which is why it took a while.",
+                  "The return form was filled in wrong, so the delay is not our fault."],
+    },
+    "sizing": {
+        "customer": [
+            "What size {product} should I get? I'm usually a {size}.",
+            "Does the {product} run small? I'm a {size} in most brands.",
+            "I bought the {product} in {size} and it's too tight. Can I swap it?",
+            "The {product} in {size} is way too big. Can I exchange it? Order {order}.",
+            "Is the {product} true to size? I normally wear {size}.",
+            "need to swap my {product}, the {size} doesnt fit. order {order}",
+            "How do I exchange the {product} for a bigger size? The {size} doesn't fit.",
+            "Your size chart for the {product} is confusing. I'm a {size} in most brands.",
+        ],
+        "on_voice": [
+            ("Thanks for asking about sizing.",
+             "For the {item}, most people who wear {size} go one size up, and I'll send a free exchange label too.",
+             "That way you can swap it if the fit still isn't right."),
+            ("Sorry the sizing has been confusing.",
+             "I've emailed you our fit notes for the {item}, which compare {size} across brands.",
+             "If it doesn't fit, I'll swap it for free."),
+            ("Happy to help with the fit.",
+             "I've set up a free exchange on your {item}, so just reply with the size you'd like.",
+             "I'll ship it as soon as your return is scanned."),
+            ("Thanks for checking with us first.",
+             "I've looked at the {item} measurements, and {size} fits most people snugly.",
+             "I'll note your account so any exchange is free."),
+        ],
+        "curt": ["Check the size chart on the product page.", "Exchanges accepted within 30 days. Use the returns form."],
+        "formal": ["sizing information is available on the product page",
+                   "exchanges are accepted within thirty days of delivery"],
+        "blame": ["You should have checked the size chart before ordering.",
+                  "You must have measured wrong, as the chart is accurate."],
+    },
+    "damaged_item": {
+        "customer": [
+            "My {product} arrived with a big tear in it. Order {order}.",
+            "The {product} I got {date} is broken. A buckle snapped straight away.",
+            "Box was crushed and the {product} inside is damaged. What now?",
+            "Received order {order} today and the {product} has a crack in it.",
+            "The {product} was damaged in the post. Can you send a new one?",
+            "opened my {product} and its already broken?? order {order}",
+            "Used the {product} once and a seam split. Really not happy.",
+            "Part of the {product} is missing and another part is bent. Order {order}.",
+        ],
+        "on_voice": [
+            ("I'm so sorry your {item} arrived damaged.",
+             "I've sent a replacement by express post today.",
+             "You'll get tracking by email shortly, and you can recycle the broken one."),
+            ("Sorry about this, that's not how it should arrive.",
+             "I'll ship a new {item} for {order_ref} today at no cost.",
+             "I've also emailed a prepaid label for the damaged one."),
+            ("I'm sorry the {item} let you down.",
+             "I've refunded {order_ref} in full.",
+             "If you'd like a replacement instead, just reply and I'll send one."),
+            ("Thanks for telling us, and I'm sorry it arrived like that.",
+             "I have arranged a free replacement {item} and it leaves our warehouse today.",
+             "I'll send the tracking link once it's on its way."),
+        ],
+        "curt": ["Send photos for review.", "Damage claim logged. Replacement to follow."],
+        "formal": ["your report of damage to {order_ref} has been recorded",
+                   "a replacement will be dispatched once the claim is approved"],
+        "blame": ["You must have damaged it when opening the box.",
+                  "Damage in the post is not our fault, so please contact the courier."],
+    },
+    "product_question": {
+        "customer": [
+            "Is the {product} waterproof or just water resistant?",
+            "How much does the {product} weigh? Trying to keep my pack light.",
+            "Can I use the {product} in winter or is it for summer only?",
+            "Does the {product} come with a carry bag?",
+            "What's the difference between the {product} and the cheaper one?",
+            "is the {product} good for beginners? first trip next month",
+            "Will the {product} be back in stock soon? I've been waiting {days}.",
+            "How do I clean the {product} without ruining it?",
+        ],
+        "on_voice": [
+            ("Great question, thanks for asking.",
+             "I've emailed you the full spec sheet for the {product}.",
+             "I'll ask one of our gear experts to add a tip for your trip by tomorrow."),
+            ("Thanks for getting in touch about the {product}.",
+             "I've checked with our gear team and I'll send you their answer later today.",
+             "I'll include the care guide as well."),
+            ("Happy to help with that.",
+             "I've put together the details on the {product} and sent them to your inbox.",
+             "If anything is unclear, I'll call you at a time that suits."),
+            ("Good question about the {product}.",
+             "I'll check it against the maker's notes today and email you a clear answer.",
+             "I'll add a link to our free gear advice chat too."),
+        ],
+        "curt": ["See the product page for specs.", "All details are on the website."],
+        "formal": ["product specifications are listed on the product page",
+                   "questions about product use should be directed to the manufacturer"],
+        "blame": ["You should have read the product page, as it is all there.",
+                  "You must have missed the spec sheet on the website."],
+    },
+    "complaint": {
+        "customer": [
+            "I've called three times about {order} and nobody has helped me. This is awful service.",
+            "Your store staff were rude to me when I asked about the {product}.",
+            "I'm really disappointed with how my order {order} has been handled.",
+            "Nobody replied to my last two emails. Why is it so hard to get help?",
+            "The quality of the {product} is much worse than it used to be. Very disappointed.",
+            "worst customer service ever. still no answer about {order}",
+            "I waited on hold for an hour and then got cut off. Not impressed.",
+        ],
+        "on_voice": [
+            ("I'm truly sorry, you deserved a quicker and kinder answer from us.",
+             "I've read your history and I'm handling this myself from now on.",
+             "I'll call you tomorrow morning with a full update."),
+            ("Thank you for telling us, and I'm sorry we let you down.",
+             "I've shared your feedback with our team lead.",
+             "I'll personally follow up on {order_ref} by email today."),
+            ("I'm sorry, that isn't the experience we want anyone to have.",
+             "I have added a credit to your account as a thank you for your patience.",
+             "I'll stay on this until it's sorted."),
+            ("Sorry for how this has gone.",
+             "I've taken ownership of your case and I'll reply to you directly.",
+             "You won't need to explain it again."),
+        ],
+        "curt": ["Feedback noted.", "Complaint logged. Someone will be in touch."],
+        "formal": ["your complaint has been logged with the relevant department",
+                   "all complaints are reviewed in the order they are received"],
+        "blame": ["You must have called at our busiest time, which is not our fault.",
+                  "You should have used the contact form instead of calling."],
+    },
+    "wrong_item": {
+        "customer": [
+            "I ordered the {product} but got something completely different. Order {order}.",
+            "You sent me the wrong colour {product}. I asked for green.",
+            "Order {order} came with the wrong item inside. Where is my {product}?",
+            "Got someone else's order instead of my {product}.",
+            "The box says {product} but there's a different item inside.",
+            "wrong colour on order {order}, not what i ordered",
+            "I received the wrong version of the {product}. Order {order}.",
+        ],
+        "on_voice": [
+            ("I'm sorry we sent the wrong item.",
+             "I've shipped the correct {item} today by express post.",
+             "I've also emailed a prepaid label so you can send the other one back whenever suits."),
+            ("Sorry about the mix-up with {order_ref}.",
+             "I'll send the right {item} out today.",
+             "You don't need to return the wrong one first."),
+            ("Thanks for letting us know, and I'm sorry for the mistake.",
+             "I've arranged the correct {item} for {order_ref}.",
+             "A courier will collect the wrong item from you this week."),
+            ("I'm sorry, that's our packing error.",
+             "I have sent your {item} by express delivery today.",
+             "I'll email the tracking link within the hour."),
+        ],
+        "curt": ["Return the item and we will send the correct one.", "Wrong item noted. Use the returns form."],
+        "formal": ["the incorrect item must be returned before a replacement is sent",
+                   "a replacement for {order_ref} will be processed upon receipt of the return"],
+        "blame": ["You must have picked the wrong option at checkout.",
+                  "You should have checked the order confirmation email."],
+    },
+    "cancel_order": {
+        "customer": [
+            "Please cancel order {order}. I ordered the {product} by mistake.",
+            "Can I still cancel my order? I bought the {product} {date}.",
+            "I need to cancel {order} before it ships, I found the {product} elsewhere.",
+            "cancel my order pls, it's {order}, ordered the wrong thing",
+            "I changed my mind about the {product}. How do I cancel?",
+            "Is it too late to cancel order {order}? I placed it {date}.",
+            "Please stop my order for the {product}, I no longer need it.",
+        ],
+        "on_voice": [
+            ("No problem at all, thanks for telling us quickly.",
+             "I've cancelled {order_ref} and refunded the full amount.",
+             "You'll see it back on your card in a few days."),
+            ("Thanks for letting me know.",
+             "I've stopped {order_ref} before it left our warehouse.",
+             "I'll email you a confirmation of the cancellation in the next few minutes."),
+            ("Sorry you won't be needing it this time.",
+             "I have cancelled {order_ref} and your refund is on its way.",
+             "You'll get an email confirming it shortly."),
+            ("Thanks for reaching out.",
+             "I'll cancel {order_ref} now, and if it has already shipped I'll send you a free return label.",
+             "Either way, your money comes back in full."),
+        ],
+        "curt": ["Order cancelled.", "Cancellation processed. Refund in 5 days."],
+        "formal": ["{order_ref} has been cancelled in accordance with our terms",
+                   "cancellation requests are subject to dispatch status"],
+        "blame": ["You should have cancelled within the first hour.",
+                  "You must have clicked buy twice, which is user error."],
+    },
+    "address_change": {
+        "customer": [
+            "I moved last week. Can you change the delivery address on {order} to {address}?",
+            "I put the wrong address on my order. It should be {address}.",
+            "Can you send order {order} to my work address instead? It's {address}.",
+            "Please update shipping for {order}. New address: {address}.",
+            "typo in my address on {order}, should be {address}",
+            "Is it possible to redirect my {product} to {address}? I won't be home.",
+        ],
+        "on_voice": [
+            ("Thanks for letting us know before it shipped.",
+             "I've updated {order_ref} to go to {address}.",
+             "I'll email you a confirmation of the new address today."),
+            ("No problem, thanks for catching that.",
+             "I have changed the delivery address to {address} and the courier has the new details.",
+             "Your tracking link stays the same."),
+            ("Thanks for the heads up.",
+             "I've asked the courier to redirect {order_ref} to {address}.",
+             "I'll let you know as soon as they confirm the change."),
+            ("Sorry for any worry about the address.",
+             "I've updated it to {address} for {order_ref}.",
+             "Your tracking email will show the new details shortly."),
+        ],
+        "curt": ["Address updated.", "Address changes are not possible after dispatch."],
+        "formal": ["address amendments are only possible prior to dispatch",
+                   "the delivery address for {order_ref} has been amended"],
+        "blame": ["You should have checked your address before paying.",
+                  "You entered it wrong, so the delay is your fault."],
+    },
+    "warranty_repair": {
+        "customer": [
+            "A zip on my {product} broke after {months}. Is it covered by warranty?",
+            "My {product} started leaking after {months}. Can you repair it?",
+            "Do you repair the {product}? Something snapped on my last trip.",
+            "Bits are peeling off my {product} after {months}. Warranty?",
+            "How do I make a warranty claim for my {product}?",
+            "{product} stopped working, bought it {months} ago. can it be fixed?",
+        ],
+        "on_voice": [
+            ("Sorry to hear your {item} has let you down.",
+             "Repairs like this are covered by our two-year warranty, so I've emailed you a free postage label.",
+             "I'll have it repaired or replaced within two weeks."),
+            ("Thanks for reaching out, and I'm sorry about the {item}.",
+             "I've set up a free repair with our workshop.",
+             "They usually fix it and send it back within ten days."),
+            ("I'm sorry the {item} didn't last the way it should.",
+             "I have registered a warranty claim for you.",
+             "If our repair team can't fix it, I'll send a replacement."),
+        ],
+        "curt": ["Warranty covers manufacturing defects only. Send it in.", "Fill in the warranty form online."],
+        "formal": ["warranty claims are assessed by our repair department",
+                   "items must be returned for inspection before a decision is made"],
+        "blame": ["This looks like wear and tear, so it is not our fault.",
+                  "You must have used it in conditions it isn't made for."],
+    },
+    "promo_code": {
+        "customer": [
+            "My discount code {code} isn't working at checkout.",
+            "I forgot to use code {code} on order {order}. Can you apply it?",
+            "The code {code} says expired but your email said it was valid this week.",
+            "I have a code {code} for the {product} but the price didn't change.",
+            "{code} wont apply to the {product}, why?",
+            "Can I use {code} on a sale item like the {product}?",
+        ],
+        "on_voice": [
+            ("Sorry the code gave you trouble.",
+             "I've applied {code_ref} to {order_ref} by hand and refunded the difference.",
+             "It should reach your card within a few days."),
+            ("Thanks for flagging that.",
+             "I've checked {code_ref} and fixed the problem on our side, so it works at checkout now.",
+             "I'll also email you a fresh code just in case."),
+            ("I'm sorry about the mix-up with the discount.",
+             "I have sent a new ten percent code to your inbox.",
+             "It works on everything in store, sale items included."),
+        ],
+        "curt": ["Code expired.", "Codes cannot be applied after purchase."],
+        "formal": ["promotional codes cannot be applied retrospectively",
+                   "each code is subject to its published terms and expiry date"],
+        "blame": ["You must have typed the code wrong.",
+                  "You should have entered the code before paying."],
+    },
+    "account_login": {
+        "customer": [
+            "I can't log in to my account. The password reset email never arrives.",
+            "My account is locked after too many tries. Can you help?",
+            "I keep getting an error when I try to sign in to see order {order}.",
+            "cant log in, reset link expired twice",
+            "Someone changed my password and I can't get into my account.",
+            "The sign in page just spins and never loads my account.",
+        ],
+        "on_voice": [
+            ("Sorry you're locked out, that's frustrating.",
+             "I've sent a fresh reset link to your email, and it stays valid for 24 hours.",
+             "If it doesn't arrive, I'll reset it for you by phone."),
+            ("Thanks for letting us know.",
+             "I have unlocked your account, so you can sign in again now.",
+             "I'll also email you a quick guide to setting a new password."),
+            ("I'm sorry about the trouble signing in.",
+             "I've cleared the error on your account and sent a new login link to your inbox.",
+             "Just reply here if it still won't work."),
+            ("Sorry for the hassle.",
+             "I've secured your account and reset your password.",
+             "I'll email you a link to choose a new one within the next few minutes."),
+        ],
+        "curt": ["Use the forgot password link.", "Clear your cookies and try again."],
+        "formal": ["account access issues are handled by our technical department",
+                   "password resets must be requested through the website"],
+        "blame": ["You must have typed your password wrong too many times.",
+                  "You forgot to check your spam folder, which is user error."],
+    },
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Off-voice building blocks shared by all intents
+# ---------------------------------------------------------------------------------------------------------------
+
+VIOLATIONS = ["curt", "blaming", "banned_phrase", "jargon", "missing_signoff", "rambling", "over_promising",
+              "formal"]
+
+BANNED_OPENERS = ["Unfortunately, ", "Per our policy, ", "As previously stated, ", "As per policy, "]
+BANNED_SENTENCES = [
+    "Please calm down, we are looking into it.",
+    "We apologise for any inconvenience caused.",
+    "Please be advised that this is our standard process.",
+    "There is nothing we can do to speed this up.",
+    "Kindly note this is how we handle every case.",
+]
+JARGON_SENTENCES = [
+    "I've logged this under RMA {case} against the SKU.",
+    "I've raised escalation ticket {case} with our 3PL.",
+    "Your case ID is {case}, and it now sits with tier 2.",
+    "The WMS shows the SKU in the fulfilment queue.",
+    "Quote ticket number {case} and the SKU if you contact us again.",
+]
+OVER_PROMISE_SENTENCES = [
+    "I guarantee nothing like this will ever happen again.",
+    "You are 100% covered, whatever happens.",
+    "I promise this will be fully sorted within the hour.",
+    "This will definitely be sorted today, guaranteed.",
+    "We promise you will love the result.",
+    "I guarantee you'll be 100% happy with how this turns out.",
+]
+RAMBLING_FILLERS = [
+    "We have been helping people get outside since 2009, and every single order matters a great deal to us.",
+    "Our team reads every message that comes in, even on busy weekends when the warehouse is full.",
+    "A lot of customers get in touch about things like this, especially as the hiking season starts.",
+    "I also wanted to mention that our stores run free gear clinics every Saturday morning for anyone.",
+    "As a small team of hikers and climbers, we really do care about getting all the little details right.",
+    "I have made a few notes on your account so that anyone who picks this up later has the full picture.",
+    "Just so you know, our phone lines are open from nine to five on weekdays and ten to four on Saturdays.",
+    "We are always trying to improve how we handle things like this, and messages like yours help a lot.",
+]
+OTHER_CLOSINGS = ["", "", "\nRegards.", "\nThanks.", "\nCustomer Service", "\nBest, the support team"]
+FORMAL_LETTER = ("Dear customer, we acknowledge receipt of your enquiry regarding {order_ref}. Please be advised "
+                 "that {clause}. Kindly allow up to five working days for a response. Yours faithfully, Customer "
+                 "Services Department")
+CURT_TAILS = ["", "", " Thanks.", " Anything else, reply here."]
+
+VOICE_GUIDE = """\
+# {company} voice guide
+
+{company} sells tents, packs, boots and clothing for people who spend their weekends outside. This guide
+is how our support team writes to customers. It is generated from `reward_models/brand_voice.py`, the rules scorer
+that judges replies, so the guide and the scorer always agree.
+
+## How we sound
+- Warm and plain: short sentences, everyday words, no corporate stiffness.
+- We own problems. We never blame the customer, the courier or "the system".
+- Every reply opens by acknowledging the customer: a short apology when something went wrong, thanks or
+  "great question" when they are asking something.
+- Then we say what we have done or will do, in the first person: "I've refunded", "I'll send", "we'll ship".
+- An optional next step tells them what happens now. Greeting them by name, when we know it, is welcome.
+- We finish with the sign-off, always on its own final line.
+
+## Sign-off
+Every reply ends with exactly this line:
+
+    {sign_off}
+
+## Length
+Between {min_words} and {max_words} words, sign-off included. Shorter reads as curt; longer rambles.
+
+## What we never say
+Cold or stiff phrases: {banned}.
+
+Blame: {blame}.
+
+Internal jargon (customers should never have to decode it): {jargon}.
+
+Over-promises (we only promise what we control): {over_promises}.
+
+## How replies are scored
+`reward_models/brand_voice.py` scores each rule from 0 to 1 and takes the weighted mean:
+
+{weights}
+
+## Example
+Customer: "My order #48213 still hasn't arrived and it's been two weeks. Where is it?"
+
+    Hi Maya,
+    I'm sorry order #48213 is taking so long. I've upgraded it to express delivery at no cost. You'll get a
+    tracking email within the hour.
+    {sign_off}
+
+Off-voice: "Unfortunately delivery is handled by the courier, so this is not our fault. Check tracking."
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Customer messages
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _add_typo(text: str, rng: random.Random) -> str:
+    # Real logs have typos; swapping two inner letters of one longer word keeps the message readable.
+    words = text.split(" ")
+    candidates = [i for i, word in enumerate(words) if word.isalpha() and len(word) >= 5]
+    if not candidates:
+        return text
+    i = rng.choice(candidates)
+    word = words[i]
+    j = rng.randrange(1, len(word) - 2)
+    words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+    return " ".join(words)
+
+
+def _draw_message(intent: str, rng: random.Random) -> dict:
+    """Draws one customer message for an intent, with the slot values its replies refer back to."""
+    template = rng.choice(INTENTS[intent]["customer"])
+    if intent == "sizing":
+        product, item, sizes = rng.choice(SIZED_PRODUCTS)
+        size = rng.choice(sizes)
+    else:
+        product, item = rng.choice(PRODUCTS)
+        size = ""
+    order = f"#{rng.randint(10000, 99999)}"
+    code = rng.choice(CODES)
+    address = f"{rng.randint(2, 180)} {rng.choice(STREETS)}"
+    name = rng.choice(NAMES)
+    core = template.format(order=order, product=product, days=rng.choice(DAYS), date=rng.choice(DATES),
+                           size=size, months=rng.choice(MONTHS), code=code, address=address)
+    closer = rng.choice(CLOSERS)
+    pieces = [rng.choice(OPENERS), core, rng.choice(EXTRAS), closer.format(name=name)]
+    text = " ".join(piece for piece in pieces if piece)
+    if rng.random() < 0.08:
+        text = _add_typo(text, rng)
+    if rng.random() < 0.06:
+        text = text.lower()
+    mentions_order = "{order}" in template
+    mentions_product = "{product}" in template
+    slots = {
+        "name": name if "{name}" in closer else None,
+        "order_ref": f"order {order}" if mentions_order else "your order",
+        "product_ref": f"your {product}" if mentions_product else "your order",
+        "product": product if mentions_product else "item",
+        "item": item if mentions_product else "item",
+        "size": size,
+        "code_ref": f"code {code}" if "{code}" in template else "your code",
+        "address": address,
+    }
+    return {"intent": intent, "text": text, "slots": slots}
+
+
+def _draw_message_pool(total: int, rng: random.Random) -> list[dict]:
+    """Draws `total` unique customer messages, cycling through the intents so they are balanced."""
+    seen: dict[str, dict] = {}
+    intents = list(INTENTS)
+    i = 0
+    while len(seen) < total:
+        intent = intents[i % len(intents)]
+        message = _draw_message(intent, rng)
+        n_words = len(message["text"].split())
+        if MESSAGE_WORDS[0] <= n_words <= MESSAGE_WORDS[1] and message["text"] not in seen:
+            seen[message["text"]] = message
+            i += 1
+    pool = list(seen.values())
+    rng.shuffle(pool)
+    return pool
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replies
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _greeting(slots: dict, rng: random.Random) -> str:
+    if slots["name"]:
+        return f"Hi {slots['name']},"
+    return rng.choice(["Hi there,", ""])
+
+
+def _join(greeting: str, *sentences: str) -> str:
+    body = " ".join(sentence for sentence in sentences if sentence)
+    return f"{greeting}\n{body}" if greeting else body
+
+
+def _lower_first(sentence: str) -> str:
+    # "I" stays capitalised after a prefix such as "Unfortunately, ".
+    first = sentence.split(" ", 1)[0]
+    if first == "I" or first.startswith(("I'", "I,")):
+        return sentence
+    return sentence[0].lower() + sentence[1:]
+
+
+def _on_voice_parts(message: dict, rng: random.Random) -> tuple[str, str, str, str]:
+    ack, action, next_step = rng.choice(INTENTS[message["intent"]]["on_voice"])
+    slots = message["slots"]
+    return (_greeting(slots, rng), ack.format(**slots), action.format(**slots), next_step.format(**slots))
+
+
+def _on_voice_reply(parts: tuple[str, str, str, str]) -> str:
+    return _join(*parts) + "\n" + brand_voice.SIGN_OFF
+
+
+def _off_voice_reply(message: dict, parts: tuple[str, str, str, str], violation: str, rng: random.Random) -> str:
+    """Builds a reply that still answers the customer's intent but breaks the voice in the given way.
+
+    Most kinds perturb the same parts as the on-voice reply, so a preference pair differs only in voice.
+    """
+    greeting, ack, action, next_step = parts
+    table = INTENTS[message["intent"]]
+    slots = message["slots"]
+    sign_off = "\n" + brand_voice.SIGN_OFF
+    if violation == "curt":
+        return rng.choice(table["curt"]).format(**slots) + rng.choice(CURT_TAILS)
+    if violation == "formal":
+        clause = rng.choice(table["formal"]).format(**slots)
+        return FORMAL_LETTER.format(order_ref=slots["order_ref"], clause=clause)
+    if violation == "blaming":
+        return _join(greeting, rng.choice(table["blame"]), action, next_step) + sign_off
+    if violation == "banned_phrase":
+        if rng.random() < 0.5:
+            return _join(greeting, ack, rng.choice(BANNED_OPENERS) + _lower_first(action), next_step) + sign_off
+        return _join(greeting, ack, action, rng.choice(BANNED_SENTENCES), next_step) + sign_off
+    if violation == "jargon":
+        jargon = rng.choice(JARGON_SENTENCES).format(case=rng.randint(100000, 999999))
+        return _join(greeting, ack, action, jargon) + sign_off
+    if violation == "missing_signoff":
+        return _join(greeting, ack, action, next_step) + rng.choice(OTHER_CLOSINGS)
+    if violation == "over_promising":
+        return _join(greeting, ack, action, rng.choice(OVER_PROMISE_SENTENCES), next_step) + sign_off
+    if violation == "rambling":
+        fillers = rng.sample(RAMBLING_FILLERS, len(RAMBLING_FILLERS))
+        sentences = [ack, fillers.pop(), action, fillers.pop(), next_step]
+        # Pad until clearly over the bound, so the length rule fires rather than sitting on the edge.
+        while len(_join(greeting, *sentences).split()) < brand_voice.MAX_WORDS + 20:
+            sentences.insert(-1, fillers.pop())
+        return _join(greeting, *sentences) + sign_off
+    raise ValueError(f"unknown violation kind {violation!r}; expected one of {VIOLATIONS}")
+
+
+def _checked(message: dict, reply: str, on_voice: bool) -> str:
+    # The scorer is the definition of on-voice: a template that breaks (or fails to break) a rule is a bug here.
+    broken = brand_voice.violations(message["text"], reply)
+    if on_voice == bool(broken):
+        raise AssertionError(f"reply meant to be {'on' if on_voice else 'off'}-voice breaks {broken}: {reply!r}")
+    return reply
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows and files
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _user_turn(message: dict) -> list[dict]:
+    return [{"role": "user", "content": message["text"]}]
+
+
+def _sft_rows(messages: list[dict], rng: random.Random) -> list[dict]:
+    rows = []
+    for message in messages:
+        parts = _on_voice_parts(message, rng)
+        on_voice = rng.random() >= OFF_VOICE_SHARE
+        if on_voice:
+            reply = _on_voice_reply(parts)
+        else:
+            reply = _off_voice_reply(message, parts, rng.choice(VIOLATIONS), rng)
+        reply = _checked(message, reply, on_voice)
+        rows.append({"messages": _user_turn(message) + [{"role": "assistant", "content": reply}],
+                     "intent": message["intent"], "on_voice": on_voice})
+    return rows
+
+
+def _preference_rows(messages: list[dict], rng: random.Random) -> list[dict]:
+    # Cycling through the kinds keeps them balanced; the message order is already shuffled.
+    rows = []
+    for i, message in enumerate(messages):
+        violation = VIOLATIONS[i % len(VIOLATIONS)]
+        parts = _on_voice_parts(message, rng)
+        chosen = _checked(message, _on_voice_reply(parts), on_voice=True)
+        rejected = _checked(message, _off_voice_reply(message, parts, violation, rng), on_voice=False)
+        rows.append({"prompt": _user_turn(message), "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": rejected}], "intent": message["intent"],
+                     "violation": violation})
+    return rows
+
+
+def _prompt_rows(messages: list[dict]) -> list[dict]:
+    return [{"prompt": _user_turn(message), "intent": message["intent"]} for message in messages]
+
+
+def _voice_guide() -> str:
+    def quoted(phrases: tuple[str, ...]) -> str:
+        return ", ".join(f'"{phrase}"' for phrase in phrases)
+
+    weights = "\n".join(f"- `{rule}`: {weight:.2f}" for rule, weight in brand_voice.RULE_WEIGHTS.items())
+    return VOICE_GUIDE.format(
+        company=brand_voice.COMPANY, sign_off=brand_voice.SIGN_OFF, min_words=brand_voice.MIN_WORDS,
+        max_words=brand_voice.MAX_WORDS, banned=quoted(brand_voice.BANNED_PHRASES),
+        blame=quoted(brand_voice.BLAME_PHRASES), jargon=quoted(brand_voice.JARGON),
+        over_promises=quoted(brand_voice.OVER_PROMISES), weights=weights,
+    )
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def generate(out_dir: Path, seed: int = 0) -> dict[str, int]:
+    """Writes the voice guide and the six brand-voice JSONL files.
+
+    Args:
+        out_dir: Directory to write into; created if missing. Existing files of the same names are overwritten.
+        seed: Seed of the single random generator that draws everything, so the output is a function of it.
+
+    Returns:
+        The number of rows written per file stem, e.g. `{"sft_train": 1600, ...}`.
+    """
+    rng = random.Random(seed)
+    pool = _draw_message_pool(sum(SPLIT_SIZES.values()), rng)
+    splits = {}
+    start = 0
+    for name, size in SPLIT_SIZES.items():
+        splits[name] = pool[start : start + size]
+        start += size
+    files = {
+        "sft_train": _sft_rows(splits["sft_train"], rng),
+        "sft_eval": _sft_rows(splits["sft_eval"], rng),
+        "prefs_train": _preference_rows(splits["prefs_train"], rng),
+        "prefs_eval": _preference_rows(splits["prefs_eval"], rng),
+        "ppo_prompts": _prompt_rows(splits["ppo_prompts"]),
+        "eval_prompts": _prompt_rows(splits["eval_prompts"]),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "voice_guide.md").write_text(_voice_guide(), encoding="utf-8", newline="\n")
+    for name, rows in files.items():
+        _write_jsonl(out_dir / f"{name}.jsonl", rows)
+    return {name: len(rows) for name, rows in files.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random generator (default: 0)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="output directory (default: recipes/brand_voice/data in this repository)")
+    args = parser.parse_args(argv)
+    counts = generate(args.out, args.seed)
+    for name, count in counts.items():
+        print(f"{args.out / (name + '.jsonl')}: {count} rows")
+
+
+if __name__ == "__main__":
+    main()

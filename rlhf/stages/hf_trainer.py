@@ -86,6 +86,13 @@ def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) 
     return args
 
 
+def quiet_printer(trainer) -> None:
+    """Drops the Trainer's raw dict printer: rlhf.tracking already prints one plain line per log."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def callbacks(stage: StageBase, tracker) -> list:
     """The tracker callback, plus early stopping when the recipe asks for it."""
     from transformers import EarlyStoppingCallback

@@ -15,7 +15,7 @@ from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, wri
 from rlhf.config import RewardStage
 from rlhf.distributed import is_main_process
 from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, resolve_model_path, torch_dtype
-from rlhf.stages.hf_trainer import callbacks, load_dataset, save_final, training_arguments
+from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -67,6 +67,7 @@ def run(cfg: RewardStage) -> Path:
         peft_config=peft_config(cfg.model.lora, "SEQ_CLS") if cfg.model.lora else None,
         callbacks=callbacks(cfg, tracker),
     )
+    quiet_printer(trainer)
     dropped = len(train) - len(trainer.train_dataset)
     if dropped:
         logger.warning("reward: %d of %d training pairs are longer than data.max_length=%d and were dropped",

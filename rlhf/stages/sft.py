@@ -11,7 +11,7 @@ from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, wri
 from rlhf.config import SFTStage
 from rlhf.distributed import is_main_process
 from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
-from rlhf.stages.hf_trainer import callbacks, load_dataset, save_final, training_arguments
+from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -61,6 +61,7 @@ def run(cfg: SFTStage) -> Path:
         peft_config=peft_config(cfg.model.lora, "CAUSAL_LM") if cfg.model.lora else None,
         callbacks=callbacks(cfg, tracker),
     )
+    quiet_printer(trainer)
 
     # Train.
     first_eval = trainer.evaluate() if evaluation is not None else {}

@@ -210,7 +210,7 @@ def score(prompts: list[str], responses: list[str]) -> list[float]:
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
     total_weight = sum(RULE_WEIGHTS.values())
     scores = []
-    for prompt, response in zip(prompts, responses):
+    for prompt, response in zip(prompts, responses, strict=True):
         breakdown = score_breakdown(prompt, response)
         scores.append(sum(RULE_WEIGHTS[rule] * value for rule, value in breakdown.items()) / total_weight)
     return scores

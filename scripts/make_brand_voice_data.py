@@ -45,6 +45,8 @@ MESSAGE_WORDS = (8, 40)
 # Slot values for customer messages
 # ---------------------------------------------------------------------------------------------------------------
 
+# Compact tables read better than one item per line.
+# fmt: off
 NAMES = [
     "Maya", "Tom", "Priya", "Liam", "Sofia", "Noah", "Aisha", "Ben", "Chloe", "Diego", "Emma", "Finn", "Grace",
     "Hiro", "Isla", "Jack", "Kira", "Leo", "Mia", "Nate", "Olivia", "Pablo", "Quinn", "Rosa", "Sam", "Tara",
@@ -201,7 +203,7 @@ INTENTS = {
     },
     "damaged_item": {
         "customer": [
-            "My {product} arrived with a big tear in it. Order {order}.",
+            "My {product} arrived with a big tear. Order {order}.",
             "The {product} I got {date} is broken. A buckle snapped straight away.",
             "Box was crushed and the {product} inside is damaged. What now?",
             "Received order {order} today and the {product} has a crack in it.",
@@ -413,7 +415,7 @@ INTENTS = {
             "The code {code} says expired but your email said it was valid this week.",
             "I have a code {code} for the {product} but the price didn't change.",
             "{code} wont apply to the {product}, why?",
-            "Can I use {code} on a sale item like the {product}?",
+            "{code} didn't work on the {product} in the sale. Can you help?",
         ],
         "on_voice": [
             ("Sorry the code gave you trouble.",
@@ -508,6 +510,7 @@ FORMAL_LETTER = ("Dear customer, we acknowledge receipt of your enquiry regardin
                  "that {clause}. Kindly allow up to five working days for a response. Yours faithfully, Customer "
                  "Services Department")
 CURT_TAILS = ["", "", " Thanks.", " Anything else, reply here."]
+# fmt: on
 
 VOICE_GUIDE = """\
 # {company} voice guide
@@ -590,8 +593,16 @@ def _draw_message(intent: str, rng: random.Random) -> dict:
     code = rng.choice(CODES)
     address = f"{rng.randint(2, 180)} {rng.choice(STREETS)}"
     name = rng.choice(NAMES)
-    core = template.format(order=order, product=product, days=rng.choice(DAYS), date=rng.choice(DATES),
-                           size=size, months=rng.choice(MONTHS), code=code, address=address)
+    core = template.format(
+        order=order,
+        product=product,
+        days=rng.choice(DAYS),
+        date=rng.choice(DATES),
+        size=size,
+        months=rng.choice(MONTHS),
+        code=code,
+        address=address,
+    )
     closer = rng.choice(CLOSERS)
     pieces = [rng.choice(OPENERS), core, rng.choice(EXTRAS), closer.format(name=name)]
     text = " ".join(piece for piece in pieces if piece)
@@ -720,17 +731,22 @@ def _user_turn(message: dict) -> list[dict]:
 
 
 def _sft_rows(messages: list[dict], rng: random.Random) -> list[dict]:
+    # An exact share rather than a coin flip per row, so small splits are not skewed by chance.
+    off_voice = set(rng.sample(range(len(messages)), round(len(messages) * OFF_VOICE_SHARE)))
     rows = []
-    for message in messages:
+    for i, message in enumerate(messages):
         parts = _on_voice_parts(message, rng)
-        on_voice = rng.random() >= OFF_VOICE_SHARE
-        if on_voice:
-            reply = _on_voice_reply(parts)
-        else:
-            reply = _off_voice_reply(message, parts, rng.choice(VIOLATIONS), rng)
+        on_voice = i not in off_voice
+        violation = None if on_voice else rng.choice(VIOLATIONS)
+        reply = _off_voice_reply(message, parts, violation, rng) if violation else _on_voice_reply(parts)
         reply = _checked(message, reply, on_voice)
-        rows.append({"messages": _user_turn(message) + [{"role": "assistant", "content": reply}],
-                     "intent": message["intent"], "on_voice": on_voice})
+        rows.append(
+            {
+                "messages": _user_turn(message) + [{"role": "assistant", "content": reply}],
+                "intent": message["intent"],
+                "on_voice": on_voice,
+            }
+        )
     return rows
 
 
@@ -742,9 +758,15 @@ def _preference_rows(messages: list[dict], rng: random.Random) -> list[dict]:
         parts = _on_voice_parts(message, rng)
         chosen = _checked(message, _on_voice_reply(parts), on_voice=True)
         rejected = _checked(message, _off_voice_reply(message, parts, violation, rng), on_voice=False)
-        rows.append({"prompt": _user_turn(message), "chosen": [{"role": "assistant", "content": chosen}],
-                     "rejected": [{"role": "assistant", "content": rejected}], "intent": message["intent"],
-                     "violation": violation})
+        rows.append(
+            {
+                "prompt": _user_turn(message),
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "intent": message["intent"],
+                "violation": violation,
+            }
+        )
     return rows
 
 
@@ -758,10 +780,15 @@ def _voice_guide() -> str:
 
     weights = "\n".join(f"- `{rule}`: {weight:.2f}" for rule, weight in brand_voice.RULE_WEIGHTS.items())
     return VOICE_GUIDE.format(
-        company=brand_voice.COMPANY, sign_off=brand_voice.SIGN_OFF, min_words=brand_voice.MIN_WORDS,
-        max_words=brand_voice.MAX_WORDS, banned=quoted(brand_voice.BANNED_PHRASES),
-        blame=quoted(brand_voice.BLAME_PHRASES), jargon=quoted(brand_voice.JARGON),
-        over_promises=quoted(brand_voice.OVER_PROMISES), weights=weights,
+        company=brand_voice.COMPANY,
+        sign_off=brand_voice.SIGN_OFF,
+        min_words=brand_voice.MIN_WORDS,
+        max_words=brand_voice.MAX_WORDS,
+        banned=quoted(brand_voice.BANNED_PHRASES),
+        blame=quoted(brand_voice.BLAME_PHRASES),
+        jargon=quoted(brand_voice.JARGON),
+        over_promises=quoted(brand_voice.OVER_PROMISES),
+        weights=weights,
     )
 
 
@@ -806,8 +833,12 @@ def generate(out_dir: Path, seed: int = 0) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the random generator (default: 0)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output directory (default: recipes/brand_voice/data in this repository)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="output directory (default: recipes/brand_voice/data in this repository)",
+    )
     args = parser.parse_args(argv)
     counts = generate(args.out, args.seed)
     for name, count in counts.items():

@@ -1,0 +1,131 @@
+"""The ppo reward: learned reward models and programmatic functions from reward_models/, weighted and logged.
+
+Programmatic rewards are imported only from the `reward_models` package (`function: brand_voice` means
+`reward_models.brand_voice:score`) or from a module the recipe names explicitly (`function: mypkg.rules:score`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from rlhf.config import RewardSourceConfig
+from rlhf.ppo.rollout import Batch
+
+
+class RewardError(ValueError):
+    """A reward source that cannot be loaded or returned something unusable."""
+
+
+def load_reward_function(spec: str) -> Callable[[list[str], list[str]], list[float]]:
+    """Imports a programmatic reward: 'name' from reward_models/ (function `score`), or 'package.module:function'."""
+    module_name, _, function_name = spec.partition(":")
+    if not function_name:
+        if "." in module_name:
+            raise RewardError(f"reward function '{spec}': name the function explicitly, as 'package.module:function'")
+        module_name, function_name = f"reward_models.{module_name}", "score"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise RewardError(f"reward function '{spec}': cannot import {module_name} ({err})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise RewardError(f"reward function '{spec}': {module_name} has no function '{function_name}'")
+    return function
+
+
+@dataclass
+class RewardTerm:
+    """One weighted reward source, ready to score batches."""
+
+    name: str
+    weight: float
+    function: Callable[[list[str], list[str]], list[float]] | None = None
+    model: torch.nn.Module | None = None
+    tokenizer: object | None = None
+    shares_tokenizer: bool = False
+
+    @torch.no_grad()
+    def score(self, batch: Batch, prompts: list[str], responses: list[str], policy_tokenizer) -> torch.Tensor:
+        """Scores one batch: [B] float32."""
+        if self.function is not None:
+            values = self.function(prompts, responses)
+            if len(values) != len(responses):
+                raise RewardError(f"reward '{self.name}' returned {len(values)} scores for {len(responses)} responses")
+            return torch.tensor([float(v) for v in values], dtype=torch.float32)
+        device = next(self.model.parameters()).device
+        if self.shares_tokenizer:
+            # Same vocabulary and template: score the sampled ids directly (no decode and re-tokenise).
+            input_ids, attention_mask, position_ids = batch.sequence()
+            # Positions after EOS hold the pad id, so the classifier pools the last real token.
+            out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             position_ids=position_ids.to(device))
+            return out.logits[:, 0].float().cpu()
+        from rlhf.scoring import render, reward_scores
+
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        texts = [render(self.tokenizer, m, r) for m, r in zip(messages, responses, strict=True)]
+        return reward_scores(self.model, self.tokenizer, texts, batch_size=len(texts))
+
+
+def build_reward_terms(sources: list[RewardSourceConfig], policy_tokenizer, dtype: str,
+                       trust_remote_code: bool) -> list[RewardTerm]:
+    """Loads every reward source of a recipe (learned models in inference mode)."""
+    from transformers import AutoTokenizer
+
+    from rlhf.models.loading import load_reward_model
+
+    terms = []
+    for source in sources:
+        if source.function is not None:
+            terms.append(RewardTerm(source.name, source.weight, function=load_reward_function(source.function)))
+            continue
+        model = load_reward_model(source.model, dtype, trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source.model, trust_remote_code=trust_remote_code)
+        shares = (tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+                  and tokenizer.chat_template == policy_tokenizer.chat_template
+                  and model.config.pad_token_id == policy_tokenizer.pad_token_id)
+        terms.append(RewardTerm(source.name, source.weight, model=model, tokenizer=tokenizer, shares_tokenizer=shares))
+    return terms
+
+
+class RunningMoments:
+    """Running mean and variance of scores (Chan et al. parallel update), for reward normalisation."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 0
+
+    def update(self, values: torch.Tensor) -> None:
+        """Merges a batch of values (already gathered across processes) into the running statistics."""
+        n = values.numel()
+        if n == 0:
+            return
+        batch_mean, batch_var = values.mean().item(), values.var(unbiased=False).item()
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Running standard deviation (1 before any update)."""
+        return max(self.var, 1e-8) ** 0.5 if self.count > 1 else 1.0
+
+    def state_dict(self) -> dict[str, float]:
+        """The statistics, for checkpoints."""
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restores the statistics from a checkpoint."""
+        self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), int(state["count"])
+
+
+def last_user_message(messages: list[dict[str, str]]) -> str:
+    """The text a programmatic reward sees as the prompt: the last user turn."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+

@@ -1,0 +1,140 @@
+"""Rollouts: batched sampling with the KV cache from left-padded prompts, and the masks that go with it.
+
+The sampling loop keeps only the sampled token ids (never per-step full-vocabulary logits); log-probabilities are
+recomputed afterwards in one forward pass over prompt + response. It is our own loop rather than
+`model.generate` so that every step is visible, cheap in Python overhead, seeded by an explicit generator, and able
+to keep stepping until every rank is done (ZeRO-3 needs all ranks in every forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """One batch of prompts and their sampled responses.
+
+    Attributes:
+        query: [B, P] prompt ids, left-padded.
+        query_mask: [B, P] 1 for prompt tokens, 0 for padding.
+        response: [B, R] sampled ids; positions after EOS hold the pad id.
+        response_mask: [B, R] 1 for response tokens up to and including EOS.
+        has_eos: [B] whether the response ended with EOS within the budget.
+    """
+
+    query: torch.Tensor
+    query_mask: torch.Tensor
+    response: torch.Tensor
+    response_mask: torch.Tensor
+    has_eos: torch.Tensor
+
+    def sequence(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, position_ids) of prompt + response, for one forward pass."""
+        input_ids = torch.cat([self.query, self.response], dim=1)
+        attention_mask = torch.cat([self.query_mask, self.response_mask.long()], dim=1)
+        return input_ids, attention_mask, positions(attention_mask)
+
+    def select(self, index: torch.Tensor) -> Batch:
+        """The rows `index` of this batch."""
+        return Batch(self.query[index], self.query_mask[index], self.response[index], self.response_mask[index],
+                     self.has_eos[index])
+
+
+def encode_prompts(tokenizer, prompts: list[list[dict[str, str]]], max_prompt_length: int) -> list[list[int]]:
+    """Token ids of each prompt rendered with the chat template and the generation prompt.
+
+    Prompts longer than `max_prompt_length` keep their end (the latest turns and the assistant header).
+    """
+    encoded = []
+    for messages in prompts:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        encoded.append(ids[-max_prompt_length:])
+    return encoded
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pads id lists into (ids [B, P], mask [B, P])."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_mask(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask [B, R] of tokens up to and including the first EOS, has_eos [B])."""
+    is_eos = response == eos_id
+    seen_before = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    return (~seen_before).float(), is_eos.any(-1)
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """Samples one token per row from last-position logits [B, V] (greedy when temperature is 0)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the mass before it already reaches top_p (the most likely token always stays).
+        drop = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(model, query: torch.Tensor, query_mask: torch.Tensor, *, max_new_tokens: int, temperature: float,
+           top_k: int, top_p: float, eos_id: int, pad_id: int, generator: torch.Generator | None = None,
+           all_done: Callable[[bool], bool] | None = None) -> torch.Tensor:
+    """Samples responses with the KV cache; returns [B, R] ids with the pad id after each row's EOS.
+
+    Args:
+        model: A causal LM (called with `past_key_values`, `position_ids` and `logits_to_keep`).
+        query, query_mask: Left-padded prompts.
+        max_new_tokens, temperature, top_k, top_p: Decoding settings (temperature 0: greedy).
+        eos_id, pad_id: End-of-sequence and padding ids.
+        generator: The seeded sampling generator.
+        all_done: In a multi-process launch, takes this rank's "finished" flag and returns whether every rank is
+            finished, so ranks keep stepping together (each forward is collective under ZeRO-3).
+    """
+    from transformers import DynamicCache
+
+    device = query.device
+    attention_mask = query_mask.clone()
+    position_ids = positions(attention_mask)
+    cache = DynamicCache()
+    out = model(input_ids=query, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    finished = torch.zeros(query.shape[0], dtype=torch.bool, device=device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        token = next_token(out.logits[:, -1, :], temperature, top_k, top_p, generator)
+        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        tokens.append(token)
+        finished |= token == eos_id
+        done = bool(finished.all())
+        if (all_done(done) if all_done is not None else done) or len(tokens) == max_new_tokens:
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position_ids,
+                    past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+    return torch.stack(tokens, dim=1)

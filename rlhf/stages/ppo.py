@@ -1,0 +1,366 @@
+"""The ppo stage: our own PPO (Ziegler et al. 2019; Ouyang et al. 2022), an explicit loop read top to bottom.
+
+Each step: sample a batch of responses from the policy -> score them with every reward term -> per-token
+KL-penalised rewards against the frozen reference -> GAE advantages from the value function -> `update.epochs`
+passes of clipped minibatch updates -> log. The maths lives in `rlhf.ppo.functional` as pure functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
+from rlhf.config import PPOStage
+from rlhf.ppo import functional as F
+from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
+from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message
+from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask, sample
+
+logger = logging.getLogger("rlhf")
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or reward became NaN or infinite; the run stops before writing anything from this step."""
+
+
+def run(cfg: PPOStage) -> Path:
+    """Runs PPO and returns the output directory.
+
+    Leaves `final/` (the policy, merged weights or a PEFT adapter, with its tokenizer), `recipe.yaml`,
+    `metrics.jsonl` and `manifest.json` (naming the sft and reward artifacts) in `cfg.output_dir`.
+    """
+    from transformers import get_scheduler, set_seed
+
+    from rlhf.distributed import make_accelerator
+    from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+    from rlhf.stages.hf_trainer import load_dataset
+    from rlhf.tracking import Tracker
+
+    started = time.time()
+    output_dir = Path(cfg.output_dir)
+    t, u = cfg.training, cfg.update
+    accelerator = make_accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps)
+    set_seed(cfg.seed)
+
+    # ---- Set up: data, the four models, optimiser, trackers.
+    prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "train")]
+    eval_prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "eval") or []]
+    policy_path = resolve_model_path(cfg.model.name_or_path)
+    parents = {"policy": check_parent(policy_path)}
+    tokenizer = load_tokenizer(cfg.model, policy_path, padding_side="left")
+    policy = load_causal_lm(cfg.model, policy_path)
+    if cfg.model.lora is not None:
+        from peft import get_peft_model
+
+        # ref_policy is the same base with the adapter disabled: one copy of the base weights serves both.
+        policy = get_peft_model(policy, peft_config(cfg.model.lora, "CAUSAL_LM"))
+        ref_policy = None
+    else:
+        ref_policy = load_causal_lm(cfg.model, policy_path).eval().requires_grad_(False)
+    terms = build_reward_terms(cfg.rewards, tokenizer, cfg.model.dtype, cfg.model.trust_remote_code)
+    for source in cfg.rewards:
+        if source.model is not None:
+            parents[f"reward/{source.name}"] = check_parent(source.model)
+    actor_critic = ActorCritic(policy, **_value_model(cfg, policy, parents))
+    disable_dropout(actor_critic)
+    if cfg.training.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+
+    world = accelerator.num_processes
+    per_rank = t.batch_size
+    steps_per_epoch = len(prompts) // (per_rank * world)
+    if steps_per_epoch == 0:
+        raise ValueError(f"ppo: {len(prompts)} prompts cannot fill one batch of {per_rank} x {world} processes")
+    total_steps = t.max_steps or max(1, int(t.epochs * steps_per_epoch))
+    updates_per_step = u.epochs * u.num_minibatches
+    optimizer = torch.optim.AdamW(
+        actor_critic.param_groups(t.learning_rate, cfg.value.learning_rate or t.learning_rate, t.weight_decay)
+    )
+    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps *
+                              updates_per_step), num_training_steps=total_steps * updates_per_step)
+    model, optimizer = accelerator.prepare(actor_critic, optimizer)
+    device = accelerator.device
+    if ref_policy is not None:
+        ref_policy.to(device)
+    for term in terms:
+        if term.model is not None:
+            term.model.to(device)
+
+    if accelerator.is_main_process:
+        write_recipe(cfg, output_dir)
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=accelerator.is_main_process)
+    encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
+    generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
+    kl_ctl = (F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.adaptive
+              else F.FixedKLController(cfg.kl.coef))
+    moments = RunningMoments()
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    logger.info("ppo: %d prompts, %d steps of %d x %d rollouts, value=%s, lora=%s", len(prompts), total_steps,
+                per_rank, world, cfg.value.mode, cfg.model.lora is not None)
+
+    def reduce_mean(value: torch.Tensor) -> float:
+        return accelerator.reduce(value.detach().float().to(device), reduction="mean").item()
+
+    # ---- Train.
+    history: list[float] = []
+    progress = _progress(total_steps, accelerator.is_main_process)
+    for step in range(total_steps):
+        step_started = time.perf_counter()
+
+        # Rollout: sample responses for this rank's share of the batch.
+        index = _batch_indices(step, len(prompts), per_rank, world, accelerator.process_index, cfg.seed)
+        query, query_mask = left_pad([encoded[i] for i in index], pad_id)
+        query, query_mask = query.to(device), query_mask.to(device)
+        unwrapped = accelerator.unwrap_model(model)
+        response = sample(unwrapped.policy, query, query_mask, max_new_tokens=cfg.rollout.max_new_tokens,
+                          temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
+                          eos_id=eos_id, pad_id=pad_id, generator=generator, all_done=_all_done(accelerator))
+        mask, has_eos = response_mask(response, eos_id)
+        batch = Batch(query, query_mask, response, mask.to(device), has_eos)
+        rollout_time = time.perf_counter() - step_started
+
+        # Score: old log-probs and values, reference log-probs, reward terms.
+        score_started = time.perf_counter()
+        input_ids, attention_mask, position_ids = batch.sequence()
+        length = response.shape[1]
+        temperature = cfg.rollout.temperature
+        with torch.no_grad():
+            logits, old_values = model(input_ids, attention_mask, position_ids, length)
+            logits = logits / temperature
+            old_logprobs = F.logprobs_from_logits(logits, response)
+            entropy = F.masked_mean(F.entropy_from_logits(logits), batch.response_mask)
+            del logits
+            ref_logprobs = _ref_logprobs(ref_policy, unwrapped.policy, input_ids, attention_mask, position_ids,
+                                         length, temperature, response)
+        prompt_texts = [last_user_message(prompts[i]) for i in index]
+        response_texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+        term_scores = {term.name: term.score(batch, prompt_texts, response_texts, tokenizer).to(device)
+                       for term in terms}
+        scores = sum(term.weight * term_scores[term.name] for term in terms)
+        raw_total = scores.clone()
+        if cfg.rollout.missing_eos_penalty is not None:
+            scores = F.missing_eos_penalty(scores, has_eos.to(device), cfg.rollout.missing_eos_penalty)
+        if u.reward_normalization:
+            moments.update(accelerator.gather(scores))
+            scores = scores / moments.std
+        if u.reward_clip is not None:
+            scores = scores.clamp(-u.reward_clip, u.reward_clip)
+        _check_finite("reward", scores)
+
+        # Advantages: KL-penalised per-token rewards, GAE, whitening over every rank's tokens.
+        rewards, kl = F.kl_penalized_rewards(scores, old_logprobs, ref_logprobs, batch.response_mask,
+                                             kl_ctl.value, cfg.kl.estimator)
+        advantages, returns = F.gae_advantages(rewards, old_values, batch.response_mask, u.gamma, u.lam)
+        if u.whiten_advantages:
+            mean, var = _global_moments(advantages, batch.response_mask, accelerator)
+            advantages = F.masked_whiten(advantages, batch.response_mask, mean=mean, var=var)
+        score_time = time.perf_counter() - score_started
+
+        # Update: epochs of minibatches, each split into micro-batches for gradient accumulation.
+        update_started = time.perf_counter()
+        stats: dict[str, list[float]] = {}
+        model.train()
+        minibatch = per_rank // u.num_minibatches
+        micro = minibatch // t.gradient_accumulation_steps
+        for _ in range(u.epochs):
+            order = torch.randperm(per_rank, generator=generator).to(device)
+            for start in range(0, per_rank, micro):
+                rows = order[start : start + micro]
+                with accelerator.accumulate(model):
+                    part = batch.select(rows)
+                    ids, att, pos = part.sequence()
+                    new_logits, new_values = model(ids, att, pos, length)
+                    new_logprobs = F.logprobs_from_logits(new_logits / temperature, part.response)
+                    pg_loss, pg_stats = F.policy_loss(new_logprobs, old_logprobs[rows], advantages[rows],
+                                                      part.response_mask, u.cliprange)
+                    vf_loss, vf_stats = F.value_loss(new_values, old_values[rows], returns[rows],
+                                                     part.response_mask, cfg.value.cliprange)
+                    loss = pg_loss + cfg.value.coef * vf_loss
+                    _check_finite("loss", loss)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and t.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    optimizer.step()  # a no-op on accumulation micro-steps (Accelerate tracks the boundary)
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
+                                   ("policy/clipfrac", pg_stats["clipfrac"]), ("policy/approx_kl", pg_stats["approx_kl"]),
+                                   ("value/clipfrac", vf_stats["clipfrac"])):
+                    stats.setdefault(key, []).append(float(value.detach()))
+        model.eval()
+        update_time = time.perf_counter() - update_started
+
+        # Log.
+        kl_per_sequence = F.masked_sum(kl, batch.response_mask, dim=1)
+        mean_kl = reduce_mean(kl_per_sequence.mean())
+        kl_ctl.update(mean_kl, per_rank * world)
+        lengths = batch.response_mask.sum(1)
+        step_time = time.perf_counter() - step_started
+        generated = accelerator.reduce(lengths.sum().to(device), reduction="sum").item()
+        metrics = {
+            "reward/total": reduce_mean(raw_total.mean()),
+            "reward/score": reduce_mean(scores.mean()),
+            **{f"reward/{name}": reduce_mean(value.mean()) for name, value in term_scores.items()},
+            "kl": mean_kl,
+            "kl_coef": kl_ctl.value,
+            "entropy": reduce_mean(entropy),
+            "value/explained_variance": reduce_mean(F.explained_variance(old_values, returns, batch.response_mask)),
+            "response/length": reduce_mean(lengths.float().mean()),
+            "response/eos_rate": reduce_mean(has_eos.float().mean()),
+            "lr": scheduler.get_last_lr()[0],
+            "time/rollout": rollout_time,
+            "time/score": score_time,
+            "time/update": update_time,
+            "time/step": step_time,
+            "tokens_per_s": generated / step_time,
+            **{key: sum(values) / len(values) for key, values in stats.items()},
+        }
+        history.append(metrics["reward/total"])
+        tracker.log(metrics, step=step + 1)
+        if (step + 1) % cfg.log_samples_every == 0 or step == 0:
+            tracker.log_samples(_samples(prompt_texts, response_texts, term_scores), step=step + 1)
+        progress(step, metrics)
+
+    # ---- Save, then evaluate the saved policy against the reference on held-out prompts.
+    final_dir = output_dir / FINAL
+    _save_policy(accelerator, model, tokenizer, final_dir)
+    results = {"steps": total_steps, "episodes": total_steps * per_rank * world, **_trend(history)}
+    if eval_prompts:
+        from rlhf.ppo.evaluation import evaluate_against_reference
+
+        unwrapped = accelerator.unwrap_model(model)
+        results.update(evaluate_against_reference(
+            unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator))
+        tracker.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=total_steps)
+    tracker.close()
+    if accelerator.is_main_process:
+        write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents=parents,
+                       results=results, started=started)
+        logger.info("ppo finished: reward %.3f -> %.3f; final policy in %s", results["reward_first_10pct"],
+                    results["reward_last_10pct"], final_dir)
+    accelerator.wait_for_everyone()
+    return output_dir
+
+
+def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
+    """ActorCritic's value arguments: a critic loaded from `value.init` (or the reward model), or a head size."""
+    if cfg.value.mode == "head":
+        return {"hidden_size": policy.config.hidden_size}
+    from transformers import AutoModelForSequenceClassification
+
+    init = cfg.value.init or next((s.model for s in cfg.rewards if s.model is not None), None)
+    if init is None:
+        raise ValueError("ppo: value.mode 'critic' needs value.init or a learned reward source to start from")
+    parents["value"] = check_parent(init)
+    critic = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
+                                                                trust_remote_code=cfg.model.trust_remote_code)
+    return {"critic": critic}
+
+
+def _batch_indices(step: int, n: int, per_rank: int, world: int, rank: int, seed: int) -> list[int]:
+    """This rank's prompt indices for a step: a fresh seeded permutation per epoch, derived from the step alone.
+
+    Deriving the order from the step number (not from consumed iterator state) makes resuming exact.
+    """
+    global_batch = per_rank * world
+    per_epoch = n // global_batch
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    start = position * global_batch + rank * per_rank
+    return order[start : start + per_rank].tolist()
+
+
+def _all_done(accelerator):
+    """A cross-rank 'everyone finished sampling' check, or None on one process."""
+    if accelerator.num_processes == 1:
+        return None
+
+    def all_done(done: bool) -> bool:
+        flag = torch.tensor([0.0 if done else 1.0], device=accelerator.device)
+        return accelerator.reduce(flag, reduction="sum").item() == 0
+
+    return all_done
+
+
+def _ref_logprobs(ref_policy, policy, input_ids, attention_mask, position_ids, length, temperature, response):
+    """Reference log-probs: the frozen copy, or the policy with its LoRA adapter disabled."""
+    if ref_policy is not None:
+        logits = response_logits(ref_policy, input_ids, attention_mask, position_ids, length)
+    else:
+        with policy.disable_adapter():
+            logits = response_logits(policy, input_ids, attention_mask, position_ids, length)
+    return F.logprobs_from_logits(logits / temperature, response)
+
+
+def _global_moments(x: torch.Tensor, mask: torch.Tensor, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) variance of x over the real tokens of every rank."""
+    local = torch.stack([F.masked_sum(x, mask), F.masked_sum(x * x, mask), mask.sum().to(x.dtype)])
+    total, total_sq, count = accelerator.reduce(local, reduction="sum")
+    mean = total / count.clamp(min=1)
+    var = (total_sq - count * mean**2) / (count - 1).clamp(min=1)
+    return mean, var.clamp(min=0)
+
+
+def _check_finite(what: str, value: torch.Tensor) -> None:
+    if not torch.isfinite(value).all():
+        raise NonFiniteError(f"ppo: non-finite {what} ({value.flatten()[:4].tolist()}); stopping before it is used")
+
+
+def _trend(history: list[float]) -> dict[str, float]:
+    """Mean total reward of the first and last 10% of steps."""
+    k = max(1, math.ceil(len(history) / 10))
+    return {"reward_first_10pct": sum(history[:k]) / k, "reward_last_10pct": sum(history[-k:]) / k}
+
+
+def _samples(prompts: list[str], responses: list[str], scores: dict[str, torch.Tensor], n: int = 4) -> list[dict]:
+    return [{"prompt": prompts[i], "response": responses[i],
+             **{name: round(float(value[i]), 3) for name, value in scores.items()}} for i in range(min(n, len(prompts)))]
+
+
+def _progress(total: int, enabled: bool):
+    """A progress bar on a terminal, plain log lines otherwise."""
+    from rlhf.tracking import interactive
+
+    if enabled and interactive():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="ppo")
+
+        def update(step: int, metrics: dict) -> None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", kl=f"{metrics['kl']:.3f}")
+            if step + 1 == total:
+                bar.close()
+
+        return update
+
+    def log_line(step: int, metrics: dict) -> None:
+        if enabled:
+            logger.info("ppo step %d/%d: reward %.3f, kl %.3f, kl_coef %.3f, length %.1f, eos %.2f, %.1f tok/s",
+                        step + 1, total, metrics["reward/total"], metrics["kl"], metrics["kl_coef"],
+                        metrics["response/length"], metrics["response/eos_rate"], metrics["tokens_per_s"])
+
+    return log_line
+
+
+def _save_policy(accelerator, model, tokenizer, final_dir: Path) -> None:
+    """Saves the policy (merged weights, or the PEFT adapter) with its tokenizer so `from_pretrained` loads it."""
+    state_dict = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards on every rank
+    if accelerator.is_main_process:
+        policy = accelerator.unwrap_model(model).policy
+        prefix = "policy."
+        policy_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        final_dir.mkdir(parents=True, exist_ok=True)
+        if hasattr(policy, "peft_config"):
+            policy.save_pretrained(final_dir)
+        else:
+            policy.save_pretrained(final_dir, state_dict=policy_state, safe_serialization=True)
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(final_dir)
+    accelerator.wait_for_everyone()

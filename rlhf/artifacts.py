@@ -1,7 +1,8 @@
 """What a stage leaves behind: recipe.yaml, manifest.json, and the checks a later stage makes on them.
 
 The manifest is written last and atomically, so a directory with `final/` but no complete manifest is a half-written
-artifact and later stages refuse it.
+artifact and later stages refuse it. The manifest lists the files of `final/` with their sizes, and `check_parent`
+verifies them. `check_output_dir` is the output-path safety rule, `scrub_secrets` keeps tokens out of the manifest.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rlhf.config import is_data_file
+from rlhf.config import STAGE_REF_PREFIX, STAGES, PipelineRecipe, PPOStage, is_data_file, stage_references
 from rlhf.recipe import recipe_to_yaml
 
 MANIFEST = "manifest.json"
@@ -104,10 +106,11 @@ def write_manifest(output_dir: Path, recipe: BaseModel, *, data: dict[str, str],
         "data": data,
         "parents": parents,
         "outputs": {"final": FINAL, "recipe": RECIPE, "metrics": METRICS},
+        "final_files": final_files(output_dir / FINAL),
         "results": results,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(scrub_secrets(sys.argv)),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": round(time.time() - started, 2),
@@ -121,19 +124,30 @@ def read_manifest(output_dir: Path) -> dict[str, Any]:
     return json.loads((output_dir / MANIFEST).read_text())
 
 
+def final_files(final_dir: Path) -> dict[str, int]:
+    """The files of a final/ directory (relative path -> size in bytes), as recorded in the manifest."""
+    if not final_dir.is_dir():
+        return {}
+    return {str(p.relative_to(final_dir)): p.stat().st_size for p in sorted(final_dir.rglob("*")) if p.is_file()}
+
+
 def check_parent(model_dir: str | Path, expected_stage: str | None = None) -> dict[str, str]:
     """Checks an upstream artifact a stage builds on and returns its lineage record.
 
     A directory made by this project (a `final/` whose parent has recipe.yaml or manifest.json) must have a complete
-    manifest of the expected stage. Other model directories (hub downloads, user checkpoints) pass with their path.
+    manifest of the expected stage, and every file the manifest lists under final/ must be there with its recorded
+    size. Other model directories (hub downloads, user checkpoints) pass with their path.
 
     Raises:
-        ArtifactError: The artifact is half-written, of the wrong stage, or has no model files.
+        ArtifactError: The artifact is half-written, of the wrong stage, or has missing or changed model files.
     """
     model_dir = Path(model_dir)
     stage_dir = model_dir.parent
     ours = model_dir.name == FINAL and ((stage_dir / RECIPE).exists() or (stage_dir / MANIFEST).exists())
     if not ours:
+        if expected_stage is not None:
+            raise ArtifactError(f"{model_dir} is not the final/ output of a '{expected_stage}' stage "
+                                f"(no {RECIPE} or {MANIFEST} next to it): run the {expected_stage} stage first")
         return {"path": str(model_dir)}
     if not (stage_dir / MANIFEST).is_file():
         raise ArtifactError(
@@ -150,4 +164,150 @@ def check_parent(model_dir: str | Path, expected_stage: str | None = None) -> di
         raise ArtifactError(f"{model_dir} comes from a '{manifest.get('stage')}' stage, expected '{expected_stage}'")
     if not any((model_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise ArtifactError(f"{model_dir} has a manifest but no config.json: the model files are missing")
-    return {"path": str(model_dir), "stage": manifest["stage"], "recipe_sha256": manifest["recipe_sha256"]}
+    recorded = manifest.get("final_files") or {}
+    missing = [name for name in recorded if not (model_dir / name).is_file()]
+    changed = [name for name, size in recorded.items()
+               if name not in missing and (model_dir / name).stat().st_size != size]
+    if missing or changed:
+        problems = ([f"missing {', '.join(missing[:5])}"] if missing else []) + (
+            [f"changed size {', '.join(changed[:5])}"] if changed else [])
+        raise ArtifactError(f"{model_dir} does not hold the files its manifest recorded ({'; '.join(problems)}): "
+                            "the artifact was modified or partly deleted; run its stage again")
+    return {"path": str(model_dir), "stage": manifest["stage"], "recipe_sha256": manifest["recipe_sha256"],
+            "finished_at": manifest.get("finished_at")}
+
+
+def check_references(recipe: BaseModel) -> None:
+    """Checks, before anything runs, the upstream artifacts a recipe builds on that already have to exist.
+
+    In a pipeline these are the `stage:NAME` references to stages that this run does not run (`stages:` leaves them
+    out). In a stage recipe these are model directories written by an earlier stage: a reward source must be a
+    reward-stage artifact.
+
+    Raises:
+        ArtifactError: Such an artifact is missing, half-written or of the wrong stage.
+    """
+    if isinstance(recipe, PipelineRecipe):
+        running = {stage.stage for stage in recipe.selected_stages()}
+        for stage in recipe.selected_stages():
+            for field, ref in stage_references(stage):
+                target = ref.removeprefix(STAGE_REF_PREFIX)
+                if target in running:
+                    continue
+                final = recipe.stage_output(target) / FINAL
+                if not final.exists():
+                    raise ArtifactError(f"{stage.stage}.{field} refers to '{ref}', which this run does not run "
+                                        f"(stages: {sorted(running)}), and {final} does not exist: run {target} first")
+                check_parent(final, expected_stage=target)
+        return
+    if isinstance(recipe, PPOStage):
+        for source in recipe.rewards:
+            if source.model and (Path(source.model).parent / RECIPE).exists():
+                check_parent(source.model, expected_stage="reward")
+    model = getattr(getattr(recipe, "model", None), "name_or_path", "")
+    if model and Path(model).name == FINAL and Path(model).is_dir():
+        check_parent(model)
+
+
+def up_to_date(stage: BaseModel) -> bool:
+    """Whether a stage's output directory already holds a finished run of exactly this recipe, data and parents."""
+    output_dir = Path(stage.output_dir)
+    try:
+        manifest = read_manifest(output_dir)
+    except (OSError, json.JSONDecodeError):
+        return False
+    if manifest.get("status") != "complete" or manifest.get("recipe_sha256") != recipe_hash(stage):
+        return False
+    data = getattr(stage, "data", None)
+    if data is not None and manifest.get("data") != data_hashes(data.train, data.eval):
+        return False
+    try:
+        check_parent(output_dir / FINAL, expected_stage=stage.stage)
+        for record in (manifest.get("parents") or {}).values():
+            if "finished_at" in record and check_parent(record["path"]).get("finished_at") != record["finished_at"]:
+                return False  # an upstream stage ran again since
+    except (ArtifactError, OSError):
+        return False
+    return True
+
+
+def begin_stage(output_dir: Path) -> None:
+    """Marks a stage's output as in progress: the old manifest goes, so a crash leaves a half-written artifact."""
+    (output_dir / MANIFEST).unlink(missing_ok=True)
+
+
+# ---- Output paths: a recipe cannot write outside the working directory by accident or into someone else's files.
+
+OWN_ENTRIES = (RECIPE, MANIFEST, METRICS, FINAL, "checkpoints", "tb", "wandb", "results.json", "report.md",
+               "report.html", "plots")
+
+
+def check_output_dir(path: str | Path, *, allow: bool = False, pipeline: bool = False) -> None:
+    """Refuses an output directory a recipe most likely did not mean.
+
+    Refused unless `allow` (the `--allow-output-dir` flag): a relative path whose `..` segments lead outside the
+    working directory (an absolute path is taken as meant), and an existing directory that holds files rlhf did not
+    write (a stage directory is rlhf's when it has recipe.yaml, manifest.json or other stage outputs; a pipeline
+    run directory when it holds only stage directories).
+
+    Raises:
+        ArtifactError: The directory is refused; the message says why and how to proceed.
+    """
+    if allow:
+        return
+    raw = Path(path).expanduser()
+    if not raw.is_absolute() and ".." in raw.parts:
+        cwd = Path.cwd().resolve()
+        resolved = (cwd / raw).resolve()
+        if not resolved.is_relative_to(cwd):
+            raise ArtifactError(f"output path '{path}' leaves the working directory (it resolves to {resolved}); "
+                                "write it as an absolute path if that is where it should go, or pass "
+                                "--allow-output-dir")
+    if not raw.is_dir():
+        return
+    entries = [p for p in raw.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return
+    if pipeline:
+        foreign = [p.name for p in entries if p.name not in STAGES or not p.is_dir()]
+        if not foreign:
+            for stage_dir in entries:
+                check_output_dir(stage_dir, allow=allow)
+            return
+    elif any(p.name in (RECIPE, MANIFEST) for p in entries) or all(p.name in OWN_ENTRIES for p in entries):
+        return
+    else:
+        foreign = [p.name for p in entries if p.name not in OWN_ENTRIES]
+    shown = ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else "")
+    raise ArtifactError(f"output directory {raw} already holds files rlhf did not write ({shown}); choose a new or "
+                        "empty directory, or pass --allow-output-dir to write into it anyway")
+
+
+# ---- Secrets: the manifest records the command line, never a token in it.
+
+_SECRET_KEY = re.compile(r"(token|key|secret|passw|credential|auth)", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|[0-9a-f]{40})\b")
+REDACTED = "***"
+
+
+def scrub_secrets(argv: list[str]) -> list[str]:
+    """The command line with anything that looks like a secret replaced by ***.
+
+    Redacted: the value of `NAME=value` and `--NAME value` / `--NAME=value` where NAME mentions a token, key, secret,
+    password, credential or auth; and values shaped like Hugging Face, OpenAI or GitHub tokens or 40-hex API keys.
+    """
+    out: list[str] = []
+    redact_next = False
+    for arg in argv:
+        if redact_next:
+            out.append(REDACTED)
+            redact_next = False
+            continue
+        name, sep, _ = arg.partition("=")
+        if sep and _SECRET_KEY.search(name):
+            out.append(f"{name}={REDACTED}")
+            continue
+        if arg.startswith("--") and not sep and _SECRET_KEY.search(arg):
+            redact_next = True
+        out.append(_SECRET_VALUE.sub(REDACTED, arg))
+    return out

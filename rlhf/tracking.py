@@ -101,6 +101,29 @@ class Tracker:
             self._wandb.finish()
 
 
+def trim_metrics(output_dir: Path, after_step: int) -> int:
+    """Drops metrics.jsonl records logged after `after_step` (a resumed run logs those steps again); returns how many.
+
+    Written atomically, so a crash here leaves the old file.
+    """
+    from rlhf.artifacts import write_atomic
+
+    path = output_dir / METRICS
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            step = json.loads(line).get("step", 0)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the kill that interrupted the run
+        if isinstance(step, int | float) and step <= after_step:
+            kept.append(line)
+    write_atomic(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
 def _cell(value: Any) -> str:
     text = f"{value:.3f}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")

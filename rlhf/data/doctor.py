@@ -1,0 +1,460 @@
+"""The pre-flight data doctor: checks every stage's data before any model is loaded.
+
+For each local data file a stage reads (the rows it will use: `max_train_rows` / `max_eval_rows` apply):
+- errors (the run is refused), each naming file, row and field: unreadable file, malformed row, unrecognised format,
+  missing or empty field, roles that do not alternate, chosen == rejected, rows mixing formats, no rows;
+- warnings, with counts and the first examples: duplicate rows, conversations that open with an assistant turn,
+  prompts that appear in both a training set and a held-out set (a stage's train/eval; in a pipeline every training
+  set against every held-out set, compare prompts included), and rows that training would truncate or drop because
+  of `data.max_length` (ppo: prompts longer than `data.max_prompt_length` are left-truncated);
+- a small token-length histogram per file. Lengths are counted with the stage's tokenizer when it loads cheaply (a
+  local model directory, an embedded model already built, a hub model already in the local cache); otherwise they
+  are estimated from whitespace words, and the report says so.
+
+This module imports no torch; `transformers` is imported only to load a tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PipelineRecipe, PPOStage, StageBase, is_data_file
+from rlhf.data.formats import NORMALIZERS, DataError, read_rows
+
+logger = logging.getLogger("rlhf")
+
+MAX_LISTED = 10  # errors listed per file before "... and N more"
+EXAMPLES = 3  # examples shown per warning
+WORDS_TO_TOKENS = 1.3  # the estimate used without a tokenizer: tokens per whitespace-separated word
+MESSAGE_OVERHEAD = 3  # estimated template tokens per message (role marker, end-of-turn)
+HELD_OUT_KINDS = ("eval", "compare")
+
+
+@dataclass
+class Scan:
+    """The rows of one data file as a stage will read them, with the problems found."""
+
+    path: str
+    kind: str
+    role: str  # "train", "eval" or "compare"
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+@dataclass
+class StageReport:
+    """What the doctor found for one stage."""
+
+    stage: str
+    summary: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The stage's part of the report: summary, errors, warnings, then the length histograms."""
+        return ([self.summary] + [f"  error: {e}" for e in self.errors] + [f"  warning: {w}" for w in self.warnings]
+                + [f"  {n}" for n in self.notes])
+
+
+@dataclass
+class Report:
+    """The doctor's findings for a whole recipe."""
+
+    stages: list[StageReport] = field(default_factory=list)
+    cross_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{s.stage}: {e}" for s in self.stages for e in s.errors]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{s.stage}: {w}" for s in self.stages for w in s.warnings] + self.cross_warnings
+
+    def lines(self) -> list[str]:
+        """The report as printed by `rlhf validate`."""
+        lines = [line for stage in self.stages for line in stage.lines()]
+        return lines + [f"warning: {w}" for w in self.cross_warnings]
+
+
+class DataProblems(DataError):
+    """Every error the doctor found, one per line (each names file, row and field)."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        self.source, self.row, self.field = None, None, None
+        ValueError.__init__(self, "\n  ".join(errors))
+
+
+def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> Report:
+    """Checks the data of every stage a recipe runs.
+
+    Args:
+        recipe: A stage recipe or a pipeline recipe (its selected stages are checked).
+        tokenizers: Count token lengths with each stage's tokenizer when it loads cheaply; False always estimates.
+    """
+    pipeline = recipe if isinstance(recipe, PipelineRecipe) else None
+    stages = recipe.selected_stages() if pipeline is not None else [recipe]
+    report = Report()
+    train_sets: list[tuple[str, Scan]] = []
+    held_out: list[tuple[str, Scan]] = []
+    for stage in stages:
+        if not isinstance(stage, StageBase):  # compare: its prompts are a held-out set
+            prompts = getattr(getattr(stage, "prompts", None), "path", None)
+            if prompts and is_data_file(prompts):
+                scan = scan_file(prompts, "ppo", "compare", getattr(stage.prompts, "max_prompts", None))
+                held_out.append((stage.stage, scan))
+                if scan.errors:
+                    report.stages.append(StageReport(stage.stage, f"{stage.stage}: prompts {scan.name}",
+                                                     errors=_listed(scan)))
+            continue
+        stage_report, scans = _examine_stage(stage, pipeline, tokenizers)
+        report.stages.append(stage_report)
+        for scan in scans:
+            (train_sets if scan.role == "train" else held_out).append((stage.stage, scan))
+    if pipeline is not None:
+        # Within a stage, train/eval overlap was reported with the stage; here every training set meets every
+        # held-out set of the other stages.
+        for train_stage, train in train_sets:
+            for eval_stage, evaluation in held_out:
+                if train_stage != eval_stage:
+                    report.cross_warnings += _overlap(train, evaluation, f"{train_stage} {train.role}",
+                                                      f"{eval_stage} {evaluation.role}")
+    return report
+
+
+def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
+                   tokenizers: bool) -> tuple[StageReport, list[Scan]]:
+    data = stage.data
+    scans = []
+    for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
+        if source is not None and is_data_file(source):
+            scans.append(scan_file(source, stage.stage, role, limit))
+    files = ", ".join(f"{s.name}: {len(s.rows)} rows" for s in scans) or "hub dataset (checked when loaded)"
+    hub = [s for s in (data.train, data.eval) if s is not None and not is_data_file(s)]
+    if scans and hub:
+        files += f"; hub {', '.join(hub)} (checked when loaded)"
+    report = StageReport(stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; "
+                                      f"output {stage.output_dir}")
+    for scan in scans:
+        report.errors += _listed(scan)
+        report.warnings += _duplicates(scan) + _assistant_first(scan)
+    by_role = {s.role: s for s in scans}
+    if "train" in by_role and "eval" in by_role:
+        report.warnings += _overlap(by_role["train"], by_role["eval"], f"{stage.stage} train", f"{stage.stage} eval")
+    usable = [s for s in scans if not s.errors and s.rows]
+    if usable:
+        tokenizer, how = load_doctor_tokenizer(stage, pipeline) if tokenizers else (None, "tokenizers not loaded")
+        measure = _token_counter(tokenizer)
+        if tokenizer is not None and tokenizer.pad_token is None:
+            report.warnings.append(f"the tokenizer ({how}) has no pad token: its EOS token {tokenizer.eos_token!r} "
+                                   "will be used for padding")
+        for scan in usable:
+            warnings, notes = _lengths(stage, scan, measure, how if tokenizer is not None else None)
+            report.warnings += warnings
+            report.notes += notes
+        if tokenizer is None:
+            report.notes.append(f"token lengths are estimates ({WORDS_TO_TOKENS} tokens per whitespace word): "
+                                f"{how}")
+    if isinstance(stage, PPOStage):
+        report.errors += _reward_sources(stage)
+    return report, scans
+
+
+def scan_file(path: str, kind: str, role: str, limit: int | None = None) -> Scan:
+    """Reads and checks the rows a stage will use from one file, collecting every problem (not just the first)."""
+    scan = Scan(path, kind, role)
+    normalize = NORMALIZERS[kind]
+    formats: dict[frozenset, int] = {}
+    margins = 0
+    try:
+        for number, row in read_rows(path):
+            try:
+                record = normalize(row, path, number)
+            except DataError as err:
+                _record_error(scan, str(err))
+                continue
+            formats.setdefault(frozenset(record) - {"margin"}, number)
+            margins += "margin" in record
+            scan.rows.append((number, record))
+            if limit is not None and len(scan.rows) >= limit:
+                break
+    except DataError as err:  # the file itself, or a line that is not JSON: nothing after it can be read
+        _record_error(scan, str(err))
+    if not scan.rows and not scan.error_count:
+        _record_error(scan, str(DataError(path, None, None, "no rows")))
+    if len(formats) > 1:
+        shapes = "; ".join(f"{', '.join(sorted(keys))} (first at row {row})" for keys, row in formats.items())
+        _record_error(scan, str(DataError(path, None, None, f"rows mix formats ({shapes}): use one format per file")))
+    if 0 < margins < len(scan.rows):
+        _record_error(scan, str(DataError(path, None, "margin", f"{margins} of {len(scan.rows)} rows have a margin: "
+                                                                "give every row one, or none")))
+    return scan
+
+
+def _record_error(scan: Scan, message: str) -> None:
+    scan.error_count += 1
+    if len(scan.errors) < MAX_LISTED:
+        scan.errors.append(message)
+
+
+def _listed(scan: Scan) -> list[str]:
+    more = scan.error_count - len(scan.errors)
+    return scan.errors + ([f"{scan.path}: ... and {more} more bad rows"] if more > 0 else [])
+
+
+def _duplicates(scan: Scan) -> list[str]:
+    seen: dict[str, int] = {}
+    repeats = []
+    for number, record in scan.rows:
+        key = json.dumps(record, sort_keys=True)
+        if key in seen:
+            repeats.append((number, seen[key]))
+        else:
+            seen[key] = number
+    if not repeats:
+        return []
+    examples = ", ".join(f"row {a} repeats row {b}" for a, b in repeats[:EXAMPLES])
+    return [f"{scan.path}: {len(repeats)} duplicate rows ({examples}); they weigh double in training"]
+
+
+def _assistant_first(scan: Scan) -> list[str]:
+    rows = [n for n, r in scan.rows if _first_role(r) == "assistant"]
+    if not rows:
+        return []
+    return [f"{scan.path}: {len(rows)} conversations open with an assistant turn (rows "
+            f"{', '.join(map(str, rows[:EXAMPLES]))}{', ...' if len(rows) > EXAMPLES else ''})"]
+
+
+def _first_role(record: dict[str, Any]) -> str | None:
+    for key in ("messages", "prompt", "chosen"):
+        value = record.get(key)
+        if isinstance(value, list) and value:
+            roles = [m["role"] for m in value if m["role"] != "system"]
+            return roles[0] if roles else None
+    return None
+
+
+def prompt_key(record: dict[str, Any]) -> str | None:
+    """A row's prompt, whitespace- and case-normalised, for overlap checks (None when a row has no prompt)."""
+    if "prompt" in record:
+        prompt = record["prompt"]
+    elif "messages" in record:
+        prompt = record["messages"][:-1] if record["messages"][-1]["role"] == "assistant" else record["messages"]
+    elif isinstance(record.get("chosen"), list):  # implicit prompt: the turns chosen and rejected share
+        prompt = []
+        for a, b in zip(record["chosen"], record["rejected"], strict=False):
+            if a != b:
+                break
+            prompt.append(a)
+    else:
+        return None
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    if not prompt:
+        return None
+    return "\n".join(f"{m['role']}: {' '.join(m['content'].split()).lower()}" for m in prompt)
+
+
+def _overlap(train: Scan, held_out: Scan, train_label: str, held_label: str) -> list[str]:
+    held: dict[str, int] = {}
+    for number, record in held_out.rows:
+        key = prompt_key(record)
+        if key is not None:
+            held.setdefault(key, number)
+    shared = [(n, held[k], k) for n, k in ((n, prompt_key(r)) for n, r in train.rows) if k in held]
+    if not shared:
+        return []
+    examples = "; ".join(f"{train.name} row {a} = {held_out.name} row {b}: {_snippet(k)!r}"
+                         for a, b, k in shared[:EXAMPLES])
+    return [f"{len(shared)} prompts of {train_label} ({train.name}) also appear in {held_label} ({held_out.name}), "
+            f"so held-out numbers overstate generalisation; e.g. {examples}"]
+
+
+def _snippet(key: str, width: int = 60) -> str:
+    text = key.split("\n")[-1].split(": ", 1)[-1]
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---- Token lengths.
+
+
+def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> tuple[Any, str]:
+    """The stage's tokenizer if it loads without building or downloading anything; else (None, why not).
+
+    `stage:NAME` references are followed to the model the referenced stage starts from (it saves that tokenizer).
+    """
+    ref = stage.model.name_or_path
+    seen = set()
+    while ref.startswith(STAGE_REF_PREFIX) and pipeline is not None and ref not in seen:
+        seen.add(ref)
+        target = getattr(pipeline, ref.removeprefix(STAGE_REF_PREFIX), None)
+        if target is None:
+            break
+        ref = target.model.name_or_path
+    if ref.startswith(STAGE_REF_PREFIX):
+        return None, f"{ref} is not built yet"
+    path = ref
+    if ref.startswith(EMBEDDED_PREFIX):
+        path = _embedded_dir(ref)
+        if path is None:
+            return None, f"{ref} is not built yet (it is built on the first run)"
+    local = Path(path).expanduser()
+    try:
+        from transformers import AutoTokenizer
+
+        if local.is_dir():
+            tokenizer = AutoTokenizer.from_pretrained(str(local), trust_remote_code=stage.model.trust_remote_code)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(ref, revision=stage.model.revision, local_files_only=True,
+                                                      trust_remote_code=stage.model.trust_remote_code)
+    except Exception as err:  # any failure only means "estimate instead"; the run itself reports load errors
+        return None, f"the tokenizer of {ref} is not available locally ({type(err).__name__})"
+    return tokenizer, f"tokenizer of {ref}"
+
+
+def _embedded_dir(ref: str) -> str | None:
+    from rlhf.models.embedded import EMBEDDED_SPECS, build_key, cache_root, corpus_texts
+
+    name = ref.removeprefix(EMBEDDED_PREFIX)
+    if name not in EMBEDDED_SPECS:
+        return None
+    try:
+        target = cache_root() / f"{name}-{build_key(name, corpus_texts())}"
+    except FileNotFoundError:
+        return None
+    return str(target) if (target / "tokenizer_config.json").is_file() else None
+
+
+def _token_counter(tokenizer) -> Callable[[list[dict[str, str]] | str, bool], int]:
+    """A function (messages or text, add_generation_prompt) -> token count, exact or estimated."""
+
+    def estimate(value: list[dict[str, str]] | str, generation_prompt: bool = False) -> int:
+        if isinstance(value, str):
+            return round(len(value.split()) * WORDS_TO_TOKENS)
+        return sum(round(len(m["content"].split()) * WORDS_TO_TOKENS) + MESSAGE_OVERHEAD for m in value)
+
+    if tokenizer is None:
+        return estimate
+
+    def count(value: list[dict[str, str]] | str, generation_prompt: bool = False) -> int:
+        if isinstance(value, list):
+            if tokenizer.chat_template is None:
+                return estimate(value)
+            value = tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
+        return len(tokenizer(value, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+def _lengths(stage: StageBase, scan: Scan, count, how: str | None) -> tuple[list[str], list[str]]:
+    """Warnings about rows training would truncate or drop, and the length histogram."""
+    data = stage.data
+    lengths, over, dropped = [], [], []
+    for number, record in scan.rows:
+        if scan.kind == "sft":
+            full, prompt = _sft_lengths(record, count)
+            lengths.append(full)
+            if prompt >= data.max_length:
+                dropped.append(number)
+            elif full > data.max_length:
+                over.append(number)
+        elif scan.kind == "reward":
+            longest = max(_pair_length(record, side, count) for side in ("chosen", "rejected"))
+            lengths.append(longest)
+            if longest > data.max_length:
+                dropped.append(number)
+        else:
+            length = count(record["prompt"], True)
+            lengths.append(length)
+            if length > data.max_prompt_length:
+                over.append(number)
+    limit = data.max_prompt_length if scan.kind == "ppo" else data.max_length
+    limit_name = "data.max_prompt_length" if scan.kind == "ppo" else "data.max_length"
+    about = "" if how is not None else "about "
+    warnings = []
+    packing = getattr(stage, "packing", False)
+    if over and not packing:
+        action = "left-truncated" if scan.kind == "ppo" else "truncated (the end of the response is cut)"
+        warnings.append(f"{scan.path}: {about}{len(over)} of {len(scan.rows)} rows are longer than {limit_name}="
+                        f"{limit} tokens and will be {action} (rows {_rows(over)})")
+    if dropped and not packing:
+        why = ("the prompt alone fills " if scan.kind == "sft" else "chosen or rejected is longer than ")
+        warnings.append(f"{scan.path}: {about}{len(dropped)} of {len(scan.rows)} rows will be dropped: {why}"
+                        f"{limit_name}={limit} tokens (rows {_rows(dropped)})")
+    title = f"{scan.name} token lengths ({how or 'estimated'}), {limit_name}={limit}:"
+    return warnings, [title, *histogram(lengths, limit)]
+
+
+def _sft_lengths(record: dict[str, Any], count) -> tuple[int, int]:
+    if "messages" in record:
+        messages = record["messages"]
+        return count(messages, False), count(messages[:-1], True) if len(messages) > 1 else 0
+    prompt, completion = record["prompt"], record["completion"]
+    if isinstance(prompt, list):
+        return count(prompt + completion, False), count(prompt, True)
+    return count(prompt + completion, False) + 1, count(prompt, False)  # + EOS
+
+
+def _pair_length(record: dict[str, Any], side: str, count) -> int:
+    prompt, response = record.get("prompt"), record[side]
+    if isinstance(response, list) or isinstance(prompt, list):
+        messages = list(prompt or [])
+        messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+        return count(messages, False)
+    return count((prompt or "") + response, False) + 1  # + EOS
+
+
+def _rows(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:EXAMPLES])) + (", ..." if len(numbers) > EXAMPLES else "")
+
+
+def histogram(lengths: list[int], limit: int, bins: int = 4, width: int = 30) -> list[str]:
+    """A text histogram of lengths: `bins` equal bins up to `limit`, and one for everything longer."""
+    if not lengths:
+        return []
+    step = max(1, -(-limit // bins))
+    edges = [(i * step, min((i + 1) * step, limit)) for i in range(bins)]
+    counts = [sum(lo < n <= hi or (i == 0 and n == 0) for n in lengths) for i, (lo, hi) in enumerate(edges)]
+    counts.append(sum(n > limit for n in lengths))
+    labels = [f"{lo + 1:>6}-{hi:<6}" for lo, hi in edges] + [f"{'> ' + str(limit):<13}"]
+    top = max(counts) or 1
+    lines = [f"  {label}|{'#' * round(width * c / top):<{width}} {c}" for label, c in zip(labels, counts, strict=True)]
+    lines.append(f"  min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}")
+    return lines
+
+
+# ---- Reward sources (ppo), read from config.json without loading a model.
+
+
+def _reward_sources(stage: PPOStage) -> list[str]:
+    errors = []
+    for index, source in enumerate(stage.rewards):
+        if source.model is None or source.model.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
+            continue
+        config = Path(source.model).expanduser() / "config.json"
+        if not config.is_file():
+            continue  # a hub id, or a missing directory (reported by the model-reference check)
+        try:
+            values = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            errors.append(f"rewards.{index}.model: {config} is not valid JSON")
+            continue
+        architectures = values.get("architectures") or []
+        labels = len(values.get("id2label") or {}) or values.get("num_labels", 2)
+        if not any(str(a).endswith("ForSequenceClassification") for a in architectures) or labels != 1:
+            errors.append(f"rewards.{index}.model: {source.model} is not a reward model: expected a "
+                          f"*ForSequenceClassification architecture with one label, found "
+                          f"{architectures or 'no architecture'} with {labels} labels")
+    return errors

@@ -167,7 +167,8 @@ def normalize_preference(row: dict, source: str, number: int) -> dict[str, Any]:
 
 def normalize_prompt(row: dict, source: str, number: int) -> dict[str, Any]:
     """A prompt row as `{"prompt": [messages ending in a user turn]}` (strings become one user message)."""
-    if "prompt" in row:
+    field = "prompt" if "prompt" in row else "messages"
+    if field == "prompt":
         prompt = _text_or_messages(row, "prompt", source, number)
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     elif "messages" in row:
@@ -175,7 +176,7 @@ def normalize_prompt(row: dict, source: str, number: int) -> dict[str, Any]:
     else:
         raise DataError(source, number, "prompt", "missing field (prompt rows need 'prompt' or 'messages')")
     if messages[-1]["role"] != "user":
-        raise DataError(source, number, "prompt", "the prompt must end with a user message")
+        raise DataError(source, number, field, "the prompt must end with a user message")
     return {"prompt": [{"role": m["role"], "content": m["content"]} for m in messages]}
 
 

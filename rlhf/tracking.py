@@ -33,18 +33,26 @@ class Tracker:
         output_dir: The stage's output directory (metrics.jsonl, TensorBoard `tb/`, `wandb/` go there).
         recipe: The fully resolved recipe as a plain dict, sent to the trackers as the run's config.
         enabled: False on non-main processes: every call is then a no-op.
-        resume: Append to an existing metrics.jsonl instead of starting a new one.
+        resume_step: When resuming from a checkpoint taken after this step: keep the metrics.jsonl rows up to it
+            and drop later ones (they were logged after the checkpoint and are about to be recomputed).
     """
 
     def __init__(self, cfg: TrackingConfig, output_dir: Path, recipe: dict[str, Any], *, enabled: bool = True,
-                 resume: bool = False):
+                 resume_step: int | None = None):
         self.enabled = enabled
         self._tb = None
         self._wandb = None
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics = (output_dir / METRICS).open("a" if resume else "w", encoding="utf-8")
+        path = output_dir / METRICS
+        kept = []
+        if resume_step is not None and path.is_file():
+            rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line).get("step", 0) <= resume_step]
+        self._metrics = path.open("w", encoding="utf-8")
+        self._metrics.writelines(line + "\n" for line in kept)
+        self._metrics.flush()
         name = cfg.run_name or f"{output_dir.parent.name}/{output_dir.name}"
         if "tensorboard" in cfg.report_to:
             from torch.utils.tensorboard import SummaryWriter

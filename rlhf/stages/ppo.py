@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
 from rlhf.ppo import functional as F
@@ -91,14 +92,42 @@ def run(cfg: PPOStage) -> Path:
         if term.model is not None:
             term.model.to(device)
 
-    if accelerator.is_main_process:
-        write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=accelerator.is_main_process)
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
     generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     kl_ctl = (F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.adaptive
               else F.FixedKLController(cfg.kl.coef))
     moments = RunningMoments()
+    history: list[float] = []
+
+    # Resume from the latest complete checkpoint when there is one (and it was written by the same recipe and data).
+    root = output_dir / ckpt.CHECKPOINTS
+    fingerprint = ckpt.resume_fingerprint(cfg, parents)
+    resume_from = ckpt.prepare_resume(root, fingerprint, cfg.resume, main=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    first_step = 0
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from / "accelerate"))
+        state = torch.load(resume_from / f"ppo_state_rank{accelerator.process_index}.pt", weights_only=False)
+        scheduler.load_state_dict(state["scheduler"])
+        kl_ctl.load_state_dict(state["kl_controller"])
+        moments.load_state_dict(state["reward_moments"])
+        ckpt.load_rng_states(state["rng"], generator)
+        first_step, history = state["step"], state["reward_history"]
+
+    def save_checkpoint(step: int) -> None:
+        with ckpt.atomic_directory(ckpt.step_dir(root, step), fingerprint, step, main=accelerator.is_main_process,
+                                   token=str(step), barrier=accelerator.wait_for_everyone) as tmp:
+            accelerator.save_state(str(tmp / "accelerate"))  # weights and optimiser (ZeRO shards on every rank)
+            torch.save({"step": step, "scheduler": scheduler.state_dict(), "kl_controller": kl_ctl.state_dict(),
+                        "reward_moments": moments.state_dict(), "rng": ckpt.save_rng_states(generator),
+                        "reward_history": history}, tmp / f"ppo_state_rank{accelerator.process_index}.pt")
+        if accelerator.is_main_process:
+            ckpt.prune(root, t.save_total_limit)
+
+    if accelerator.is_main_process:
+        write_recipe(cfg, output_dir)
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=accelerator.is_main_process,
+                      resume_step=first_step if resume_from is not None else None)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     logger.info("ppo: %d prompts, %d steps of %d x %d rollouts, value=%s, lora=%s", len(prompts), total_steps,
                 per_rank, world, cfg.value.mode, cfg.model.lora is not None)
@@ -107,9 +136,8 @@ def run(cfg: PPOStage) -> Path:
         return accelerator.reduce(value.detach().float().to(device), reduction="mean").item()
 
     # ---- Train.
-    history: list[float] = []
     progress = _progress(total_steps, accelerator.is_main_process)
-    for step in range(total_steps):
+    for step in range(first_step, total_steps):
         step_started = time.perf_counter()
 
         # Rollout: sample responses for this rank's share of the batch.
@@ -226,6 +254,8 @@ def run(cfg: PPOStage) -> Path:
         if (step + 1) % cfg.log_samples_every == 0 or step == 0:
             tracker.log_samples(_samples(prompt_texts, response_texts, term_scores), step=step + 1)
         progress(step, metrics)
+        if (t.save_steps and (step + 1) % t.save_steps == 0) or step + 1 == total_steps:
+            save_checkpoint(step + 1)
 
     # ---- Save, then evaluate the saved policy against the reference on held-out prompts.
     final_dir = output_dir / FINAL

@@ -1,5 +1,7 @@
 """The `rlhf` command line: `rlhf run RECIPE [key=value ...]` and `rlhf validate RECIPE [key=value ...]`.
 
+`rlhf compare ...` writes the evaluation report (its forms: `rlhf.compare.command`).
+
 Recipes are loaded and validated before anything heavy (torch, transformers) is imported, so a typo fails in
 milliseconds. The same commands run under `accelerate launch [options] -m rlhf run RECIPE ...`.
 """
@@ -13,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from rlhf.config import STAGE_REF_PREFIX, PipelineRecipe, PPOStage, Recipe, StageBase
+from rlhf.compare import command as compare_command
+from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage, Recipe, StageBase
 from rlhf.data.formats import DataError, check_stage_data
 from rlhf.recipe import RecipeError, load_recipe
 
@@ -29,11 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("recipe", help="path to a recipe YAML file")
         sub.add_argument("overrides", nargs="*", help="key.sub=value overrides (values are YAML)")
+    compare = commands.add_parser("compare", help="compare models on held-out prompts: report, intervals, alarms")
+    compare_command.add_arguments(compare)
     args = parser.parse_args(argv)
     _configure_logging()
 
     try:
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = compare_command.load(args) if args.command == "compare" else load_recipe(args.recipe, args.overrides)
         checked = validate(recipe)
     except (RecipeError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -56,6 +61,9 @@ def validate(recipe: Recipe) -> list[str]:
     stages = recipe.selected_stages() if isinstance(recipe, PipelineRecipe) else [recipe]
     lines = []
     for stage in stages:
+        if isinstance(stage, CompareStage):
+            lines.append(compare_command.check(stage))
+            continue
         counts = check_stage_data(stage.data.train, stage.data.eval, stage.stage)
         rows = ", ".join(f"{Path(p).name}: {n} rows" for p, n in counts.items()) or "hub dataset"
         lines.append(f"{stage.stage}: model {stage.model.name_or_path}; data {rows}; output {stage.output_dir}")
@@ -81,6 +89,7 @@ def _check_local_model(ref: str, stage: str) -> None:
 
 
 def _run(recipe: Recipe) -> int:
+    from rlhf.compare.report import REPORT_HTML
     from rlhf.pipeline import run_recipe
 
     started = time.time()
@@ -89,6 +98,9 @@ def _run(recipe: Recipe) -> int:
         print(f"\nfinished in {time.time() - started:.0f} s; outputs:")
         for path in outputs:
             print(f"  {path}")
+        for path in outputs:
+            if (path / REPORT_HTML).is_file():
+                print(f"report: {path / REPORT_HTML}")
     return 0
 
 

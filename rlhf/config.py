@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-STAGES = ("sft", "reward", "ppo")
+STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 STAGE_REF_PREFIX = "stage:"
 EMBEDDED_PREFIX = "embedded:"
@@ -274,12 +274,114 @@ class PPOStage(StageBase):
         return self
 
 
+COMPARE_METRICS = ("kl", "length", "eos", "distinct_1", "distinct_2", "repetition")
+"""Per-response measures compare reports besides the proxy and the judges (names a score cannot take)."""
+
+
+class CompareModelConfig(Block):
+    """One model in a comparison: a label and where to load it from."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Label in the report's tables and plots (letters, digits, '_', '-', '.').",
+    )
+    path: str = Field(
+        description=(
+            "A model reference as in model.name_or_path: a directory (full weights or a PEFT adapter, which is "
+            "merged), a hub id, 'embedded:tiny', or 'stage:NAME' (a stage's final/ in a pipeline)."
+        )
+    )
+
+
+class PromptsConfig(Block):
+    """The held-out prompts every model answers (the ppo prompt format: `prompt` or `messages`)."""
+
+    path: str = Field(description="A prompts file (relative to the recipe's directory) or a hub dataset name.")
+    split: str = Field("test", description="Split to read when `path` is a hub dataset.")
+    max_prompts: int | None = Field(None, gt=0, description="Use only the first N prompts (quick runs).")
+    max_prompt_length: int = Field(128, gt=0, description="Maximum prompt tokens; longer prompts are left-truncated.")
+
+    _resolve = field_validator("path")(_resolve_data_path)
+
+
+class CompareStage(Block):
+    """Evaluation: models answer the same held-out prompts with the same decoding and seed, scored by the training
+    reward (proxy) and independent judges, with KL to a reference, bootstrap intervals, alarms and a report."""
+
+    stage: Literal["compare"] = Field(description="The stage this recipe runs.")
+    seed: int = Field(42, description="Seed for sampling (the same for every model) and for the bootstrap.")
+    output_dir: str = Field(description="Where report.md, report.html, results.json and plots/ are written.")
+    models: list[CompareModelConfig] = Field(min_length=1, description="The models to compare, in report order.")
+    reference: str | None = Field(
+        None,
+        description=(
+            "Name of the model the others are measured against: KL is computed to it, and differences and alarms "
+            "are relative to it (usually the sft model). Default: the first model."
+        ),
+    )
+    prompts: PromptsConfig = Field(description="The held-out prompts.")
+    proxy: list[RewardSourceConfig] = Field(
+        default_factory=list,
+        description=(
+            "The reward the policy was trained on (same form as ppo.rewards); its weighted sum is the 'proxy' score. "
+            "Empty: no proxy score and no proxy-vs-judge alarm."
+        ),
+    )
+    judges: list[RewardSourceConfig] = Field(
+        min_length=1,
+        description=(
+            "Independent judges, not used in training: reward-model directories and/or reward_models/ functions."
+        ),
+    )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="Decoding settings, the same for every model."
+    )
+    samples_per_prompt: int = Field(1, gt=0, description="Responses sampled per prompt and model.")
+    batch_size: int = Field(32, gt=0, description="Prompts per generation batch (and responses per scoring batch).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype the models are loaded in.")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, description="Bootstrap resamples of the prompts for every confidence interval."
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the bootstrap confidence intervals.")
+    report_samples: int = Field(8, ge=0, description="Prompts shown side by side (every model's reply) in the report.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment trackers.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompareStage:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference '{self.reference}' is not one of the models ({', '.join(names)})")
+        scores = [s.name for s in self.judges] + [s.name for s in self.proxy]
+        reserved = {"proxy", "total", *COMPARE_METRICS}
+        for name in scores:
+            if scores.count(name) > 1 or name in reserved:
+                raise ValueError(f"score name '{name}' is used twice or is reserved ({', '.join(sorted(reserved))})")
+        # A weight-0 term is logged during training but never optimised, so it may serve as a judge.
+        trained_on = {s.model or s.function for s in self.proxy if s.weight != 0}
+        for judge in self.judges:
+            if (judge.model or judge.function) in trained_on:
+                raise ValueError(f"judge '{judge.name}' is also a proxy (training) reward: a judge must be independent")
+            if judge.weight != RewardSourceConfig.model_fields["weight"].default:
+                raise ValueError(f"judge '{judge.name}': judges are reported one by one, a weight has no meaning")
+        if self.rollout.missing_eos_penalty is not None:
+            raise ValueError("rollout.missing_eos_penalty shapes the training reward only; compare reports the EOS "
+                             "rate on its own: remove it")
+        return self
+
+    def reference_name(self) -> str:
+        """The reference model's name (the first model when `reference` is not set)."""
+        return self.reference or self.models[0].name
+
+
 StageRecipe = Annotated[SFTStage | RewardStage | PPOStage, Field(discriminator="stage")]
-STAGE_CLASSES: dict[str, type[StageBase]] = {"sft": SFTStage, "reward": RewardStage, "ppo": PPOStage}
+STAGE_CLASSES: dict[str, type[Block]] = {"sft": SFTStage, "reward": RewardStage, "ppo": PPOStage,
+                                         "compare": CompareStage}
 
 
 class PipelineRecipe(Block):
-    """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo.
+    """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo, <run_dir>/compare.
 
     Stage sections take the same keys as stage recipes, without `stage` and `output_dir` (the pipeline sets them).
     `seed` and `tracking` are written once here and apply to every stage that does not set its own.
@@ -288,12 +390,13 @@ class PipelineRecipe(Block):
     run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
     seed: int = Field(42, description="Seed for every stage that does not set its own.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers for every stage.")
-    stages: list[Literal["sft", "reward", "ppo"]] | None = Field(
+    stages: list[Literal["sft", "reward", "ppo", "compare"]] | None = Field(
         None, description="Run only these stages (in pipeline order); default: every stage present."
     )
     sft: SFTStage | None = Field(None, description="The sft stage.")
     reward: RewardStage | None = Field(None, description="The reward stage.")
     ppo: PPOStage | None = Field(None, description="The ppo stage.")
+    compare: CompareStage | None = Field(None, description="The closing evaluation report.")
 
     @model_validator(mode="before")
     @classmethod
@@ -335,7 +438,7 @@ class PipelineRecipe(Block):
                     )
         return self
 
-    def selected_stages(self) -> list[StageBase]:
+    def selected_stages(self) -> list[StageBase | CompareStage]:
         """The stage recipes this pipeline runs, in order."""
         names = [n for n in STAGES if getattr(self, n) is not None and (self.stages is None or n in self.stages)]
         return [getattr(self, n) for n in names]
@@ -345,9 +448,14 @@ class PipelineRecipe(Block):
         return Path(self.run_dir) / name
 
 
-def stage_references(stage: StageBase) -> list[tuple[str, str]]:
+def stage_references(stage: StageBase | CompareStage) -> list[tuple[str, str]]:
     """Every `stage:NAME` reference a stage recipe makes, as (field path, reference) pairs."""
     refs = []
+    if isinstance(stage, CompareStage):
+        refs += [(f"models.{i}.path", m.path) for i, m in enumerate(stage.models)]
+        for group in ("proxy", "judges"):
+            refs += [(f"{group}.{i}.model", s.model) for i, s in enumerate(getattr(stage, group)) if s.model]
+        return [(field, ref) for field, ref in refs if ref.startswith(STAGE_REF_PREFIX)]
     if stage.model.name_or_path.startswith(STAGE_REF_PREFIX):
         refs.append(("model.name_or_path", stage.model.name_or_path))
     if isinstance(stage, PPOStage):
@@ -359,4 +467,4 @@ def stage_references(stage: StageBase) -> list[tuple[str, str]]:
     return refs
 
 
-Recipe = PipelineRecipe | SFTStage | RewardStage | PPOStage
+Recipe = PipelineRecipe | SFTStage | RewardStage | PPOStage | CompareStage

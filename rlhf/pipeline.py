@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 from rlhf.artifacts import FINAL
-from rlhf.config import STAGE_REF_PREFIX, PipelineRecipe, PPOStage, Recipe, StageBase
+from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage, Recipe, StageBase
 
 logger = logging.getLogger("rlhf")
 
 
-def resolve_references(stage: StageBase, pipeline: PipelineRecipe) -> StageBase:
+def resolve_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe) -> StageBase | CompareStage:
     """Replaces `stage:NAME` references with the referenced stage's final/ directory in this pipeline."""
 
     def resolve(ref: str | None) -> str | None:
@@ -20,6 +20,12 @@ def resolve_references(stage: StageBase, pipeline: PipelineRecipe) -> StageBase:
             return ref
         return str(pipeline.stage_output(ref.removeprefix(STAGE_REF_PREFIX)) / FINAL)
 
+    if isinstance(stage, CompareStage):
+        return stage.model_copy(update={
+            "models": [m.model_copy(update={"path": resolve(m.path)}) for m in stage.models],
+            "proxy": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.proxy],
+            "judges": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.judges],
+        })
     updates: dict = {"model": stage.model.model_copy(update={"name_or_path": resolve(stage.model.name_or_path)})}
     if isinstance(stage, PPOStage):
         updates["rewards"] = [s.model_copy(update={"model": resolve(s.model)}) for s in stage.rewards]
@@ -27,7 +33,7 @@ def resolve_references(stage: StageBase, pipeline: PipelineRecipe) -> StageBase:
     return stage.model_copy(update=updates)
 
 
-def run_stage(stage: StageBase) -> Path:
+def run_stage(stage: StageBase | CompareStage) -> Path:
     """Runs one stage recipe through its module's `run` function."""
     module = importlib.import_module(f"rlhf.stages.{stage.stage}")
     logger.info("stage %s -> %s", stage.stage, stage.output_dir)

@@ -1,0 +1,273 @@
+"""The compare stage: every model answers the same held-out prompts, is scored, measured and reported.
+
+Shape: load prompts and scorers -> for each model: sample (the ppo stage's batched rollout code, one seed for every
+model), score with the proxy and each judge (batched), KL to the reference, length, EOS, diversity -> statistics
+(`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`). Models are loaded one
+at a time next to the reference, so memory holds at most two policies plus the scorers.
+
+Runs on one process: under a multi-process launch rank 0 does the work and the other ranks return at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlhf.artifacts import METRICS, check_parent, data_hashes, write_atomic, write_manifest, write_recipe
+from rlhf.compare.diversity import corpus_distinct_n, text_measures, words
+from rlhf.config import CompareStage, ModelConfig, PromptsConfig
+
+logger = logging.getLogger("rlhf")
+
+RESULTS = "results.json"
+RESPONSES = "responses.jsonl"
+
+
+def run(cfg: CompareStage) -> Path:
+    """Generates, scores and reports; returns the output directory.
+
+    Leaves `report.md`, `report.html` (self-contained), `plots/*.png`, `results.json` (every number),
+    `responses.jsonl` (every response with its scores), `recipe.yaml`, `metrics.jsonl` and `manifest.json` in
+    `cfg.output_dir`.
+    """
+    from rlhf.distributed import is_main_process
+
+    output_dir = Path(cfg.output_dir)
+    if not is_main_process():
+        return output_dir
+    started = time.time()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_recipe(cfg, output_dir)
+
+    prompts = load_prompts(cfg.prompts)
+    generated = generate_and_score(cfg, prompts)
+    results, scores, samples = summarise(cfg, prompts, generated)
+
+    from rlhf.compare.report import write_report
+
+    write_atomic(output_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+    with (output_dir / RESPONSES).open("w", encoding="utf-8") as handle:
+        for record in generated["records"]:
+            handle.write(json.dumps(record) + "\n")
+    report = write_report(output_dir, results, scores, samples, training_curves(results["models"]))
+    _track(cfg, output_dir, results, samples)
+    write_manifest(output_dir, cfg, data=data_hashes(cfg.prompts.path), parents=generated["parents"],
+                   results={"report": report.name, "alarms": [a["kind"] + ":" + a["model"] for a in results["alarms"]],
+                            **{f"{model}/{name}": est["mean"] for model, measures in results["summary"].items()
+                               for name, est in measures.items()}},
+                   started=started)
+    for alarm in results["alarms"]:
+        logger.warning("compare alarm (%s, %s): %s", alarm["kind"], alarm["model"], alarm["message"])
+    logger.info("compare finished in %.0f s; report: %s", time.time() - started, report)
+    return output_dir
+
+
+def load_prompts(cfg: PromptsConfig) -> list[list[dict[str, str]]]:
+    """The held-out prompts as message lists ending in a user turn (file or hub dataset)."""
+    from rlhf.config import is_data_file
+    from rlhf.data.formats import load_records, normalize_prompt
+
+    if is_data_file(cfg.path):
+        return [row["prompt"] for row in load_records(cfg.path, "ppo", max_rows=cfg.max_prompts)]
+    from datasets import load_dataset
+
+    rows = load_dataset(cfg.path, split=cfg.split)
+    if cfg.max_prompts is not None:
+        rows = rows.select(range(min(cfg.max_prompts, len(rows))))
+    return [normalize_prompt(dict(row), f"{cfg.path}[{cfg.split}]", i + 1)["prompt"] for i, row in enumerate(rows)]
+
+
+def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -> dict[str, Any]:
+    """Samples `samples_per_prompt` responses per prompt from every model and measures each response.
+
+    Returns:
+        {"measures": {model: {measure: [P, K] array}}, "records": one dict per response, "parents": lineage of every
+        model and learned scorer, "paths": {model: resolved path}, "notes": things the reader should know}.
+    """
+    import torch
+
+    from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
+    from rlhf.ppo.rewards import build_reward_terms
+
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    reference = cfg.reference_name()
+    paths = {m.name: resolve_model_path(m.path) for m in cfg.models}
+    for name, path in paths.items():
+        if path.startswith("/") and not Path(path).exists():
+            raise FileNotFoundError(f"compare: model '{name}' not found at {path} (has the stage that makes it run?)")
+    parents = {f"model/{name}": check_parent(path) for name, path in paths.items()}
+    for source in [*cfg.proxy, *cfg.judges]:
+        if source.model is not None:
+            parents[f"scorer/{source.name}"] = check_parent(source.model)
+
+    def load(name: str):
+        model_cfg = ModelConfig(name_or_path=paths[name], dtype=cfg.dtype)
+        tokenizer = load_tokenizer(model_cfg, paths[name], padding_side="left")
+        return load_causal_lm(model_cfg, paths[name]).to(device).eval(), tokenizer
+
+    ref_model, ref_tokenizer = load(reference)
+    # Scorers are loaded once; whether a learned scorer can read a model's sampled ids directly is decided per model
+    # below, against the tokenizer the scorers were loaded next to.
+    proxy_terms = build_reward_terms(cfg.proxy, ref_tokenizer, cfg.dtype, False) if cfg.proxy else []
+    judge_terms = build_reward_terms(cfg.judges, ref_tokenizer, cfg.dtype, False)
+    for term in [*proxy_terms, *judge_terms]:
+        if term.model is not None:
+            term.model.to(device)
+
+    k = cfg.samples_per_prompt
+    expanded = [p for p in prompts for _ in range(k)]  # prompt-major: rows i*k .. i*k+k-1 answer prompt i
+    settings = dict(max_prompt_length=cfg.prompts.max_prompt_length, max_new_tokens=cfg.rollout.max_new_tokens,
+                    temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
+                    batch_size=cfg.batch_size, seed=cfg.seed, device=device)
+    measures: dict[str, dict[str, np.ndarray]] = {}
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for spec in cfg.models:
+        name = spec.name
+        started = time.time()
+        model, tokenizer = (ref_model, ref_tokenizer) if name == reference else load(name)
+        same_tokens = _same_tokenizer(tokenizer, ref_tokenizer)
+        generations = generate(model, tokenizer, expanded, **settings)
+        values: dict[str, torch.Tensor] = {}
+        if proxy_terms:
+            terms = _for_tokenizer(proxy_terms, same_tokens)
+            proxy = score_generations(terms, generations, expanded, tokenizer)
+            values["proxy"] = proxy["total"]
+            if len(terms) > 1:  # with one term the proxy is that term
+                values.update({term.name: proxy[term.name] for term in terms})
+        judged = score_generations(_for_tokenizer(judge_terms, same_tokens), generations, expanded, tokenizer)
+        values.update({term.name: judged[term.name] for term in judge_terms})
+        if name == reference:
+            values["kl"] = torch.zeros(len(expanded))  # the log-ratio of a model to itself is exactly 0
+        elif same_tokens:
+            values["kl"] = torch.cat([sequence_kl(model, ref_model, batch, cfg.rollout.temperature).float().cpu()
+                                      for batch in generations.batches])
+        else:
+            notes.append(f"{name}: no KL to {reference} (different tokenizers: token log-ratios are undefined)")
+        values["length"] = torch.cat([b.response_mask.sum(1).float().cpu() for b in generations.batches])
+        values["eos"] = torch.cat([b.has_eos.float().cpu() for b in generations.batches])
+        text = [text_measures(t) for t in generations.texts]
+        for key in text[0]:
+            values[key] = torch.tensor([m[key] for m in text], dtype=torch.float64)
+        measures[name] = {key: v.double().numpy().reshape(len(prompts), k) for key, v in values.items()}
+        for row, response in enumerate(generations.texts):
+            records.append({"model": name, "prompt_index": row // k, "sample": row % k, "response": response,
+                            **{key: float(v[row]) for key, v in values.items()}})
+        logger.info("compare: %s answered %d prompts x %d in %.0f s", name, len(prompts), k, time.time() - started)
+        if name != reference:
+            del model
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"measures": measures, "records": records, "parents": parents, "paths": paths, "notes": notes}
+
+
+def _same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers give the same ids for the same text (vocabulary, chat template and pad id agree)."""
+    return a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template and a.pad_token_id == b.pad_token_id
+
+
+def _for_tokenizer(terms: list, same_tokens: bool) -> list:
+    # A learned scorer reads sampled ids directly only when the sampling model shares its tokenizer; otherwise it
+    # scores decoded text, which is always correct.
+    return terms if same_tokens else [dataclasses.replace(t, shares_tokenizer=False) for t in terms]
+
+
+def summarise(cfg: CompareStage, prompts: list[list[dict[str, str]]],
+              generated: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[dict]]:
+    """Statistics, alarms and the side-by-side samples; returns (results.json content, measures, samples)."""
+    from rlhf.compare.alarms import candidates, check_alarms
+    from rlhf.compare.stats import analyse
+
+    measures = generated["measures"]
+    score_names = (["proxy"] if cfg.proxy else []) + [j.name for j in cfg.judges]
+    analysis = analyse(measures, cfg.reference_name(), compared=score_names, seed=cfg.seed,
+                       resamples=cfg.bootstrap_resamples, confidence=cfg.confidence)
+    by_model: dict[str, list[str]] = {}
+    for record in generated["records"]:
+        by_model.setdefault(record["model"], []).append(record["response"])
+    corpus = {model: {"distinct_1": corpus_distinct_n((words(t) for t in texts), 1),
+                      "distinct_2": corpus_distinct_n((words(t) for t in texts), 2),
+                      "unique_responses": len(set(texts)) / len(texts)}
+              for model, texts in by_model.items()}
+    proxy = "proxy" if cfg.proxy else None
+    alarms = check_alarms(analysis, proxy=proxy, judges=[j.name for j in cfg.judges], corpus=corpus)
+    results = {
+        "reference": analysis.reference,
+        "n_prompts": analysis.n_prompts,
+        "samples_per_prompt": analysis.samples_per_prompt,
+        "bootstrap_resamples": analysis.resamples,
+        "confidence": analysis.confidence,
+        "seed": cfg.seed,
+        "prompts": cfg.prompts.path,
+        "decoding": cfg.rollout.model_dump(exclude={"missing_eos_penalty"}),
+        "models": {m.name: {"path": generated["paths"][m.name], "reference": m.path} for m in cfg.models},
+        "scores": score_names,
+        "judges": [j.name for j in cfg.judges],
+        "proxy": [p.model_dump() for p in cfg.proxy],
+        "alarms": [dataclasses.asdict(a) for a in alarms],
+        "alarms_checked_on": candidates(analysis, proxy),
+        "notes": generated["notes"],
+        **{key: _plain(getattr(analysis, key)) for key in ("summary", "differences", "win_rates",
+                                                            "length_correlation")},
+        "corpus": corpus,
+    }
+    return results, measures, _samples(cfg, prompts, generated["records"])
+
+
+def _samples(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: list[dict]) -> list[dict]:
+    """The report's side-by-side rows: seeded random prompts, the first sample of every model on each."""
+    count = min(cfg.report_samples, len(prompts))
+    chosen = sorted(np.random.default_rng(cfg.seed).choice(len(prompts), size=count, replace=False).tolist())
+    first = {(r["model"], r["prompt_index"]): r for r in records if r["sample"] == 0}
+    return [{"prompt_index": i, "prompt": prompts[i][-1]["content"],
+             "responses": {m.name: first[(m.name, i)] for m in cfg.models}} for i in chosen]
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses to dicts and NaN to None, so results.json is strict JSON."""
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def training_curves(models: dict[str, dict[str, str]]) -> dict[str, Path]:
+    """metrics.jsonl of every compared model that a ppo stage produced (found through its manifest)."""
+    curves = {}
+    for name, info in models.items():
+        stage_dir = Path(info["path"]).parent
+        manifest = stage_dir / "manifest.json"
+        if manifest.is_file() and (stage_dir / METRICS).is_file():
+            try:
+                stage = json.loads(manifest.read_text()).get("stage")
+            except json.JSONDecodeError:
+                continue
+            if stage == "ppo":
+                curves[name] = stage_dir / METRICS
+    return curves
+
+
+def _track(cfg: CompareStage, output_dir: Path, results: dict[str, Any], samples: list[dict]) -> None:
+    """Sends the summary means and the side-by-side samples to the recipe's trackers (and metrics.jsonl)."""
+    from rlhf.tracking import Tracker
+
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"))
+    tracker.log({f"compare/{model}/{name}": est["mean"] for model, measures in results["summary"].items()
+                 for name, est in measures.items() if est["mean"] is not None}, step=0)
+    tracker.log_samples([{"prompt": s["prompt"], **{m: r["response"] for m, r in s["responses"].items()}}
+                         for s in samples], step=0)
+    tracker.close()

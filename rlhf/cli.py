@@ -1,5 +1,9 @@
 """The `rlhf` command line: `rlhf run RECIPE [key=value ...]` and `rlhf validate RECIPE [key=value ...]`.
 
+Both check the recipe, its data (`rlhf.data.doctor`), the upstream artifacts it names and its output directory
+before anything runs. Exit codes: 0 success; 2 the input was refused (recipe, data, artifact, checkpoint, output
+directory), with one `error:` message naming what to change; 1 training failed (a non-finite loss).
+
 `rlhf compare ...` writes the evaluation report (its forms: `rlhf.compare.command`).
 
 Recipes are loaded and validated before anything heavy (torch, transformers) is imported, so a typo fails in
@@ -15,9 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+from rlhf.artifacts import ArtifactError, check_output_dir, check_references
+from rlhf.checkpoint import ResumeError
 from rlhf.compare import command as compare_command
 from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage, Recipe, StageBase
-from rlhf.data.formats import DataError, check_stage_data
+from rlhf.data.doctor import DataProblems, examine
+from rlhf.data.formats import DataError
 from rlhf.recipe import RecipeError, load_recipe
 
 logger = logging.getLogger("rlhf")
@@ -32,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("recipe", help="path to a recipe YAML file")
         sub.add_argument("overrides", nargs="*", help="key.sub=value overrides (values are YAML)")
+        sub.add_argument("--allow-output-dir", action="store_true",
+                         help="write into an output directory outside the working directory (via '..') or one that "
+                              "holds files rlhf did not write")
     compare = commands.add_parser("compare", help="compare models on held-out prompts: report, intervals, alarms")
     compare_command.add_arguments(compare)
     args = parser.parse_args(argv)
@@ -39,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         recipe = compare_command.load(args) if args.command == "compare" else load_recipe(args.recipe, args.overrides)
-        checked = validate(recipe)
-    except (RecipeError, DataError) as err:
+        checked = validate(recipe, allow_output_dir=getattr(args, "allow_output_dir", False))
+    except (RecipeError, DataError, ArtifactError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.command == "validate":
@@ -48,27 +58,44 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         print(f"ok: {args.recipe}")
         return 0
+    for line in checked:
+        (logger.warning if "warning:" in line else logger.info)(line)
     return _run(recipe)
 
 
-def validate(recipe: Recipe) -> list[str]:
-    """Checks everything about a recipe that can be checked without loading a model; returns a summary.
+def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool = False) -> list[str]:
+    """Checks everything about a recipe that can be checked without loading a model; returns the report's lines.
+
+    Args:
+        recipe: A stage or pipeline recipe.
+        tokenizers: Count token lengths with the stages' tokenizers when they load cheaply (else estimate).
+        allow_output_dir: Skip the output-directory safety rule (`--allow-output-dir`).
 
     Raises:
         RecipeError: A referenced local model directory does not exist.
-        DataError: A data file is missing or has a bad row.
+        DataError: Data files have bad rows (`DataProblems` lists every error the doctor found).
+        ArtifactError: An upstream artifact is missing, half-written or of the wrong stage; or the output directory
+            is refused.
     """
     stages = recipe.selected_stages() if isinstance(recipe, PipelineRecipe) else [recipe]
+    report = examine(recipe, tokenizers=tokenizers)
+    if report.errors:
+        raise DataProblems(report.errors)
+    by_stage = {s.stage: s for s in report.stages}
     lines = []
     for stage in stages:
         if isinstance(stage, CompareStage):
             lines.append(compare_command.check(stage))
             continue
-        counts = check_stage_data(stage.data.train, stage.data.eval, stage.stage)
-        rows = ", ".join(f"{Path(p).name}: {n} rows" for p, n in counts.items()) or "hub dataset"
-        lines.append(f"{stage.stage}: model {stage.model.name_or_path}; data {rows}; output {stage.output_dir}")
         for ref in _model_references(stage):
             _check_local_model(ref, stage.stage)
+        lines += by_stage[stage.stage].lines()
+    lines += [f"warning: {w}" for w in report.cross_warnings]
+    check_references(recipe)
+    if isinstance(recipe, PipelineRecipe):
+        check_output_dir(recipe.run_dir, allow=allow_output_dir, pipeline=True)
+    else:
+        check_output_dir(recipe.output_dir, allow=allow_output_dir)
     return lines
 
 
@@ -90,10 +117,19 @@ def _check_local_model(ref: str, stage: str) -> None:
 
 def _run(recipe: Recipe) -> int:
     from rlhf.compare.report import REPORT_HTML
+    from rlhf.models.loading import ModelLoadError
     from rlhf.pipeline import run_recipe
+    from rlhf.stages.hf_checkpoints import NonFiniteLossError
 
     started = time.time()
-    outputs = run_recipe(recipe)
+    try:
+        outputs = run_recipe(recipe)
+    except (ArtifactError, ResumeError, ModelLoadError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"\nfinished in {time.time() - started:.0f} s; outputs:")
         for path in outputs:

@@ -15,6 +15,7 @@ STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 STAGE_REF_PREFIX = "stage:"
 EMBEDDED_PREFIX = "embedded:"
+REWARD_SOURCE_FIELDS = ("rewards.", "proxy.", "judges.")  # reference fields that must name a reward model
 
 
 class Block(BaseModel):
@@ -122,6 +123,18 @@ class TrainingConfig(Block):
         None, gt=0, description="Stop when eval loss has not improved for N evaluations (sft, reward)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    save_steps: int | None = Field(
+        500,
+        gt=0,
+        description=(
+            "Write a resumable checkpoint (weights, optimiser, scheduler, RNG states) every N optimiser steps, and "
+            "always one at the end; null: only the one at the end. With early stopping, checkpoints follow the "
+            "evaluations instead (sft, reward)."
+        ),
+    )
+    save_total_limit: int | None = Field(
+        2, gt=0, description="Keep only the newest K complete checkpoints (older ones are deleted); null keeps all."
+    )
 
 
 class TrackingConfig(Block):
@@ -155,6 +168,13 @@ class StageBase(Block):
     data: DataConfig = Field(description="The stage's data.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation settings.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment trackers.")
+    resume: bool = Field(
+        True,
+        description=(
+            "Continue from the latest complete checkpoint in output_dir/checkpoints when one exists (refused if the "
+            "recipe or data changed); false deletes the old checkpoints and starts over."
+        ),
+    )
 
 
 class SFTStage(StageBase):
@@ -390,6 +410,13 @@ class PipelineRecipe(Block):
     run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
     seed: int = Field(42, description="Seed for every stage that does not set its own.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Trackers for every stage.")
+    resume: bool = Field(
+        True,
+        description=(
+            "`resume` for every training stage that does not set its own: true continues each stage from its latest "
+            "complete checkpoint and skips a stage whose finished output matches its recipe; false starts over."
+        ),
+    )
     stages: list[Literal["sft", "reward", "ppo", "compare"]] | None = Field(
         None, description="Run only these stages (in pipeline order); default: every stage present."
     )
@@ -417,6 +444,8 @@ class PipelineRecipe(Block):
             section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
             if "tracking" in data and "tracking" not in section:
                 section["tracking"] = data["tracking"]
+            if "resume" in data and name in ("sft", "reward", "ppo"):
+                section.setdefault("resume", data["resume"])
             data[name] = section
         return data
 
@@ -436,6 +465,9 @@ class PipelineRecipe(Block):
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
+                if field.startswith(REWARD_SOURCE_FIELDS) and target != "reward":
+                    raise ValueError(f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
+                                     "use 'stage:reward'")
         return self
 
     def selected_stages(self) -> list[StageBase | CompareStage]:

@@ -6,8 +6,16 @@ import importlib
 import logging
 from pathlib import Path
 
-from rlhf.artifacts import FINAL
-from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage, Recipe, StageBase
+from rlhf.artifacts import FINAL, begin_stage, check_parent, up_to_date
+from rlhf.config import (
+    STAGE_REF_PREFIX,
+    CompareStage,
+    PipelineRecipe,
+    PPOStage,
+    Recipe,
+    StageBase,
+    stage_references,
+)
 
 logger = logging.getLogger("rlhf")
 
@@ -34,10 +42,34 @@ def resolve_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe
 
 
 def run_stage(stage: StageBase | CompareStage) -> Path:
-    """Runs one stage recipe through its module's `run` function."""
+    """Runs one stage recipe through its module's `run` function.
+
+    With `resume` on, a stage whose output already holds a finished run of exactly this recipe, data and parent
+    artifacts is skipped. Otherwise the old manifest is removed first, so until the stage finishes its directory reads
+    as a half-written artifact that later stages refuse.
+    """
+    from rlhf.distributed import is_main_process
+
+    if getattr(stage, "resume", False) and up_to_date(stage):
+        logger.info("stage %s: %s already holds a finished run of this recipe and data; skipping it (resume=false "
+                    "runs it again)", stage.stage, stage.output_dir)
+        return Path(stage.output_dir)
     module = importlib.import_module(f"rlhf.stages.{stage.stage}")
     logger.info("stage %s -> %s", stage.stage, stage.output_dir)
+    if is_main_process():
+        begin_stage(Path(stage.output_dir))
     return module.run(stage)
+
+
+def check_stage_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe) -> None:
+    """Checks that every `stage:NAME` reference now points at a complete artifact of stage NAME (lineage).
+
+    Raises:
+        rlhf.artifacts.ArtifactError: The referenced artifact is missing, half-written or of another stage.
+    """
+    for _, ref in stage_references(stage):
+        target = ref.removeprefix(STAGE_REF_PREFIX)
+        check_parent(pipeline.stage_output(target) / FINAL, expected_stage=target)
 
 
 def run_recipe(recipe: Recipe) -> list[Path]:
@@ -46,5 +78,9 @@ def run_recipe(recipe: Recipe) -> list[Path]:
 
     prepare_environment()
     if isinstance(recipe, PipelineRecipe):
-        return [run_stage(resolve_references(stage, recipe)) for stage in recipe.selected_stages()]
+        outputs = []
+        for stage in recipe.selected_stages():
+            check_stage_references(stage, recipe)
+            outputs.append(run_stage(resolve_references(stage, recipe)))
+        return outputs
     return [run_stage(recipe)]

@@ -49,7 +49,7 @@ class Tracker:
         kept = []
         if resume_step is not None and path.is_file():
             rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            kept = [line for line in rows if json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in rows if _logged_step(line) <= resume_step]
         self._metrics = path.open("w", encoding="utf-8")
         self._metrics.writelines(line + "\n" for line in kept)
         self._metrics.flush()
@@ -109,27 +109,12 @@ class Tracker:
             self._wandb.finish()
 
 
-def trim_metrics(output_dir: Path, after_step: int) -> int:
-    """Drops metrics.jsonl records logged after `after_step` (a resumed run logs those steps again); returns how many.
-
-    Written atomically, so a crash here leaves the old file.
-    """
-    from rlhf.artifacts import write_atomic
-
-    path = output_dir / METRICS
-    if not path.is_file():
-        return 0
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            step = json.loads(line).get("step", 0)
-        except json.JSONDecodeError:
-            continue  # a line cut short by the kill that interrupted the run
-        if isinstance(step, int | float) and step <= after_step:
-            kept.append(line)
-    write_atomic(path, "".join(kept))
-    return len(lines) - len(kept)
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; a line cut short by a kill counts as after every step (it is dropped)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return math.inf
 
 
 def _cell(value: Any) -> str:

@@ -7,32 +7,28 @@ For each local data file a stage reads (the rows it will use: `max_train_rows` /
   prompts that appear in both a training set and a held-out set (a stage's train/eval; in a pipeline every training
   set against every held-out set, compare prompts included), and rows that training would truncate or drop because
   of `data.max_length` (ppo: prompts longer than `data.max_prompt_length` are left-truncated);
-- a small token-length histogram per file. Lengths are counted with the stage's tokenizer when it loads cheaply (a
-  local model directory, an embedded model already built, a hub model already in the local cache); otherwise they
-  are estimated from whitespace words, and the report says so.
+- a small token-length histogram per file. Lengths are counted with the stage's tokenizer when its files are on disk
+  (a local model directory, an embedded model already built, a hub model already in the local cache); otherwise
+  they are estimated from whitespace words, and the report says so. A tokenizer without a pad token is a warning (EOS
+  pads), one without pad and EOS tokens or without a chat template an error, as when the run loads it.
 
-This module imports no torch; `transformers` is imported only to load a tokenizer.
+Neither torch nor transformers is imported (tokenizers are read by `rlhf.data.lengths`); a ppo recipe's
+programmatic rewards are imported the way `rlhf.ppo.rewards.load_reward_function` imports them.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PipelineRecipe, PPOStage, StageBase, is_data_file
 from rlhf.data.formats import NORMALIZERS, DataError, read_rows
-
-logger = logging.getLogger("rlhf")
+from rlhf.data.lengths import WORDS_TO_TOKENS, load_doctor_tokenizer, measure_lengths, token_counter
 
 MAX_LISTED = 10  # errors listed per file before "... and N more"
 EXAMPLES = 3  # examples shown per warning
-WORDS_TO_TOKENS = 1.3  # the estimate used without a tokenizer: tokens per whitespace-separated word
-MESSAGE_OVERHEAD = 3  # estimated template tokens per message (role marker, end-of-turn)
-HELD_OUT_KINDS = ("eval", "compare")
 
 
 @dataclass
@@ -156,12 +152,18 @@ def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
     usable = [s for s in scans if not s.errors and s.rows]
     if usable:
         tokenizer, how = load_doctor_tokenizer(stage, pipeline) if tokenizers else (None, "tokenizers not loaded")
-        measure = _token_counter(tokenizer)
-        if tokenizer is not None and tokenizer.pad_token is None:
-            report.warnings.append(f"the tokenizer ({how}) has no pad token: its EOS token {tokenizer.eos_token!r} "
-                                   "will be used for padding")
+        measure = token_counter(tokenizer)
+        # The same rules as rlhf.models.loading.load_tokenizer, found before any model is loaded.
+        if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is None:
+            report.errors.append(f"the {how} has neither a pad nor an EOS token; add a pad token")
+        elif tokenizer is not None and tokenizer.pad_token is None:
+            report.warnings.append(f"the {how} has no pad token: its EOS token {tokenizer.eos_token!r} will be used "
+                                   "for padding")
+        if tokenizer is not None and tokenizer.chat_template is None:
+            report.errors.append(f"the {how} has no chat template; conversational data needs one")
         for scan in usable:
-            warnings, notes = _lengths(stage, scan, measure, how if tokenizer is not None else None)
+            errors, warnings, notes = measure_lengths(stage, scan, measure, how if tokenizer is not None else None)
+            report.errors += errors
             report.warnings += warnings
             report.notes += notes
         if tokenizer is None:
@@ -287,160 +289,17 @@ def _snippet(key: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-# ---- Token lengths.
-
-
-def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> tuple[Any, str]:
-    """The stage's tokenizer if it loads without building or downloading anything; else (None, why not).
-
-    `stage:NAME` references are followed to the model the referenced stage starts from (it saves that tokenizer).
-    """
-    ref = stage.model.name_or_path
-    seen = set()
-    while ref.startswith(STAGE_REF_PREFIX) and pipeline is not None and ref not in seen:
-        seen.add(ref)
-        target = getattr(pipeline, ref.removeprefix(STAGE_REF_PREFIX), None)
-        if target is None:
-            break
-        ref = target.model.name_or_path
-    if ref.startswith(STAGE_REF_PREFIX):
-        return None, f"{ref} is not built yet"
-    path = ref
-    if ref.startswith(EMBEDDED_PREFIX):
-        path = _embedded_dir(ref)
-        if path is None:
-            return None, f"{ref} is not built yet (it is built on the first run)"
-    local = Path(path).expanduser()
-    try:
-        from transformers import AutoTokenizer
-
-        if local.is_dir():
-            tokenizer = AutoTokenizer.from_pretrained(str(local), trust_remote_code=stage.model.trust_remote_code)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(ref, revision=stage.model.revision, local_files_only=True,
-                                                      trust_remote_code=stage.model.trust_remote_code)
-    except Exception as err:  # any failure only means "estimate instead"; the run itself reports load errors
-        return None, f"the tokenizer of {ref} is not available locally ({type(err).__name__})"
-    return tokenizer, f"tokenizer of {ref}"
-
-
-def _embedded_dir(ref: str) -> str | None:
-    from rlhf.models.embedded import EMBEDDED_SPECS, build_key, cache_root, corpus_texts
-
-    name = ref.removeprefix(EMBEDDED_PREFIX)
-    if name not in EMBEDDED_SPECS:
-        return None
-    try:
-        target = cache_root() / f"{name}-{build_key(name, corpus_texts())}"
-    except FileNotFoundError:
-        return None
-    return str(target) if (target / "tokenizer_config.json").is_file() else None
-
-
-def _token_counter(tokenizer) -> Callable[[list[dict[str, str]] | str, bool], int]:
-    """A function (messages or text, add_generation_prompt) -> token count, exact or estimated."""
-
-    def estimate(value: list[dict[str, str]] | str, generation_prompt: bool = False) -> int:
-        if isinstance(value, str):
-            return round(len(value.split()) * WORDS_TO_TOKENS)
-        return sum(round(len(m["content"].split()) * WORDS_TO_TOKENS) + MESSAGE_OVERHEAD for m in value)
-
-    if tokenizer is None:
-        return estimate
-
-    def count(value: list[dict[str, str]] | str, generation_prompt: bool = False) -> int:
-        if isinstance(value, list):
-            if tokenizer.chat_template is None:
-                return estimate(value)
-            value = tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=generation_prompt)
-        return len(tokenizer(value, add_special_tokens=False)["input_ids"])
-
-    return count
-
-
-def _lengths(stage: StageBase, scan: Scan, count, how: str | None) -> tuple[list[str], list[str]]:
-    """Warnings about rows training would truncate or drop, and the length histogram."""
-    data = stage.data
-    lengths, over, dropped = [], [], []
-    for number, record in scan.rows:
-        if scan.kind == "sft":
-            full, prompt = _sft_lengths(record, count)
-            lengths.append(full)
-            if prompt >= data.max_length:
-                dropped.append(number)
-            elif full > data.max_length:
-                over.append(number)
-        elif scan.kind == "reward":
-            longest = max(_pair_length(record, side, count) for side in ("chosen", "rejected"))
-            lengths.append(longest)
-            if longest > data.max_length:
-                dropped.append(number)
-        else:
-            length = count(record["prompt"], True)
-            lengths.append(length)
-            if length > data.max_prompt_length:
-                over.append(number)
-    limit = data.max_prompt_length if scan.kind == "ppo" else data.max_length
-    limit_name = "data.max_prompt_length" if scan.kind == "ppo" else "data.max_length"
-    about = "" if how is not None else "about "
-    warnings = []
-    packing = getattr(stage, "packing", False)
-    if over and not packing:
-        action = "left-truncated" if scan.kind == "ppo" else "truncated (the end of the response is cut)"
-        warnings.append(f"{scan.path}: {about}{len(over)} of {len(scan.rows)} rows are longer than {limit_name}="
-                        f"{limit} tokens and will be {action} (rows {_rows(over)})")
-    if dropped and not packing:
-        why = ("the prompt alone fills " if scan.kind == "sft" else "chosen or rejected is longer than ")
-        warnings.append(f"{scan.path}: {about}{len(dropped)} of {len(scan.rows)} rows will be dropped: {why}"
-                        f"{limit_name}={limit} tokens (rows {_rows(dropped)})")
-    title = f"{scan.name} token lengths ({how or 'estimated'}), {limit_name}={limit}:"
-    return warnings, [title, *histogram(lengths, limit)]
-
-
-def _sft_lengths(record: dict[str, Any], count) -> tuple[int, int]:
-    if "messages" in record:
-        messages = record["messages"]
-        return count(messages, False), count(messages[:-1], True) if len(messages) > 1 else 0
-    prompt, completion = record["prompt"], record["completion"]
-    if isinstance(prompt, list):
-        return count(prompt + completion, False), count(prompt, True)
-    return count(prompt + completion, False) + 1, count(prompt, False)  # + EOS
-
-
-def _pair_length(record: dict[str, Any], side: str, count) -> int:
-    prompt, response = record.get("prompt"), record[side]
-    if isinstance(response, list) or isinstance(prompt, list):
-        messages = list(prompt or [])
-        messages += response if isinstance(response, list) else [{"role": "assistant", "content": response}]
-        return count(messages, False)
-    return count((prompt or "") + response, False) + 1  # + EOS
-
-
-def _rows(numbers: list[int]) -> str:
-    return ", ".join(map(str, numbers[:EXAMPLES])) + (", ..." if len(numbers) > EXAMPLES else "")
-
-
-def histogram(lengths: list[int], limit: int, bins: int = 4, width: int = 30) -> list[str]:
-    """A text histogram of lengths: `bins` equal bins up to `limit`, and one for everything longer."""
-    if not lengths:
-        return []
-    step = max(1, -(-limit // bins))
-    edges = [(i * step, min((i + 1) * step, limit)) for i in range(bins)]
-    counts = [sum(lo < n <= hi or (i == 0 and n == 0) for n in lengths) for i, (lo, hi) in enumerate(edges)]
-    counts.append(sum(n > limit for n in lengths))
-    labels = [f"{lo + 1:>6}-{hi:<6}" for lo, hi in edges] + [f"{'> ' + str(limit):<13}"]
-    top = max(counts) or 1
-    lines = [f"  {label}|{'#' * round(width * c / top):<{width}} {c}" for label, c in zip(labels, counts, strict=True)]
-    lines.append(f"  min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}")
-    return lines
-
-
-# ---- Reward sources (ppo), read from config.json without loading a model.
+# ---- Reward sources (ppo): functions are imported, model directories read from config.json (no model loads).
 
 
 def _reward_sources(stage: PPOStage) -> list[str]:
     errors = []
     for index, source in enumerate(stage.rewards):
+        if source.function is not None:
+            problem = reward_function_problem(source.function)
+            if problem:
+                errors.append(f"rewards.{index}.function: {problem}")
+            continue
         if source.model is None or source.model.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
             continue
         config = Path(source.model).expanduser() / "config.json"
@@ -458,3 +317,25 @@ def _reward_sources(stage: PPOStage) -> list[str]:
                           f"*ForSequenceClassification architecture with one label, found "
                           f"{architectures or 'no architecture'} with {labels} labels")
     return errors
+
+
+def reward_function_problem(spec: str) -> str | None:
+    """Why `rlhf.ppo.rewards.load_reward_function(spec)` would fail, found with the same imports but without torch.
+
+    A bare name means `reward_models.NAME:score`; anything else must be an explicit 'package.module:function'.
+    """
+    import importlib
+
+    module_name, _, function_name = spec.partition(":")
+    if not function_name:
+        if "." in module_name:
+            return f"reward function '{spec}': name the function explicitly, as 'package.module:function'"
+        module_name, function_name = f"reward_models.{module_name}", "score"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        return f"reward function '{spec}': cannot import {module_name} ({err})"
+    if not callable(getattr(module, function_name, None)):
+        return f"reward function '{spec}': {module_name} has no function '{function_name}'"
+    return None
+

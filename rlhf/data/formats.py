@@ -47,7 +47,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.rstrip("\r\n"))  # so a line cut short reports its own column
                 except json.JSONDecodeError as err:
                     raise DataError(source, number, None, f"not valid JSON ({err.msg} at column {err.colno})") from None
                 yield number, _as_mapping(row, source, number)

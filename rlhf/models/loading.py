@@ -61,7 +61,8 @@ def load_causal_lm(cfg: ModelConfig, path: str | None = None):
         from peft import AutoPeftModelForCausalLM
 
         # An adapter from an earlier stage is merged, so later stages start from plain weights.
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype(cfg), is_trainable=False)
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype(cfg), is_trainable=False,
+                                                         trust_remote_code=cfg.trust_remote_code)
         return model.merge_and_unload()
     return AutoModelForCausalLM.from_pretrained(path, revision=cfg.revision, dtype=torch_dtype(cfg),
                                                 trust_remote_code=cfg.trust_remote_code)

@@ -5,6 +5,8 @@ Errors exit 2 with a message naming file, row and field; warnings print with cou
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -110,7 +112,8 @@ def test_reward_source_pointing_at_the_sft_stage(tmp_path, cli):
                 "rewards": [{"name": "learned", "model": "stage:sft"}]},
     }))
     err = refused(cli, recipe)
-    assert "ppo.rewards.0.model refers to 'stage:sft', but a reward source must be a reward model: use 'stage:reward'" in err
+    assert ("ppo.rewards.0.model refers to 'stage:sft', but a reward source must be a reward model: "
+            "use 'stage:reward'") in err
 
 
 # ---- Warnings: the run goes on, the counts are printed (and logged at the start of `rlhf run`).
@@ -204,3 +207,35 @@ def test_yaml_is_loaded_safely(tmp_path, cli, tag):
 def test_good_data_gives_no_warning(recipe_file, cli):
     code, out, _ = cli("validate", recipe_file("reward"))
     assert code == 0 and "warning" not in out
+
+
+def tokenizer_dir(path, template: str, **special) -> str:
+    """A tiny tokenizer written without transformers: tokenizer.json plus tokenizer_config.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    path.mkdir()
+    raw = Tokenizer(models.WordLevel({"<unk>": 0, "<eos>": 1}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, **special}))
+    return str(path)
+
+
+def test_chat_template_refusing_a_conversation(recipe_file, cli, tmp_path):
+    template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    model = tokenizer_dir(tmp_path / "tok", template, eos_token="<eos>", pad_token="<eos>")
+    system = {"messages": [{"role": "system", "content": "be nice"}, *GOOD_SFT[0]["messages"]]}
+    err = refused(cli, recipe_file("sft", train=[GOOD_SFT[0], system]), f"model.name_or_path={model}")
+    assert (f"train.jsonl, row 2: the chat template (tokenizer of {model}) refuses this conversation: System role "
+            "not supported") in err
+
+
+def test_tokenizer_without_pad_token_warns_before_the_run(recipe_file, cli, tmp_path):
+    model = tokenizer_dir(tmp_path / "tok", "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+                          eos_token="<eos>")
+    code, out, _ = cli("validate", recipe_file("sft"), f"model.name_or_path={model}")
+    assert code == 0
+    assert f"the tokenizer of {model} has no pad token: its EOS token '<eos>' will be used for padding" in out
+    err = refused(cli, recipe_file("sft"), f"model.name_or_path={tokenizer_dir(tmp_path / 'bare', '{{ 1 }}')}")
+    assert "has neither a pad nor an EOS token; add a pad token" in err

@@ -147,7 +147,8 @@ def test_prepare_resume(tmp_path, caplog):
     assert "with a different run length" in caplog.text
 
     other = checkpoint.resume_fingerprint(stage(tmp_path, seed=1))
-    with pytest.raises(ResumeError, match=r"cannot resume from .*checkpoint-2.*\n    seed: 42 in the checkpoint, 1 now"):
+    expected = r"cannot resume from .*checkpoint-2.*\n    seed: 42 in the checkpoint, 1 now"
+    with pytest.raises(ResumeError, match=expected):
         checkpoint.prepare_resume(root, other, True)
     assert checkpoint.prepare_resume(root, other, False) is None  # resume=false: start over
     assert not root.exists()

@@ -8,7 +8,7 @@ import pytest
 
 from rlhf.config import ModelConfig
 from rlhf.data.doctor import reward_function_problem
-from rlhf.data.lengths import LightTokenizer, TOKENIZER_FILES, token_counter
+from rlhf.data.lengths import TOKENIZER_FILES, LightTokenizer, token_counter
 
 from ..conftest import DATA_DIR
 

@@ -27,9 +27,11 @@ def artifact(stage_dir: Path, stage: str, *, manifest: bool | str = True, config
     (final / "config.json").write_text(json.dumps(config or (REWARD_MODEL if stage == "reward" else CAUSAL_LM)))
     (stage_dir / "recipe.yaml").write_text(f"stage: {stage}\n")
     if manifest is True:
+        if final_files is None:
+            final_files = {"config.json": (final / "config.json").stat().st_size}
         (stage_dir / "manifest.json").write_text(json.dumps({
             "stage": stage, "status": "complete", "recipe_sha256": "abc", "finished_at": finished_at,
-            "final_files": final_files if final_files is not None else {"config.json": (final / "config.json").stat().st_size}}))
+            "final_files": final_files}))
     elif isinstance(manifest, str):
         (stage_dir / "manifest.json").write_text(manifest)
     return final

@@ -45,6 +45,9 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
     return Dataset.from_list(records)
 
 
+NEVER = 10**12  # a step interval no run reaches
+
+
 def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and RewardConfig, derived from the recipe's training block."""
     t = stage.training
@@ -67,10 +70,15 @@ def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) 
         logging_steps=t.logging_steps,
         eval_strategy=eval_strategy,
         eval_steps=t.eval_steps,
-        # Early stopping needs the best checkpoint, so it implies saving at every evaluation.
-        save_strategy=eval_strategy if early_stop else "no",
-        save_steps=t.eval_steps,
-        save_total_limit=2 if early_stop else None,
+        # Early stopping needs the best checkpoint, so it implies saving at every evaluation. Otherwise a checkpoint
+        # every save_steps and one at the end (the "steps" strategy always saves the last step; null save_steps
+        # leaves only that one). rlhf.stages.hf_checkpoints marks checkpoints complete and prunes them, so the
+        # Trainer's own rotation (which could delete the last complete one before the new one is marked) is off.
+        save_strategy=eval_strategy if early_stop else "steps",
+        save_steps=t.eval_steps if early_stop else (t.save_steps or NEVER),
+        save_total_limit=None,
+        # Off: the Trainer would otherwise replace a NaN/inf loss by the running mean and hide it from the guard.
+        logging_nan_inf_filter=False,
         load_best_model_at_end=early_stop,
         metric_for_best_model="eval_loss" if early_stop else None,
         greater_is_better=False if early_stop else None,

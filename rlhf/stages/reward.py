@@ -15,6 +15,7 @@ from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, wri
 from rlhf.config import RewardStage
 from rlhf.distributed import is_main_process
 from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, resolve_model_path, torch_dtype
+from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
 from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
 from rlhf.tracking import Tracker
 
@@ -41,6 +42,7 @@ def run(cfg: RewardStage) -> Path:
     evaluation = load_dataset(cfg.data, "reward", "eval")
     model_path = resolve_model_path(cfg.model.name_or_path)
     parent = check_parent(model_path)
+    start = resume_point(cfg, {"model": parent})
     tokenizer = load_tokenizer(cfg.model, model_path)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_path, num_labels=1, revision=cfg.model.revision, dtype=torch_dtype(cfg.model),
@@ -49,7 +51,8 @@ def run(cfg: RewardStage) -> Path:
     model.config.pad_token_id = tokenizer.pad_token_id
     if is_main_process():
         write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process())
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(),
+                      resume_step=start.step)
 
     args = RewardConfig(
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
@@ -65,21 +68,27 @@ def run(cfg: RewardStage) -> Path:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config(cfg.model.lora, "SEQ_CLS") if cfg.model.lora else None,
-        callbacks=callbacks(cfg, tracker),
+        callbacks=callbacks(cfg, tracker) + checkpoint_callbacks(cfg, start.fingerprint),
     )
     quiet_printer(trainer)
     dropped = len(train) - len(trainer.train_dataset)
     if dropped:
         logger.warning("reward: %d of %d training pairs are longer than data.max_length=%d and were dropped",
                        dropped, len(train), cfg.data.max_length)
+    if evaluation is not None and len(evaluation) > len(trainer.eval_dataset):
+        logger.warning("reward: %d of %d held-out pairs are longer than data.max_length=%d: the Trainer's eval loss "
+                       "leaves them out (the final held-out accuracy scores them whole)",
+                       len(evaluation) - len(trainer.eval_dataset), len(evaluation), cfg.data.max_length)
 
     # Train.
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=start.path)
+    check_finite_loss("reward", train_output.training_loss, output_dir)
 
     # Save, then measure the saved model.
     save_final(trainer, tokenizer, output_dir / FINAL)
     results = {"train_loss": train_output.training_loss, "steps": trainer.state.global_step,
-               "train_pairs": len(train), "train_pairs_dropped_too_long": dropped}
+               "train_pairs": len(train), "train_pairs_dropped_too_long": dropped,
+               "resumed_from_step": start.step}
     if is_main_process() and evaluation is not None:
         final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
         held_out = preference_accuracy(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)

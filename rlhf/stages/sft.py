@@ -11,6 +11,7 @@ from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, wri
 from rlhf.config import SFTStage
 from rlhf.distributed import is_main_process
 from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
 from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
 from rlhf.tracking import Tracker
 
@@ -35,11 +36,13 @@ def run(cfg: SFTStage) -> Path:
     conversational = "messages" in train.column_names
     model_path = resolve_model_path(cfg.model.name_or_path)
     parent = check_parent(model_path)
+    start = resume_point(cfg, {"model": parent})
     tokenizer = load_tokenizer(cfg.model, model_path)
     model = load_causal_lm(cfg.model, model_path)
     if is_main_process():
         write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process())
+    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(),
+                      resume_step=start.step)
 
     args = SFTConfig(
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
@@ -59,13 +62,21 @@ def run(cfg: SFTStage) -> Path:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=peft_config(cfg.model.lora, "CAUSAL_LM") if cfg.model.lora else None,
-        callbacks=callbacks(cfg, tracker),
+        callbacks=callbacks(cfg, tracker) + checkpoint_callbacks(cfg, start.fingerprint),
     )
     quiet_printer(trainer)
+    splits = (("training", train, trainer.train_dataset), ("held-out", evaluation, trainer.eval_dataset))
+    for which, rows, kept in splits:
+        # SFTTrainer drops rows that truncation to max_length leaves without a single trained token.
+        dropped = len(rows) - len(kept) if rows is not None and kept is not None and not cfg.packing else 0
+        if dropped:
+            logger.warning("sft: %d of %d %s rows have no response tokens left within data.max_length=%d and were "
+                           "dropped", dropped, len(rows), which, cfg.data.max_length)
 
     # Train.
     first_eval = trainer.evaluate() if evaluation is not None else {}
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=start.path)
+    check_finite_loss("sft", train_output.training_loss, output_dir)
     last_eval = trainer.evaluate() if evaluation is not None else {}
 
     # Save.
@@ -77,6 +88,7 @@ def run(cfg: SFTStage) -> Path:
         "eval_loss_end": last_eval.get("eval_loss"),
         "eval_perplexity_end": math.exp(last_eval["eval_loss"]) if "eval_loss" in last_eval else None,
         "train_rows": len(train),
+        "resumed_from_step": start.step,
         "eval_rows": len(evaluation) if evaluation is not None else 0,
     }
     tracker.log({f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)},

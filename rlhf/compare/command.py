@@ -150,5 +150,7 @@ def check(stage: CompareStage) -> str:
         if looks_local and not Path(ref).expanduser().exists():
             raise RecipeError(f"compare: model directory not found: {ref}")
     prompts = ", ".join(f"{Path(p).name}: {n} rows" for p, n in counts.items()) or "hub dataset"
+    if stage.prompts.max_prompts is not None:
+        prompts += f" (the first {stage.prompts.max_prompts} used)"
     return (f"compare: models {', '.join(m.name for m in stage.models)} (reference {stage.reference_name()}); "
             f"judges {', '.join(j.name for j in stage.judges)}; prompts {prompts}; output {stage.output_dir}")

@@ -124,7 +124,7 @@ def _clean(text: str) -> str:
 def _caption(results: dict[str, Any]) -> list[str]:
     d = results["decoding"]
     return [
-        f"{results['n_prompts']} prompts x {results['samples_per_prompt']} samples per model, from "
+        f"{results['n_prompts']} prompts x {results['samples_per_prompt']} sample(s) per prompt and model, from "
         f"{Path(results['prompts']).name}",
         f"decoding: temperature {d['temperature']}, top_p {d['top_p']}, top_k {d['top_k']}, "
         f"max_new_tokens {d['max_new_tokens']}, seed {results['seed']} (the same for every model)",
@@ -135,8 +135,13 @@ def _caption(results: dict[str, Any]) -> list[str]:
     ]
 
 
+ALARM_TITLES = {"proxy_up_judge_down": "proxy up, judge down", "proxy_up_judge_flat": "proxy up, judge flat",
+                "reward_length_correlation": "reward tracks length", "repetition": "repetition",
+                "diversity_collapse": "diversity collapse", "eos_collapse": "EOS-rate collapse"}
+
+
 def _alarm_lines(results: dict[str, Any]) -> list[str]:
-    return [f"{a['model']}: {a['kind'].replace('_', ' ')}. {a['message']}" for a in results["alarms"]]
+    return [f"{a['model']}, {ALARM_TITLES.get(a['kind'], a['kind'])}: {a['message']}" for a in results["alarms"]]
 
 
 def _alarm_scope(results: dict[str, Any]) -> str:

@@ -8,6 +8,8 @@ gloo, so the same command works on a laptop and in CI.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -54,11 +56,40 @@ def trainer_arguments() -> dict[str, Any]:
 
 
 def make_accelerator(**kwargs: Any):
-    """An Accelerator for our own training loops (ppo), using gloo on CPU-only multi-process launches."""
+    """An Accelerator for our own training loops (ppo), using the CPU and gloo where there is no CUDA.
+
+    Under a DeepSpeed launch the Accelerator must not be given `cpu=True` (accelerate then silently drops DeepSpeed
+    while the process group still says DEEPSPEED); the CPU comes from the process state created first, as the
+    Trainer does it. Without DeepSpeed, `cpu=True` turns a multi-process launch into DDP on CPU (MULTI_CPU).
+    """
     from accelerate import Accelerator, PartialState
 
     if not cuda_available():
-        if world_size() > 1:
-            PartialState(backend="gloo")
-        kwargs.setdefault("cpu", True)
+        # Without gloo every rank believes it is alone (world size 1).
+        PartialState(cpu=True, **({"backend": "gloo"} if world_size() > 1 else {}))
+        if not using_deepspeed():
+            kwargs.setdefault("cpu", True)
     return Accelerator(**kwargs)
+
+
+@contextmanager
+def single_process_loading() -> Iterator[None]:
+    """Lets one process load a whole model while the others wait (e.g. the main process evaluating final/).
+
+    Under a ZeRO-3 launch, transformers builds every model inside `deepspeed.zero.Init`, which partitions the weights
+    with collectives that every rank must join: a load on the main process alone then waits forever. Inside this
+    context transformers loads plain, unpartitioned models; the ZeRO-3 setting is restored on exit.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    # transformers keeps the launch's DeepSpeed config behind this module-level weak reference (no public getter for
+    # the object itself, only set/unset), so it is saved and put back by hand.
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved

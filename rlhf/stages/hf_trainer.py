@@ -116,17 +116,38 @@ def callbacks(stage: StageBase, tracker) -> list:
 def save_final(trainer, tokenizer, final_dir: Path) -> None:
     """Saves a model directory that `from_pretrained` loads (full weights or a PEFT adapter), with its tokenizer.
 
-    Under ZeRO-3 the weights are gathered from every rank first, so final/ never holds only a DeepSpeed shard.
+    Every rank must call this. Under ZeRO-3 each rank holds only a shard of every weight: the weights are gathered
+    layer by layer onto the main process first, so final/ never holds only a DeepSpeed shard.
     """
     accelerator = trainer.accelerator
-    model = trainer.model
-    if getattr(accelerator.state, "deepspeed_plugin", None) is not None and trainer.is_deepspeed_enabled:
-        state_dict = accelerator.get_state_dict(trainer.model_wrapped)
-    else:
-        state_dict = None
+    state_dict = None
+    engine = trainer.deepspeed if trainer.is_deepspeed_enabled else None
+    if engine is not None and engine.zero_optimization_partition_weights():
+        # The engine's own gather, rather than accelerator.get_state_dict, works whatever the launch config says
+        # about stage3_gather_16bit_weights_on_model_save; it returns the weights in their training dtype on rank 0.
+        state_dict = engine._zero3_consolidated_16bit_state_dict()
     if accelerator.is_main_process:
         final_dir.mkdir(parents=True, exist_ok=True)
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = accelerator.unwrap_model(trainer.model)
         unwrapped.save_pretrained(final_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(final_dir)
     accelerator.wait_for_everyone()
+
+
+def launch_summary(trainer) -> dict[str, Any]:
+    """How the run was distributed, for the manifest: world size, distribution type, ZeRO stage, parameter counts.
+
+    `parameters_local` counts the parameter elements the main process stores (under ZeRO-3 its partition, about
+    `parameters / world_size`), which records that the weights really were partitioned.
+    """
+    accelerator = trainer.accelerator
+    engine = trainer.deepspeed if trainer.is_deepspeed_enabled else None
+    module = engine.module if engine is not None else accelerator.unwrap_model(trainer.model_wrapped)
+    params = list(module.parameters())
+    return {
+        "world_size": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "zero_stage": engine.zero_optimization_stage() if engine is not None else None,
+        "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+        "parameters_local": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params),
+    }

@@ -13,10 +13,17 @@ from pathlib import Path
 
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import RewardStage
-from rlhf.distributed import is_main_process
+from rlhf.distributed import is_main_process, single_process_loading
 from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, resolve_model_path, torch_dtype
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
-from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
+from rlhf.stages.hf_trainer import (
+    callbacks,
+    launch_summary,
+    load_dataset,
+    quiet_printer,
+    save_final,
+    training_arguments,
+)
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -88,9 +95,10 @@ def run(cfg: RewardStage) -> Path:
     save_final(trainer, tokenizer, output_dir / FINAL)
     results = {"train_loss": train_output.training_loss, "steps": trainer.state.global_step,
                "train_pairs": len(train), "train_pairs_dropped_too_long": dropped,
-               "resumed_from_step": start.step}
+               "resumed_from_step": start.step, **launch_summary(trainer)}
     if is_main_process() and evaluation is not None:
-        final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
+        with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition it
+            final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
         held_out = preference_accuracy(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)
         results.update({f"eval_{k}": v for k, v in held_out.items()})
         logger.info("reward: held-out preference accuracy %.3f over %d pairs, mean margin %.3f",
@@ -101,4 +109,7 @@ def run(cfg: RewardStage) -> Path:
     if is_main_process():
         write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents={"model": parent},
                        results=results, started=started)
+    # The other ranks wait while the main process evaluates and writes the manifest, so that a later stage finds a
+    # complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
+    trainer.accelerator.wait_for_everyone()
     return output_dir

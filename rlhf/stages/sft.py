@@ -12,7 +12,14 @@ from rlhf.config import SFTStage
 from rlhf.distributed import is_main_process
 from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
-from rlhf.stages.hf_trainer import callbacks, load_dataset, quiet_printer, save_final, training_arguments
+from rlhf.stages.hf_trainer import (
+    callbacks,
+    launch_summary,
+    load_dataset,
+    quiet_printer,
+    save_final,
+    training_arguments,
+)
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -54,6 +61,8 @@ def run(cfg: SFTStage) -> Path:
         eos_token=tokenizer.eos_token,
         pad_token=tokenizer.pad_token,
         dataset_num_proc=None,
+        # The first evaluation runs inside train(): before it, DeepSpeed ZeRO-1/2 has no engine to evaluate with.
+        eval_on_start=evaluation is not None and start.step is None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -74,9 +83,9 @@ def run(cfg: SFTStage) -> Path:
                            "dropped", dropped, len(rows), which, cfg.data.max_length)
 
     # Train.
-    first_eval = trainer.evaluate() if evaluation is not None else {}
     train_output = trainer.train(resume_from_checkpoint=start.path)
     check_finite_loss("sft", train_output.training_loss, output_dir)
+    first_eval = next((log for log in trainer.state.log_history if "eval_loss" in log), {})
     last_eval = trainer.evaluate() if evaluation is not None else {}
 
     # Save.
@@ -90,6 +99,7 @@ def run(cfg: SFTStage) -> Path:
         "train_rows": len(train),
         "resumed_from_step": start.step,
         "eval_rows": len(evaluation) if evaluation is not None else 0,
+        **launch_summary(trainer),
     }
     tracker.log({f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)},
                 step=trainer.state.global_step)
@@ -97,6 +107,7 @@ def run(cfg: SFTStage) -> Path:
     if is_main_process():
         write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents={"model": parent},
                        results=results, started=started)
+    trainer.accelerator.wait_for_everyone()  # a later stage on any rank reads the manifest the main process wrote
     logger.info("sft finished: eval loss %s -> %s; final model in %s", results["eval_loss_start"],
                 results["eval_loss_end"], output_dir / FINAL)
     return output_dir

@@ -95,7 +95,7 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
 
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
-    from rlhf.ppo.rewards import build_reward_terms
+    from rlhf.ppo.rewards import build_reward_terms, same_tokenizer
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     reference = cfg.reference_name()
@@ -134,7 +134,7 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
         name = spec.name
         started = time.time()
         model, tokenizer = (ref_model, ref_tokenizer) if name == reference else load(name)
-        same_tokens = _same_tokenizer(tokenizer, ref_tokenizer)
+        same_tokens = same_tokenizer(tokenizer, ref_tokenizer)
         generations = generate(model, tokenizer, expanded, **settings)
         values: dict[str, torch.Tensor] = {}
         if proxy_terms:
@@ -168,11 +168,6 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return {"measures": measures, "records": records, "parents": parents, "paths": paths, "notes": notes}
-
-
-def _same_tokenizer(a, b) -> bool:
-    """Whether two tokenizers give the same ids for the same text (vocabulary, chat template and pad id agree)."""
-    return a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template and a.pad_token_id == b.pad_token_id
 
 
 def _for_tokenizer(terms: list, same_tokens: bool) -> list:

@@ -27,7 +27,7 @@ class Generations:
 def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_prompt_length: int, max_new_tokens: int,
              temperature: float, top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, seed: int = 0,
              device: torch.device | str = "cpu", all_done=None) -> Generations:
-    """Samples one response per prompt (temperature 0: greedy), batching prompts of similar length together."""
+    """Samples one response per prompt (temperature 0: greedy), in batches of prompts in the given order."""
     encoded = encode_prompts(tokenizer, prompts, max_prompt_length)
     generator = torch.Generator().manual_seed(seed)
     batches, texts = [], []
@@ -115,7 +115,7 @@ def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cf
                    for b in generations.batches]
             results["eval_kl_to_reference_mean"] = torch.cat(kls).mean().item()
             results["eval_samples"] = [
-                {"prompt": prompts[i][-1]["content"], "response": generations.texts[i]} for i in range(3)
+                {"prompt": prompts[i][-1]["content"], "response": generations.texts[i]} for i in range(min(3, len(prompts)))
             ]
     sft_std = results["eval_reference_total_std"] or 1e-8
     results["eval_reward_gain_in_reference_std"] = (

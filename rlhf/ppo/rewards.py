@@ -85,11 +85,14 @@ def build_reward_terms(sources: list[RewardSourceConfig], policy_tokenizer, dtyp
             continue
         model = load_reward_model(source.model, dtype, trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source.model, trust_remote_code=trust_remote_code)
-        shares = (tokenizer.get_vocab() == policy_tokenizer.get_vocab()
-                  and tokenizer.chat_template == policy_tokenizer.chat_template
-                  and model.config.pad_token_id == policy_tokenizer.pad_token_id)
+        shares = same_tokenizer(tokenizer, policy_tokenizer) and model.config.pad_token_id == tokenizer.pad_token_id
         terms.append(RewardTerm(source.name, source.weight, model=model, tokenizer=tokenizer, shares_tokenizer=shares))
     return terms
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers give the same ids for the same conversation (vocabulary, chat template, pad id)."""
+    return a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template and a.pad_token_id == b.pad_token_id
 
 
 class RunningMoments:

@@ -23,6 +23,7 @@ SHORT = [
     "reward.training.max_steps=60",
     "ppo.training.max_steps=16",
     "ppo.data.max_eval_rows=64",
+    "stages=[sft,reward,ppo]",
 ]
 
 

@@ -231,9 +231,31 @@ def up_to_date(stage: BaseModel) -> bool:
     return True
 
 
+PREVIOUS_MANIFEST = f".{MANIFEST}.previous"
+
+
 def begin_stage(output_dir: Path) -> None:
-    """Marks a stage's output as in progress: the old manifest goes, so a crash leaves a half-written artifact."""
-    (output_dir / MANIFEST).unlink(missing_ok=True)
+    """Marks a stage's output as in progress: the old manifest is moved aside, so that until the stage writes its new
+    one the directory reads as a half-written artifact (a kill at any point leaves it so)."""
+    if (output_dir / MANIFEST).is_file():
+        os.replace(output_dir / MANIFEST, output_dir / PREVIOUS_MANIFEST)
+
+
+def end_stage(output_dir: Path, started: float, failed: bool) -> None:
+    """Drops the set-aside manifest after a stage finished; after a failure, puts it back if final/ was not touched.
+
+    A stage refused before training (changed recipe, bad data) thus leaves an earlier finished artifact usable.
+    """
+    previous = output_dir / PREVIOUS_MANIFEST
+    if not previous.is_file():
+        return
+    final = output_dir / FINAL
+    since = int(started) - 1  # file systems with coarse timestamps round a write made after `started` down
+    touched = final.is_dir() and any(p.stat().st_mtime >= since for p in final.rglob("*"))
+    if failed and not touched and not (output_dir / MANIFEST).exists():
+        os.replace(previous, output_dir / MANIFEST)
+    else:
+        previous.unlink(missing_ok=True)
 
 
 # ---- Output paths: a recipe cannot write outside the working directory by accident or into someone else's files.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from pathlib import Path
 
-from rlhf.artifacts import FINAL, begin_stage, check_parent, up_to_date
+from rlhf.artifacts import FINAL, begin_stage, check_parent, end_stage, up_to_date
 from rlhf.config import (
     STAGE_REF_PREFIX,
     CompareStage,
@@ -45,8 +46,8 @@ def run_stage(stage: StageBase | CompareStage) -> Path:
     """Runs one stage recipe through its module's `run` function.
 
     With `resume` on, a stage whose output already holds a finished run of exactly this recipe, data and parent
-    artifacts is skipped. Otherwise the old manifest is removed first, so until the stage finishes its directory reads
-    as a half-written artifact that later stages refuse.
+    artifacts is skipped. Otherwise the old manifest is set aside first, so until the stage finishes its directory
+    reads as a half-written artifact that later stages refuse (restored if the stage fails before touching final/).
     """
     from rlhf.distributed import is_main_process
 
@@ -56,9 +57,18 @@ def run_stage(stage: StageBase | CompareStage) -> Path:
         return Path(stage.output_dir)
     module = importlib.import_module(f"rlhf.stages.{stage.stage}")
     logger.info("stage %s -> %s", stage.stage, stage.output_dir)
-    if is_main_process():
-        begin_stage(Path(stage.output_dir))
-    return module.run(stage)
+    output_dir, started, main = Path(stage.output_dir), time.time(), is_main_process()
+    if main:
+        begin_stage(output_dir)
+    try:
+        result = module.run(stage)
+    except BaseException:
+        if main:
+            end_stage(output_dir, started, failed=True)
+        raise
+    if main:
+        end_stage(output_dir, started, failed=False)
+    return result
 
 
 def check_stage_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe) -> None:

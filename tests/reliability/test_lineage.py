@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,21 @@ def test_tokenizer_without_a_pad_token_falls_back_to_eos(tmp_path, caplog):
     assert "has no pad token; using its EOS token '<eos>'" in caplog.text
     with pytest.raises(ModelLoadError, match="has neither a pad nor an EOS token; add a pad token"):
         load_tokenizer(ModelConfig(name_or_path=str(save(tmp_path / "neither"))))
+
+
+def test_a_refused_rerun_leaves_the_finished_artifact_usable(tmp_path):
+    from rlhf.checkpoint import ResumeError, step_dir, write_marker
+    from rlhf.config import SFTStage
+    from rlhf.pipeline import run_stage
+
+    write_jsonl(tmp_path / "train.jsonl", GOOD_SFT)
+    out = tmp_path / "out"
+    final = artifact(out, "sft")
+    os.utime(final / "config.json", (1e9, 1e9))  # written by an earlier run
+    step_dir(out / "checkpoints", 2).mkdir(parents=True)
+    write_marker(step_dir(out / "checkpoints", 2), {"recipe": {"seed": 1}}, 2)
+    cfg = SFTStage.model_validate({"stage": "sft", "output_dir": str(out),
+                                   "data": {"train": str(tmp_path / "train.jsonl")}})
+    with pytest.raises(ResumeError, match="seed: 1 in the checkpoint, 42 now"):
+        run_stage(cfg)  # the recipe hash differs from the manifest's, so the stage runs, and its resume is refused
+    assert check_parent(final)["stage"] == "sft"  # final/ was not touched: the manifest is back

@@ -128,3 +128,12 @@ def test_no_secret_reaches_recipe_manifest_or_metrics(tmp_path, monkeypatch):
             text = path.read_text(errors="ignore")
             assert SECRET not in text and os.environ["WANDB_API_KEY"] not in text, path
     assert json.loads((out / "manifest.json").read_text())["command"].count("***") == 2
+
+
+def test_yaml_is_only_read_with_safe_load():
+    unsafe = [f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+              for root in ("rlhf", "reward_models", "scripts") for path in sorted((REPO_ROOT / root).rglob("*.py"))
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml"
+              and node.attr in ("load", "load_all", "unsafe_load", "full_load", "Loader", "UnsafeLoader")]
+    assert unsafe == []

@@ -124,7 +124,7 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
     The per-token log-likelihood that the PPO ratio (Schulman et al. 2017, "Proximal Policy Optimization
     Algorithms", eq. 6) and the KL penalty (Ziegler et al. 2019, eq. 2) are built from. Computed as
-    ``logits[label] - logsumexp(logits)`` one batch row at a time, so no full ``[batch, T, V]`` log-softmax copy is
+    ``logits[label] - logsumexp(logits)``, so no full ``[batch, T, V]`` log-softmax copy is
     made. Half-precision logits are upcast to float32 per row: bf16 log-probabilities are too coarse for importance
     ratios near 1.
 
@@ -135,9 +135,12 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     Returns:
         ``[batch, T]`` log-probabilities, float32 (or float64 for float64 logits).
     """
+    if logits.dtype == torch.promote_types(logits.dtype, torch.float32):
+        # Already float32/64: one vectorised call; gather and logsumexp allocate only [batch, T].
+        return logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     rows = []
     for row_logits, row_labels in zip(logits, labels, strict=True):
-        row = row_logits.to(torch.promote_types(row_logits.dtype, torch.float32))
+        row = row_logits.to(torch.float32)
         label_logits = row.gather(-1, row_labels.unsqueeze(-1)).squeeze(-1)
         rows.append(label_logits - torch.logsumexp(row, dim=-1))
     return torch.stack(rows)

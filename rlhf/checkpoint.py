@@ -234,6 +234,16 @@ def prune(root: Path, keep: int | None, protect: tuple[str | Path, ...] = ()) ->
     return deleted
 
 
+def discard_after(root: Path, step: int) -> list[Path]:
+    """Deletes the checkpoints after `step` (the steps after a resume point are recomputed and saved again; an old
+    directory of the same name would otherwise be written into while its marker still says complete)."""
+    root = Path(root)
+    doomed = [p for p in (root.iterdir() if root.is_dir() else []) if (checkpoint_step(p) or 0) > step]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
 def resume_fingerprint(recipe: BaseModel, parents: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """What a checkpoint must share with the run that resumes it.
 

@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.checkpoint import CHECKPOINTS, checkpoint_step, prepare_resume, prune, resume_fingerprint, write_marker
+from rlhf.checkpoint import (
+    CHECKPOINTS,
+    checkpoint_step,
+    complete_checkpoints,
+    discard_after,
+    fingerprint_differences,
+    prepare_resume,
+    prune,
+    read_marker,
+    resume_fingerprint,
+    write_marker,
+)
 from rlhf.config import StageBase
 from rlhf.distributed import is_main_process
 
@@ -43,7 +54,19 @@ def resume_point(cfg: StageBase, parents: dict[str, dict[str, str]]) -> ResumePo
         rlhf.checkpoint.ResumeError: The latest complete checkpoint belongs to a different recipe or data.
     """
     fingerprint = resume_fingerprint(cfg, parents)
-    start = prepare_resume(Path(cfg.output_dir) / CHECKPOINTS, fingerprint, cfg.resume, main=is_main_process())
+    root = Path(cfg.output_dir) / CHECKPOINTS
+    start = prepare_resume(root, fingerprint, cfg.resume, main=is_main_process())
+    last = cfg.training.max_steps
+    if start is not None and last is not None and checkpoint_step(start) >= last:
+        # The Trainer resumed at (or past) its last step still takes one more step before it stops; an earlier
+        # checkpoint of the same run gives the exact result (the steps after it are recomputed).
+        earlier = [p for p in complete_checkpoints(root) if checkpoint_step(p) < last
+                   and not fingerprint_differences(read_marker(p).get("fingerprint", {}), fingerprint)]
+        logger.info("%s: %s is at or past training.max_steps=%d; resuming from %s instead", cfg.stage, start, last,
+                    earlier[-1] if earlier else "the start")
+        start = earlier[-1] if earlier else None
+        if is_main_process():
+            discard_after(root, checkpoint_step(start) if start is not None else 0)
     if start is None:
         return ResumePoint(fingerprint)
     return ResumePoint(fingerprint, str(start), checkpoint_step(start))

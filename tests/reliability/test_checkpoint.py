@@ -158,3 +158,12 @@ def test_marker_is_json_with_step_and_fingerprint(tmp_path):
     path = write(tmp_path, 7, {"recipe": {"seed": 1}})
     marker = json.loads((path / MARKER).read_text())
     assert marker["complete"] is True and marker["step"] == 7 and marker["fingerprint"] == {"recipe": {"seed": 1}}
+
+
+def test_discard_after_removes_later_checkpoints_only(tmp_path):
+    for step in (2, 4, 6):
+        write(tmp_path, step)
+    (tmp_path / "checkpoint-8.tmp-3").mkdir()
+    (tmp_path / "notes").mkdir()
+    assert sorted(p.name for p in checkpoint.discard_after(tmp_path, 2)) == ["checkpoint-4", "checkpoint-6"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-8.tmp-3", "notes"]

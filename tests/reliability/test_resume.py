@@ -181,3 +181,19 @@ def test_reward_stage_resumes_exactly(tmp_path, cli):
     assert json.loads((out / "manifest.json").read_text())["results"]["resumed_from_step"] == 2
     resumed = weights(out / "final")
     assert all((expected[name] == resumed[name]).all() for name in expected)
+
+
+def test_killed_after_the_last_checkpoint_finishes_exactly(uninterrupted, tmp_path, cli, caplog):
+    import shutil
+
+    caplog.set_level(logging.INFO, logger="rlhf")
+    out = tmp_path / "out"  # the state of a kill after checkpoint-4 (the last step) but before final/ and the manifest
+    shutil.copytree(uninterrupted / "checkpoints", out / "checkpoints")
+    shutil.copy(uninterrupted / "metrics.jsonl", out / "metrics.jsonl")
+    code, _, err = cli("run", sft_recipe(tmp_path / "sft.yaml", out))
+    assert code == 0, err
+    # The Trainer resumed at its last step would take one step too many: the run goes back to checkpoint-2.
+    assert f"resuming from {out / 'checkpoints' / 'checkpoint-2'} instead" in caplog.text
+    expected, resumed = weights(uninterrupted / "final"), weights(out / "final")
+    assert all((expected[name] == resumed[name]).all() for name in expected)
+    assert step_metrics(out) == step_metrics(uninterrupted)

@@ -21,15 +21,23 @@ SECRET = "hf_abcdefghijklmnopqrstuvwxyz012345"
 
 
 def test_trust_remote_code_is_off_by_default_and_passed_to_every_loader():
+    """No loader ever turns remote code on by itself; the recipe-driven ones pass the recipe's choice through."""
     assert ModelConfig().trust_remote_code is False
-    missing = []
+    recipe_driven = ("stages", "models", "ppo", "compare", "data")
+    missing, forced = [], []
     for path in sorted((REPO_ROOT / "rlhf").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "from_pretrained"
-                    and not any(k.arg == "trust_remote_code" for k in node.keywords)):
-                missing.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
-    assert missing == [], "from_pretrained without trust_remote_code=: " + ", ".join(missing)
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "from_pretrained"):
+                continue
+            where = f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+            flag = next((k.value for k in node.keywords if k.arg == "trust_remote_code"), None)
+            if isinstance(flag, ast.Constant) and flag.value is True:
+                forced.append(where)
+            if flag is None and path.relative_to(REPO_ROOT / "rlhf").parts[0] in recipe_driven:
+                missing.append(where)
+    assert forced == [], "trust_remote_code=True hard-coded: " + ", ".join(forced)
+    assert missing == [], "from_pretrained without the recipe's trust_remote_code: " + ", ".join(missing)
 
 
 def test_programmatic_rewards_come_from_reward_models_or_a_named_module():

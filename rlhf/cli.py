@@ -119,15 +119,17 @@ def _run(recipe: Recipe) -> int:
     from rlhf.compare.report import REPORT_HTML
     from rlhf.models.loading import ModelLoadError
     from rlhf.pipeline import run_recipe
+    from rlhf.ppo.rewards import RewardError
     from rlhf.stages.hf_checkpoints import NonFiniteLossError
+    from rlhf.stages.ppo import NonFiniteError
 
     started = time.time()
     try:
         outputs = run_recipe(recipe)
-    except (ArtifactError, ResumeError, ModelLoadError, DataError) as err:
+    except (ArtifactError, ResumeError, ModelLoadError, DataError, RewardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:

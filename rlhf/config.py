@@ -213,6 +213,10 @@ class KLConfig(Block):
     target: float = Field(6.0, gt=0, description="Target KL per sequence for the adaptive controller.")
     horizon: int = Field(10000, gt=0, description="Adaptive controller horizon in episodes.")
     estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
+    alarm: float | None = Field(
+        50.0, gt=0, description="Report loudly (an error line and `kl_alarm` in metrics) when a step's mean KL per "
+        "sequence exceeds this: the policy is drifting far from the reference. Null disables."
+    )
 
 
 class RewardSourceConfig(Block):

@@ -228,6 +228,11 @@ def run(cfg: PPOStage) -> Path:
         kl_per_sequence = F.masked_sum(kl, batch.response_mask, dim=1)
         mean_kl = reduce_mean(kl_per_sequence.mean())
         kl_ctl.update(mean_kl, per_rank * world)
+        kl_alarm = cfg.kl.alarm is not None and mean_kl > cfg.kl.alarm
+        if kl_alarm:
+            logger.error("ppo step %d: mean KL per sequence %.2f exceeds kl.alarm=%.2f: the policy is drifting far "
+                         "from the reference (raise kl.coef, lower training.learning_rate, or use kl.adaptive)",
+                         step + 1, mean_kl, cfg.kl.alarm)
         lengths = batch.response_mask.sum(1)
         step_time = time.perf_counter() - step_started
         generated = accelerator.reduce(lengths.sum().to(device), reduction="sum").item()
@@ -237,6 +242,7 @@ def run(cfg: PPOStage) -> Path:
             **{f"reward/{name}": reduce_mean(value.mean()) for name, value in term_scores.items()},
             "kl": mean_kl,
             "kl_coef": kl_ctl.value,
+            "kl_alarm": float(kl_alarm),
             "entropy": reduce_mean(entropy),
             "value/explained_variance": reduce_mean(F.explained_variance(old_values, returns, batch.response_mask)),
             "response/length": reduce_mean(lengths.float().mean()),

@@ -94,3 +94,14 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert changed.returncode != 0
     assert "update.cliprange" in changed.stderr and "resume=false" in changed.stderr
+
+
+def test_kl_alarm_is_reported_loudly(tmp_path):
+    recipe, out = _write_recipe(tmp_path, "alarm")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(_command(recipe) + ["training.max_steps=3", "training.learning_rate=0.05", "kl.alarm=0.001"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "exceeds kl.alarm=0.00" in run.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(row.get("kl_alarm") == 1.0 for row in rows)

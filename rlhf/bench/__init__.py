@@ -1,0 +1,13 @@
+"""Benchmarks: our ppo, sft and reward stages at fixed settings, against TRL 1.10's PPOTrainer on the same machine.
+
+`scripts/bench.py` is the command line. The measuring code lives here:
+
+* `flops`: model FLOP estimates, with the per-token formula of the reference script (`trl_ppo_baseline.py`).
+* `probe`: what one process measures about the machine (fp32 matmul ceiling, peak RSS, versions, load, commit).
+* `models`: the model directories both sides run (our embedded models, plus a reward model of the same size).
+* `instrument`: counts and times every forward pass of a stage run (which model, which phase, which shapes).
+* `workloads`: the ppo, sft and reward workloads, each measured in its own process.
+* `baseline`: runs the TRL reference and compares, alternating runs so that machine drift cancels.
+* `profile`: where the time of a ppo run goes (py-spy when installed, cProfile otherwise).
+* `results`: the result record and `bench/results.jsonl`.
+"""

@@ -1,0 +1,93 @@
+"""Runs measurements in fresh processes: ours (`rlhf.bench.worker`) and the TRL 1.10 reference, alternating.
+
+The reference is `trl_ppo_baseline.py` (in the shared bench folder beside the repository) run by its own venv
+(`.bench-venv`, TRL 1.10 with the same torch), pointed with `--models` at the directories our run uses. The VM's
+speed drifts within minutes, so runs alternate (ours, TRL, ours, TRL, ...) and are compared by ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rlhf.bench.probe import load_average
+
+REPO = Path(__file__).resolve().parents[2]
+TRL_SCRIPT = REPO.parent / "shared" / "bench" / "trl_ppo_baseline.py"
+TRL_PYTHON = REPO / ".bench-venv" / "bin" / "python"
+RATIO_KEYS = ("episodes_per_s", "gen_tokens_per_s", "peak_rss_mb", "achieved_gflops", "pct_of_ceiling")
+
+
+class BenchError(RuntimeError):
+    """A measurement process failed or printed no result."""
+
+
+def _result(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise BenchError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def run_ours(workload: str, options: dict) -> dict:
+    """One measurement of our stage in a fresh process (see `rlhf.bench.worker`)."""
+    return _result([sys.executable, "-m", "rlhf.bench.worker", workload, json.dumps(options)], cwd=REPO)
+
+
+def run_trl(size: str, models_root: Path, python: Path = TRL_PYTHON, script: Path = TRL_SCRIPT) -> dict:
+    """One run of the TRL reference on `models_root/<size>`, as a record comparable with ours."""
+    if not Path(python).exists() or not Path(script).exists():
+        raise BenchError(f"the TRL reference needs {python} and {script} (see the script's header for its venv)")
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-trl-") as tmp:
+        env = {**os.environ, "BENCH_RESULTS": tmp, "BENCH_MODELS": str(models_root)}
+        res = _result([str(python), str(script), "run", "--size", size, "--models", str(models_root)], cwd=Path(tmp),
+                      env=env)
+    res.update(workload="ppo", implementation="trl-1.10", machine={"load_average_before": load_before,
+                                                                    "load_average_after": load_average()})
+    return res
+
+
+def ratios(ours: dict, trl: dict) -> dict[str, float]:
+    """ours / TRL for the compared measures (above 1 is better for every one but peak RSS)."""
+    out = {key: ours[key] / trl[key] for key in RATIO_KEYS if key in ours and key in trl and trl[key]}
+    if "pct_of_ceiling_trl_accounting" in ours and trl.get("pct_of_ceiling"):
+        out["pct_of_ceiling_trl_accounting"] = ours["pct_of_ceiling_trl_accounting"] / trl["pct_of_ceiling"]
+    return out
+
+
+def alternate(size: str, options: dict, repeats: int, models_root: Path, log=print) -> tuple[list, list, list]:
+    """`repeats` pairs of (ours, TRL) runs in alternation; returns (ours, trl, per-pair ratios)."""
+    ours, trl, pairs = [], [], []
+    for rep in range(repeats):
+        a = run_ours("ppo", options)
+        log(f"[{rep + 1}/{repeats}] ours {summary_line(a)}")
+        b = run_trl(size, models_root)
+        log(f"[{rep + 1}/{repeats}] trl  {summary_line(b)}")
+        ours.append(a)
+        trl.append(b)
+        pairs.append(ratios(a, b))
+        log(f"[{rep + 1}/{repeats}] ours/trl " + ", ".join(f"{k} {v:.2f}" for k, v in pairs[-1].items()))
+    return ours, trl, pairs
+
+
+def median_ratios(pairs: list[dict[str, float]]) -> dict[str, float]:
+    """Median over pairs of each ratio."""
+    keys = sorted({k for p in pairs for k in p})
+    return {k: statistics.median(p[k] for p in pairs if k in p) for k in keys}
+
+
+def summary_line(rec: dict) -> str:
+    """One line: episodes/s, tokens/s, FLOP/s and its share of the in-run ceiling, peak RSS, load."""
+    ceiling = max(rec["matmul_ceiling_gflops"].values())
+    load = rec.get("machine", {}).get("load_average_before", ["?"])[0]
+    return (f"{rec['episodes_per_s']:.2f} ep/s, {rec['gen_tokens_per_s']:.0f} gen tok/s, "
+            f"{rec['achieved_gflops']:.1f} GFLOP/s ({rec['pct_of_ceiling']:.0f}% of {ceiling:.0f}), "
+            f"peak RSS {rec['peak_rss_mb']:.0f} MB, train {rec['train_s']:.1f} s, load {load}")

@@ -1,0 +1,26 @@
+"""One benchmark measurement in a fresh process: `python -m rlhf.bench.worker WORKLOAD '{json options}'`.
+
+Prints `RESULT {json}` (the record of `rlhf.bench.results.record`) as its last line, like the TRL reference script.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from rlhf.bench.probe import load_average
+
+    load_before = load_average()
+    workload, options = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    from rlhf.bench.results import record
+    from rlhf.bench.workloads import measure
+
+    rec = record(workload, measure(workload, **options), load_before)
+    print("RESULT " + json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Benchmarks our stages; ppo against TRL 1.10's PPOTrainer on the same machine (see docs/performance.md).
+
+    python scripts/bench.py ppo --size tiny|small [--value critic|head] [--lora] [--episodes 256] [--repeats N]
+    python scripts/bench.py ppo --size tiny --baseline --repeats 3     # ours and TRL in alternation, ratios
+    python scripts/bench.py ppo --size small --profile [--profile-tool auto|py-spy|torch|cprofile] [--native]
+    python scripts/bench.py sft --size tiny [--max-steps 30]           # sft tokens/s on the brand-voice data
+    python scripts/bench.py reward --size tiny [--max-steps 30]        # reward pairs/s on the brand-voice data
+
+Every measurement runs in a fresh process with 2 torch threads. stdout gets one JSON object; progress goes to stderr.
+Each measured run is appended to bench/results.jsonl (--no-record to skip). Timings are meaningless while the load
+average is far above the core count: the records carry it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workload", choices=["ppo", "sft", "reward"])
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    parser.add_argument("--repeats", type=int, default=1, help="measurements (pairs with --baseline)")
+    parser.add_argument("--models", help="bench model directory (default: $RLHF_CACHE/bench/models)")
+    parser.add_argument("--no-record", action="store_true", help="do not append to bench/results.jsonl")
+    parser.add_argument("--results", default=None, help="results file (default: bench/results.jsonl)")
+    ppo = parser.add_argument_group("ppo")
+    ppo.add_argument("--value", choices=["critic", "head"], default="critic")
+    ppo.add_argument("--lora", action="store_true", help="LoRA adapters on a shared base (ref = adapter off)")
+    ppo.add_argument("--episodes", type=int, default=256)
+    ppo.add_argument("--baseline", action="store_true", help="alternate with TRL 1.10's PPOTrainer, print ratios")
+    ppo.add_argument("--profile", action="store_true", help="profile one run instead of timing it")
+    ppo.add_argument("--profile-tool", choices=["auto", "py-spy", "torch", "cprofile"], default="auto")
+    ppo.add_argument("--native", action="store_true", help="py-spy: include native frames (slower sampling)")
+    ppo.add_argument("--profile-dir", default=None, help="where raw profiles go (default: a temp dir)")
+    hf = parser.add_argument_group("sft / reward")
+    hf.add_argument("--max-steps", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from rlhf.bench import baseline, results
+    from rlhf.bench.models import prepare
+
+    models_root = Path(args.models).resolve() if args.models else None
+    if args.workload == "ppo":
+        options = {"size": args.size, "value": args.value, "lora": args.lora, "episodes": args.episodes,
+                   "models_root": str(models_root) if models_root else None}
+    else:
+        options = {"size": args.size, "max_steps": args.max_steps,
+                   "models_root": str(models_root) if models_root else None}
+    record = (lambda recs: None) if args.no_record else (
+        lambda recs: results.append(recs, Path(args.results) if args.results else results.RESULTS_FILE))
+
+    if args.profile:
+        from rlhf.bench.profile import profile_ppo
+
+        out_dir = Path(args.profile_dir or tempfile.mkdtemp(prefix="rlhf-bench-profile-"))
+        report = profile_ppo(options, out_dir, tool=args.profile_tool, native=args.native)
+        print(json.dumps(report))
+        return 0
+    if args.baseline:
+        if args.workload != "ppo" or args.value != "critic" or args.lora:
+            parser.error("--baseline compares ppo with a separate critic, as the reference runs it")
+        if args.episodes != 256:
+            parser.error("--baseline: the reference always runs 256 episodes")
+        root = prepare(args.size, models_root)["root"]
+        ours, trl, pairs = baseline.alternate(args.size, options, args.repeats, root, log=_err)
+        record(ours + trl)
+        print(json.dumps({"ours": ours, "trl": trl, "ratios": pairs, "median_ratios": baseline.median_ratios(pairs)}))
+        return 0
+    runs = []
+    for rep in range(args.repeats):
+        rec = baseline.run_ours(args.workload, options)
+        _err(f"[{rep + 1}/{args.repeats}] {_line(rec)}")
+        runs.append(rec)
+    record(runs)
+    print(json.dumps(runs[0] if len(runs) == 1 else {"runs": runs}))
+    return 0
+
+
+def _line(rec: dict) -> str:
+    from rlhf.bench.baseline import summary_line
+
+    if rec["workload"] == "ppo":
+        return summary_line(rec)
+    rate = f"{rec['tokens_per_s']:.0f} tokens/s" if "tokens_per_s" in rec else f"{rec['pairs_per_s']:.1f} pairs/s"
+    return f"{rec['workload']}: {rate}, {rec['achieved_gflops']:.1f} GFLOP/s, peak RSS {rec['peak_rss_mb']:.0f} MB"
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Instrumentation attributes each forward pass to a model and a phase, with the FLOPs of its shapes."""
+
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from rlhf.bench.flops import head_flops, trunk_flops
+from rlhf.bench.instrument import Instrumentation
+from rlhf.tracking import Tracker
+
+CONFIG = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+              num_key_value_heads=1, head_dim=8, pad_token_id=0)
+
+
+def test_passes_are_attributed_and_counted(tmp_path):
+    with Instrumentation() as ins:
+        policy = LlamaForCausalLM(LlamaConfig(**CONFIG))
+        reward = LlamaForSequenceClassification(LlamaConfig(**CONFIG, num_labels=1)).requires_grad_(False)
+    ids = torch.randint(1, 64, (2, 5))
+    with torch.no_grad():  # a prefill and one decode step with a cache: one generation of 2 tokens
+        out = policy(input_ids=ids, attention_mask=torch.ones(2, 5), past_key_values=DynamicCache(),
+                     use_cache=True, logits_to_keep=1)
+        policy(input_ids=ids[:, :1], attention_mask=torch.ones(2, 6), past_key_values=out.past_key_values,
+               use_cache=True, logits_to_keep=1)
+        reward(input_ids=ids)
+    policy(input_ids=ids).logits.sum().backward()
+    cfg = policy.config
+    assert [(g.batch, g.prompt, g.steps) for g in ins.generations] == [(2, 5, 2)]
+    assert [p[:5] for p in ins.passes] == [("policy", "generate", 2, 5, 5), ("policy", "generate", 2, 1, 6),
+                                           ("reward", "score", 2, 5, 5), ("policy", "update", 2, 5, 5)]
+    assert ins.passes[-1][-1] == 3 * trunk_flops(cfg, 2, 5, 5)
+    assert ins.heads[-1][-1] == 3 * head_flops(10, 16, 64)
+    summary = ins.forward_summary()
+    assert summary["generate"]["policy"]["calls"] == 2
+    assert summary["score"]["reward"]["tokens"] == 10
+    assert ins.total_flops() == sum(p[-1] for p in ins.passes) + sum(h[-1] for h in ins.heads)
+
+
+def test_hooks_and_patches_are_removed_on_exit(tmp_path):
+    original_log, original_init = Tracker.log, LlamaForCausalLM.__init__
+    with Instrumentation():
+        assert Tracker.log is not original_log
+    assert Tracker.log is original_log and LlamaForCausalLM.__init__ is original_init

@@ -1,0 +1,29 @@
+"""The harness end to end on a few episodes of tiny ppo: one JSON record with every field, passes in every phase."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rlhf.bench.results import missing_fields
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_ppo_harness_smoke(tmp_path):
+    results_file = tmp_path / "results.jsonl"
+    proc = subprocess.run([sys.executable, "scripts/bench.py", "ppo", "--size", "tiny", "--episodes", "16",
+                           "--models", str(tmp_path / "models"), "--results", str(results_file)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads(proc.stdout)
+    assert missing_fields(rec) == []
+    assert rec["episodes"] == 16 and rec["settings"]["threads"] == 2
+    assert 16 <= rec["gen_tokens"] <= 16 * 48 and rec["episodes_per_s"] > 0
+    assert {"generate", "score", "update"} <= set(rec["forward_s"])
+    assert "reward" in rec["forward_s"]["score"] and "policy" in rec["forward_s"]["update"]
+    assert rec["flops"] > 0 and rec["peak_rss_mb"] > 0
+    assert (tmp_path / "models" / "tiny" / "config.json").is_file()
+    assert (tmp_path / "models" / "tiny-reward" / "config.json").is_file()
+    assert json.loads(results_file.read_text().splitlines()[-1])["date"] == rec["date"]

@@ -1,5 +1,7 @@
 """The `rlhf` command line: `rlhf run RECIPE [key=value ...]` and `rlhf validate RECIPE [key=value ...]`.
 
+`rlhf plan RECIPE [key=value ...] --launch CONFIG` estimates each stage's memory per device (`rlhf.planner`).
+
 Both check the recipe, its data (`rlhf.data.doctor`), the upstream artifacts it names and its output directory
 before anything runs. Exit codes: 0 success; 2 the input was refused (recipe, data, artifact, checkpoint, output
 directory), with one `error:` message naming what to change; 1 training failed (a non-finite loss).
@@ -44,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                               "holds files rlhf did not write")
     compare = commands.add_parser("compare", help="compare models on held-out prompts: report, intervals, alarms")
     compare_command.add_arguments(compare)
+    _add_plan_arguments(commands.add_parser("plan", help="estimate per-device memory of each stage (docs/memory.md)"))
     args = parser.parse_args(argv)
     _configure_logging()
+    if args.command == "plan":
+        return _plan(args)
 
     try:
         recipe = compare_command.load(args) if args.command == "compare" else load_recipe(args.recipe, args.overrides)
@@ -139,6 +144,37 @@ def _run(recipe: Recipe) -> int:
         for path in outputs:
             if (path / REPORT_HTML).is_file():
                 print(f"report: {path / REPORT_HTML}")
+    return 0
+
+
+def _add_plan_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("recipe", help="path to a recipe YAML file")
+    sub.add_argument("overrides", nargs="*", help="key.sub=value overrides (values are YAML)")
+    sub.add_argument("--launch", required=True, help="accelerate launch config, e.g. recipes/launch/zero3.yaml")
+    sub.add_argument("--num-processes", type=int, help="processes in all (as accelerate launch --num_processes)")
+    sub.add_argument("--device-memory-gb", type=float,
+                     help="also list which shipped launch configs fit devices with this much memory (GiB)")
+    sub.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                     help="cuda: Triton LM-head kernel and a CUDA reserve when checking fit; cpu: torch fallbacks")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """`rlhf plan`: the memory table for each stage under one launch config, and which shipped configs fit."""
+    from rlhf.planner import LaunchSpec, fitting_configs, format_plan, plan_recipe
+
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+        launch = LaunchSpec.from_file(args.launch, args.num_processes)
+        print(format_plan(plan_recipe(recipe, launch, args.device), launch))
+        if args.device_memory_gb:
+            print(f"\nshipped launch configs on {args.device_memory_gb:g} GiB {args.device} devices "
+                  "(largest stage per device, plus the CUDA reserve on cuda):")
+            for name, count, worst, fits in fitting_configs(recipe, args.device_memory_gb, args.num_processes,
+                                                            args.device):
+                print(f"  {'fits' if fits else 'too big':<8} {name:<14} {count:>3} processes  {worst:9.3f} GiB")
+    except (RecipeError, ValueError) as err:  # PlanError, ShapeError and ModelLoadError are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

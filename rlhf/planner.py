@@ -1,0 +1,426 @@
+"""Memory planner: per-device memory of every stage of a recipe under a launch config, before anything is allocated.
+
+Pure arithmetic on three inputs: the model's shapes (its config.json), the recipe (batch size, lengths, LoRA, dtype,
+ppo's four models) and the launch config (processes, ZeRO stage, offload). docs/memory.md writes out the formula
+and compares it with measured peaks. This module imports neither torch nor transformers; only reading the config of
+an `embedded:` model builds that model first (which does).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rlhf.config import STAGE_REF_PREFIX, LoraConfig, PipelineRecipe, PPOStage, RewardStage, SFTStage, StageBase
+from rlhf.shapes import ModelShape
+
+GIB = 2**30
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+LORA_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16/fp16 base (autocast_adapter_dtype)
+ADAM_BYTES_DEEPSPEED = 12  # fp32 master copy + two fp32 AdamW moments per trainable parameter
+# TRL's fused LM head (sft) scores tiles of at most 4096 tokens x 32768 vocabulary entries instead of the full logits;
+# at its peak (backward) about this many float32 tiles are alive: measured 9.0-9.5 with the torch fallback used on
+# CPU (docs/memory.md), about 2 with the Triton kernel on GPUs (a logits tile and its gradient; not measured here).
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
+HEAD_TILES = {"cuda": 2.0, "cpu": 9.0}
+# Allowance for the CUDA context, kernels' workspaces and allocator slack, added when deciding what fits a device.
+CUDA_RESERVE_GIB = 1.5
+
+
+class PlanError(ValueError):
+    """A recipe, model or launch config the planner cannot read."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What the planner needs from an accelerate launch config (and its DeepSpeed JSON)."""
+
+    name: str
+    processes: int
+    zero_stage: int | None = None  # None: no DeepSpeed (single process or DDP)
+    offload_params: bool = False
+    offload_optimizer: bool = False
+    reduce_bucket: int = 0
+    prefetch_bucket: int = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path, processes: int | None = None) -> LaunchSpec:
+        """Reads an accelerate config YAML; `processes` overrides its num_processes (like --num_processes)."""
+        path = Path(path)
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise PlanError(f"cannot read launch config {path}: {err}") from None
+        kind = str(cfg.get("distributed_type", "NO"))
+        count = int(processes or cfg.get("num_processes", 1))
+        if kind != "DEEPSPEED":
+            return cls(path.stem, count if kind != "NO" else 1)
+        ds = cfg.get("deepspeed_config") or {}
+        if ds.get("deepspeed_config_file"):
+            zero = _read_deepspeed_json(path, ds["deepspeed_config_file"]).get("zero_optimization", {})
+            offload_p = (zero.get("offload_param") or {}).get("device", "none") not in ("none", None)
+            offload_o = (zero.get("offload_optimizer") or {}).get("device", "none") not in ("none", None)
+            stage = int(zero.get("stage", 0))
+        else:  # the inline form `accelerate config` writes
+            zero = {}
+            stage = int(ds.get("zero_stage", 0))
+            offload_p = ds.get("offload_param_device", "none") not in ("none", None)
+            offload_o = ds.get("offload_optimizer_device", "none") not in ("none", None)
+        reduce_bucket = zero.get("reduce_bucket_size", 500_000_000)
+        prefetch = zero.get("stage3_prefetch_bucket_size", 50_000_000)
+        return cls(
+            path.stem,
+            count,
+            stage,
+            offload_p and stage == 3,
+            offload_o,
+            int(reduce_bucket) if reduce_bucket != "auto" else 0,
+            int(prefetch) if prefetch != "auto" else 0,
+        )
+
+    def partitions(self, what: str) -> int:
+        """How many ways ZeRO splits 'optimizer', 'gradients' or 'weights' (1 where they are replicated)."""
+        needed = {"optimizer": 1, "gradients": 2, "weights": 3}[what]
+        return self.processes if self.zero_stage is not None and self.zero_stage >= needed else 1
+
+
+def _read_deepspeed_json(launch_file: Path, reference: str) -> dict:
+    # accelerate resolves the path against the working directory; recipes/launch names it from the repository root.
+    for candidate in (Path(reference), launch_file.parent / reference, launch_file.parents[2] / reference):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    raise PlanError(f"{launch_file}: DeepSpeed config {reference} not found")
+
+
+@dataclass
+class ModelMemory:
+    """One model's resident state on one device, in bytes."""
+
+    role: str
+    parameters: int
+    trainable: int
+    weights: float
+    gradients: float = 0.0
+    optimizer: float = 0.0
+    offloaded: float = 0.0  # in CPU memory instead (ZeRO offload), per process
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+
+@dataclass
+class StagePlan:
+    """The estimate for one stage: resident model state, buffers, and the transient peak of its largest phase."""
+
+    stage: str
+    models: list[ModelMemory]
+    phases: dict[str, dict[str, float]]  # phase -> transient terms (activations, lm head, kv cache, ...)
+    buffers: dict[str, float] = field(default_factory=dict)  # communication buckets, ZeRO-3 gathered weights
+    # Without DeepSpeed and without accumulation, gradients are created during backward as activations are freed
+    # (the optimiser sets them to None after each step), so the peak holds the larger of the two, not their sum.
+    gradients_overlap: bool = False
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda name: sum(self.phases[name].values()))
+
+    @property
+    def total(self) -> float:
+        resident = sum(m.weights + m.optimizer for m in self.models) + sum(self.buffers.values())
+        gradients = sum(m.gradients for m in self.models)
+        phase = sum(self.phases[self.peak_phase].values())
+        return resident + (max(gradients, phase) if self.gradients_overlap else gradients + phase)
+
+    @property
+    def offloaded(self) -> float:
+        return sum(m.offloaded for m in self.models)
+
+
+def model_memory(
+    role: str,
+    shape: ModelShape,
+    head: str,
+    dtype: str,
+    launch: LaunchSpec,
+    *,
+    trainable: bool,
+    lora: LoraConfig | None = None,
+    prepared: bool = True,
+) -> ModelMemory:
+    """Weights, gradients and AdamW states of one model on one device.
+
+    Args:
+        role: Name shown in the table (policy, value, ref_policy, reward, ...).
+        head: 'lm' or 'score'.
+        trainable: Whether an optimiser trains it (frozen models hold weights only).
+        lora: Adapters on a frozen base: only they get gradients and optimiser states.
+        prepared: Whether the model goes through DeepSpeed (ZeRO-3 partitions only those; ppo moves its frozen
+            ref_policy and reward models to every device whole).
+    """
+    params = shape.parameters(head)
+    adapters = shape.lora_parameters(lora) if lora is not None else 0
+    train_params = (adapters or params) if trainable else 0
+    width = DTYPE_BYTES[dtype]
+    grad_width = LORA_BYTES if adapters else width
+    weights = params * width + adapters * LORA_BYTES
+    if prepared:
+        weights /= launch.partitions("weights")
+    found = ModelMemory(role, params + adapters, train_params, weights)
+    if prepared and launch.offload_params:
+        found.offloaded, found.weights = found.weights, 0.0
+    if not trainable:
+        return found
+    found.gradients = train_params * grad_width / launch.partitions("gradients")
+    if launch.zero_stage is None:
+        found.optimizer = 2 * train_params * grad_width  # torch AdamW: two moments in the parameter dtype
+    else:
+        found.optimizer = train_params * ADAM_BYTES_DEEPSPEED / launch.partitions("optimizer")
+    if launch.offload_optimizer:
+        # ZeRO-Offload keeps the fp32 gradient partitions and the optimiser on the CPU; the device keeps buckets.
+        found.offloaded += found.optimizer + found.gradients
+        found.optimizer = found.gradients = 0.0
+    return found
+
+
+def _buffers(
+    launch: LaunchSpec, trained: list[tuple[ModelShape, ModelMemory]], dtype: str, device: str
+) -> dict[str, float]:
+    """DeepSpeed's communication buckets and, under ZeRO-3, the weights gathered for the layers being computed."""
+    out: dict[str, float] = {}
+    width = DTYPE_BYTES[dtype]
+    if launch.zero_stage is None:
+        if launch.processes > 1:  # DDP's gradient buckets hold a second copy of every gradient
+            out["ddp buckets"] = sum(m.trainable * width for _, m in trained)
+        return out
+    # ZeRO-1/2 keep two reduce buckets (overlap_comm), ZeRO-3 one. A GPU reserves them whole; on the CPU only the
+    # pages that gradients pass through become resident, and the buckets fill in turn.
+    buckets = launch.reduce_bucket * (2 if launch.zero_stage in (1, 2) else 1)
+    if device == "cpu":
+        buckets = min(buckets, sum(m.trainable for _, m in trained))
+    out["zero buckets"] = buckets * width
+    if launch.zero_stage == 3:
+        largest = max(max(s.layer_parameters(), s.vocab_size * s.hidden_size) for s, _ in trained)
+        total = sum(s.parameters("lm") for s, _ in trained)
+        out["zero3 gathered"] = min(total, largest + launch.prefetch_bucket) * width
+    return out
+
+
+def _overlap(launch: LaunchSpec, cfg: StageBase) -> bool:
+    # DeepSpeed keeps gradients in persistent (partitioned) buffers; accumulation keeps them across micro-batches.
+    return launch.zero_stage is None and cfg.training.gradient_accumulation_steps == 1
+
+
+def plan_sft(cfg: SFTStage, shape: ModelShape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
+    """sft: the causal LM trained on batch_size x max_length tokens per device, scored by TRL's tiled LM head."""
+    dtype = cfg.model.dtype
+    policy = model_memory("policy", shape, "lm", dtype, launch, trainable=True, lora=cfg.model.lora)
+    tokens = cfg.training.batch_size * cfg.data.max_length
+    width = DTYPE_BYTES[dtype]
+    train = {
+        "activations": tokens
+        * shape.activation_elements(cfg.data.max_length, cfg.training.gradient_checkpointing)
+        * width,
+        "lm head tiles": HEAD_TILES[device]
+        * min(tokens, HEAD_TILE_TOKENS)
+        * min(shape.vocab_size, HEAD_TILE_VOCAB)
+        * 4,
+    }
+    return StagePlan(
+        "sft", [policy], {"train": train}, _buffers(launch, [(shape, policy)], dtype, device), _overlap(launch, cfg)
+    )
+
+
+def plan_reward(cfg: RewardStage, shape: ModelShape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
+    """reward: a one-logit classifier; chosen and rejected go through it together (2 x batch_size sequences)."""
+    dtype = cfg.model.dtype
+    model = model_memory("reward", shape, "score", dtype, launch, trainable=True, lora=cfg.model.lora)
+    tokens = 2 * cfg.training.batch_size * cfg.data.max_length
+    train = {
+        "activations": tokens
+        * shape.activation_elements(cfg.data.max_length, cfg.training.gradient_checkpointing)
+        * DTYPE_BYTES[dtype]
+    }
+    return StagePlan(
+        "reward", [model], {"train": train}, _buffers(launch, [(shape, model)], dtype, device), _overlap(launch, cfg)
+    )
+
+
+def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, device: str = "cuda") -> StagePlan:
+    """ppo: policy and value trained; ref_policy and reward models frozen; peak of rollout or update phase.
+
+    Args:
+        shapes: 'policy', and 'value' (critic mode) and 'reward/<name>' for every learned reward source.
+    """
+    dtype, lora, t = cfg.model.dtype, cfg.model.lora, cfg.training
+    policy_shape = shapes["policy"]
+    width = DTYPE_BYTES[dtype]
+    policy = model_memory("policy", policy_shape, "lm", dtype, launch, trainable=True, lora=lora)
+    models, trained = [policy], [(policy_shape, policy)]
+    if cfg.value.mode == "critic":
+        critic = model_memory("value (critic)", shapes["value"], "score", dtype, launch, trainable=True)
+        models.append(critic)
+        trained.append((shapes["value"], critic))
+    else:  # a scalar head on the policy's trunk, in float32
+        head = policy_shape.hidden_size + 1
+        models.append(
+            ModelMemory(
+                "value (head)",
+                head,
+                head,
+                head * 4,
+                head * 4 / launch.partitions("gradients"),
+                head * 8 / launch.partitions("optimizer"),
+            )
+        )
+    if lora is None:  # with LoRA, ref_policy is the policy with its adapter disabled: no second copy
+        models.append(model_memory("ref_policy", policy_shape, "lm", dtype, launch, trainable=False, prepared=False))
+    for source in cfg.rewards:
+        if source.model is not None:
+            models.append(
+                model_memory(
+                    f"reward/{source.name}",
+                    shapes[f"reward/{source.name}"],
+                    "score",
+                    dtype,
+                    launch,
+                    trainable=False,
+                    prepared=False,
+                )
+            )
+
+    seq = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    response, batch = cfg.rollout.max_new_tokens, t.batch_size
+    vocab = policy_shape.vocab_size
+    # Update phase: one micro-batch through policy (+ critic); response logits, log-softmax and their gradients.
+    micro = max(1, batch // cfg.update.num_minibatches // t.gradient_accumulation_steps)
+    update = {"activations": micro * seq * policy_shape.activation_elements(seq, t.gradient_checkpointing) * width}
+    if cfg.value.mode == "critic":
+        update["critic activations"] = (
+            micro * seq * shapes["value"].activation_elements(seq, t.gradient_checkpointing) * width
+        )
+    update["response logits"] = 4 * micro * response * vocab * 4
+    # Rollout phase: the KV cache of batch x (prompt + response), then scoring passes over the response logits.
+    rollout = {
+        "kv cache": policy_shape.kv_cache_elements(batch * seq) * width,
+        "scoring logits": 2 * batch * response * vocab * 4,
+    }
+    return StagePlan(
+        "ppo",
+        models,
+        {"rollout": rollout, "update": update},
+        _buffers(launch, trained, dtype, device),
+        _overlap(launch, cfg),
+    )
+
+
+def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:
+    """config.json of a model reference; `stage:NAME` follows the pipeline to the model that stage starts from."""
+    seen = set()
+    while ref.startswith(STAGE_REF_PREFIX):
+        name = ref.removeprefix(STAGE_REF_PREFIX)
+        if recipe is None or getattr(recipe, name, None) is None or name in seen:
+            raise PlanError(f"'{ref}' refers to a pipeline stage that this recipe does not have")
+        seen.add(name)
+        ref = getattr(recipe, name).model.name_or_path
+    from rlhf.models.loading import resolve_model_path
+
+    path = Path(resolve_model_path(ref)).expanduser()
+    if (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text())
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(ref, "config.json")).read_text())
+    except Exception as err:  # offline, unknown repo, no access: all mean the same thing here
+        raise PlanError(f"cannot read config.json of '{ref}': {type(err).__name__}: {err}") from None
+
+
+def plan_stage(
+    stage: StageBase, launch: LaunchSpec, recipe: PipelineRecipe | None = None, device: str = "cuda"
+) -> StagePlan:
+    """The estimate for one stage recipe."""
+
+    def shape(ref: str) -> ModelShape:
+        return ModelShape.from_config(model_config(ref, recipe))
+
+    if isinstance(stage, SFTStage):
+        return plan_sft(stage, shape(stage.model.name_or_path), launch, device)
+    if isinstance(stage, RewardStage):
+        return plan_reward(stage, shape(stage.model.name_or_path), launch, device)
+    assert isinstance(stage, PPOStage)
+    shapes = {"policy": shape(stage.model.name_or_path)}
+    learned = [s for s in stage.rewards if s.model is not None]
+    for source in learned:
+        shapes[f"reward/{source.name}"] = shape(source.model)
+    if stage.value.mode == "critic":
+        init = stage.value.init or (learned[0].model if learned else None)
+        if init is None:
+            raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
+        shapes["value"] = shape(init)
+    return plan_ppo(stage, shapes, launch, device)
+
+
+def plan_recipe(recipe, launch: LaunchSpec, device: str = "cuda") -> list[StagePlan]:
+    """Estimates for every selected training stage (sft, reward, ppo) of a pipeline recipe, or for a stage recipe."""
+    if isinstance(recipe, PipelineRecipe):
+        stages = [s for s in recipe.selected_stages() if isinstance(s, SFTStage | RewardStage | PPOStage)]
+        return [plan_stage(s, launch, recipe, device) for s in stages]
+    if not isinstance(recipe, SFTStage | RewardStage | PPOStage):
+        raise PlanError(f"rlhf plan estimates training stages (sft, reward, ppo), not '{recipe.stage}'")
+    return [plan_stage(recipe, launch, None, device)]
+
+
+def format_plan(plans: list[StagePlan], launch: LaunchSpec) -> str:
+    """A plain-text table per stage: each model's state, the transient terms, the total per device."""
+
+    def gib(x: float) -> str:
+        return f"{x / GIB:9.3f}"
+
+    zero = (
+        f"ZeRO-{launch.zero_stage}" if launch.zero_stage is not None else ("DDP" if launch.processes > 1 else "single")
+    )
+    offload = " + offload" if launch.offload_params or launch.offload_optimizer else ""
+    lines = [f"launch {launch.name}: {launch.processes} process(es), {zero}{offload}; GiB per device"]
+    for plan in plans:
+        lines.append(f"\n{plan.stage}")
+        lines.append(f"  {'model':<18}{'params':>15}{'trainable':>15}{'weights':>10}{'grads':>10}{'optim':>10}")
+        for m in plan.models:
+            lines.append(
+                f"  {m.role:<18}{m.parameters:>15,}{m.trainable:>15,}{gib(m.weights)} {gib(m.gradients)}"
+                f" {gib(m.optimizer)}"
+            )
+        for name, value in plan.buffers.items():
+            lines.append(f"  {name:<48}{gib(value)}")
+        for phase, terms in plan.phases.items():
+            mark = " (peak)" if len(plan.phases) > 1 and phase == plan.peak_phase else ""
+            for name, value in terms.items():
+                lines.append(f"  {phase + ': ' + name + mark:<48}{gib(value)}")
+        lines.append(f"  {'total per device':<48}{gib(plan.total)}")
+        if plan.offloaded:
+            lines.append(f"  {'offloaded to CPU memory, per process':<48}{gib(plan.offloaded)}")
+    return "\n".join(lines)
+
+
+def shipped_launch_configs() -> list[Path]:
+    """The launch configs in the source tree's recipes/launch/."""
+    return sorted((Path(__file__).resolve().parents[1] / "recipes" / "launch").glob("*.yaml"))
+
+
+def fitting_configs(
+    recipe, device_memory_gib: float, processes: int | None, device: str = "cuda"
+) -> list[tuple[str, int, float, bool]]:
+    """For each shipped launch config: (name, processes, largest stage total in GiB, whether it fits).
+
+    A configuration fits when its largest stage plus the CUDA reserve (on cuda) stays within the device memory.
+    """
+    reserve = CUDA_RESERVE_GIB if device == "cuda" else 0.0
+    found = []
+    for path in shipped_launch_configs():
+        launch = LaunchSpec.from_file(path, processes if path.stem != "two_nodes" else None)
+        worst = max(p.total for p in plan_recipe(recipe, launch, device)) / GIB
+        found.append((launch.name, launch.processes, worst, worst + reserve <= device_memory_gib))
+    return found

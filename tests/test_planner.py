@@ -1,0 +1,171 @@
+"""The memory planner's arithmetic (rlhf.planner, rlhf.shapes) by hand, the launch configs it reads, `rlhf plan`."""
+
+from __future__ import annotations
+
+from rlhf.cli import main
+from rlhf.config import LoraConfig, PPOStage, SFTStage
+from rlhf.planner import LaunchSpec, plan_ppo, plan_sft, shipped_launch_configs
+from rlhf.shapes import ModelShape
+
+from .conftest import PIPELINE, REPO_ROOT
+
+# V=1000, H=64, I=128, 2 layers, 4 heads of 16, 2 kv heads, untied head.
+SHAPE = ModelShape(
+    vocab_size=1000, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16
+)
+
+
+def sft_stage(**training) -> SFTStage:
+    return SFTStage(
+        stage="sft",
+        output_dir="out",
+        data={"train": "rows.jsonl", "max_length": 10, "max_prompt_length": 5},
+        training={"batch_size": 2, **training},
+    )
+
+
+def test_parameter_counts_by_hand():
+    # One layer: q 64x64 + k 64x32 + v 64x32 + o 64x64 + gate/up/down 3 x 64x128 + two norms of 64.
+    assert SHAPE.layer_parameters() == 4096 + 2048 + 2048 + 4096 + 3 * 8192 + 128 == 36992
+    # Embedding 1000x64, two layers, final norm, untied LM head 1000x64 (or a one-logit score head of 64).
+    assert SHAPE.parameters("lm") == 64000 + 2 * 36992 + 64 + 64000 == 202048
+    assert SHAPE.parameters("score") == 64000 + 2 * 36992 + 64 + 64 == 138112
+    # LoRA r=4 on every linear layer: 4 x (in + out) each; q 512, k 384, v 384, o 512, gate/up/down 768 each.
+    assert SHAPE.lora_parameters(LoraConfig(r=4)) == 2 * (512 + 384 + 384 + 512 + 3 * 768) == 8192
+    assert SHAPE.lora_parameters(LoraConfig(r=4, target_modules=["q_proj", "v_proj"])) == 2 * (512 + 384)
+    # Per token and layer: 6h + 5 x heads x head_dim + heads + 4i = 384 + 320 + 4 + 512; then 3h + seq_len.
+    assert SHAPE.activation_elements(seq_len=10) == 2 * 1220 + 192 + 10 == 2642
+    assert SHAPE.activation_elements(seq_len=10, checkpointing=True) == 2 * 64 + 1220 + 192 + 10
+    # KV cache: tokens x layers x 2 x kv_heads x head_dim.
+    assert SHAPE.kv_cache_elements(100) == 100 * 2 * 2 * 2 * 16
+
+
+def test_sft_single_process_by_hand():
+    plan = plan_sft(sft_stage(), SHAPE, LaunchSpec("single", 1), device="cpu")
+    (policy,) = plan.models
+    # float32: weights and gradients 4 bytes, torch AdamW's two moments 8 bytes per parameter.
+    assert (policy.weights, policy.gradients, policy.optimizer) == (808192, 808192, 1616384)
+    # 2 x 10 tokens x 2642 elements x 4 bytes; LM head: 9 float32 tiles of 20 tokens x 1000 entries on CPU.
+    assert plan.phases == {"train": {"activations": 211360, "lm head tiles": 720000}}
+    # No DeepSpeed, no accumulation: the gradients replace freed activations, so the larger of the two counts.
+    assert plan.total == 808192 + 1616384 + max(808192, 211360 + 720000) == 3355936
+    accumulating = plan_sft(sft_stage(gradient_accumulation_steps=2), SHAPE, LaunchSpec("single", 1), device="cpu")
+    assert accumulating.total == 808192 + 1616384 + 808192 + 211360 + 720000
+
+
+def test_zero2_and_zero3_offload_by_hand():
+    launch = LaunchSpec("zero2", 4, zero_stage=2, reduce_bucket=1000)
+    # On a GPU both reduce buckets are reserved whole; on the CPU only what gradients fill (here: all of both).
+    assert plan_sft(sft_stage(), SHAPE, launch, device="cuda").buffers == {"zero buckets": 1000 * 4 * 2}
+    zero2 = plan_sft(sft_stage(), SHAPE, launch, device="cpu")
+    (policy,) = zero2.models
+    # Weights replicated; gradients split 4 ways; fp32 master + 2 moments (12 bytes) split 4 ways.
+    assert (policy.weights, policy.gradients, policy.optimizer) == (808192, 202048, 606144)
+    assert zero2.buffers == {"zero buckets": 1000 * 4 * 2}  # two reduce buckets (overlap_comm)
+    assert zero2.total == 808192 + 202048 + 606144 + 8000 + 211360 + 720000
+
+    launch = LaunchSpec(
+        "zero3_offload",
+        4,
+        zero_stage=3,
+        offload_params=True,
+        offload_optimizer=True,
+        reduce_bucket=1000,
+        prefetch_bucket=500,
+    )
+    zero3 = plan_sft(sft_stage(), SHAPE, launch, device="cpu")
+    (policy,) = zero3.models
+    assert (policy.weights, policy.gradients, policy.optimizer) == (0, 0, 0)
+    assert policy.offloaded == 808192 / 4 + 606144 + 202048
+    # One reduce bucket, and the gathered working set: the largest module (the 1000x64 embedding) + prefetch.
+    assert zero3.buffers == {"zero buckets": 4000, "zero3 gathered": (64000 + 500) * 4}
+    assert zero3.total == 4000 + 258000 + 211360 + 720000
+
+
+def test_ppo_lora_with_value_head_by_hand():
+    cfg = PPOStage(
+        stage="ppo",
+        output_dir="out",
+        model={"dtype": "bfloat16", "lora": {"r": 4}},
+        data={"train": "prompts.jsonl", "max_length": 16, "max_prompt_length": 6},
+        rewards=[{"name": "learned", "model": "reward_dir"}, {"name": "rules", "function": "brand_voice"}],
+        rollout={"max_new_tokens": 4},
+        value={"mode": "head"},
+        update={"num_minibatches": 2},
+        training={"batch_size": 4},
+    )
+    plan = plan_ppo(cfg, {"policy": SHAPE, "reward/learned": SHAPE}, LaunchSpec("single", 1), device="cpu")
+    models = {m.role: m for m in plan.models}
+    # The policy: bf16 base (2 bytes) + float32 adapters; only the adapters train. No ref_policy copy with LoRA.
+    assert set(models) == {"policy", "value (head)", "reward/learned"}
+    assert (models["policy"].weights, models["policy"].gradients, models["policy"].optimizer) == (
+        202048 * 2 + 8192 * 4,
+        8192 * 4,
+        2 * 8192 * 4,
+    )
+    assert models["value (head)"].weights == 65 * 4
+    assert models["reward/learned"].weights == 138112 * 2 and models["reward/learned"].gradients == 0
+    # Rollout: KV cache of 4 x (6 + 4) tokens in bf16, then response logits and log-softmax in float32.
+    assert plan.phases["rollout"] == {"kv cache": 40 * 2 * 2 * 2 * 16 * 2, "scoring logits": 2 * 4 * 4 * 1000 * 4}
+    # Update: micro-batch of 4 / 2 minibatches = 2 sequences of 10 tokens; response logits (x4) in float32.
+    assert plan.phases["update"] == {"activations": 2 * 10 * 2642 * 2, "response logits": 4 * 2 * 4 * 1000 * 4}
+    assert plan.peak_phase == "update"
+    resident = (202048 * 2 + 8192 * 4) + 65 * 4 + 138112 * 2 + 2 * 8192 * 4 + 65 * 8
+    assert plan.total == resident + max(8192 * 4 + 65 * 4, 105680 + 128000)
+
+
+def test_shipped_launch_configs_read():
+    specs = {path.stem: LaunchSpec.from_file(path) for path in shipped_launch_configs()}
+    assert set(specs) == {"single", "ddp", "zero1", "zero2", "zero3", "zero3_offload", "two_nodes"}
+    assert (specs["single"].processes, specs["single"].zero_stage) == (1, None)
+    assert specs["ddp"].zero_stage is None and specs["ddp"].processes == 8
+    assert [specs[f"zero{n}"].zero_stage for n in (1, 2, 3)] == [1, 2, 3]
+    assert specs["zero3_offload"].offload_params and specs["zero3_offload"].offload_optimizer
+    assert not specs["zero3"].offload_params and not specs["zero3"].offload_optimizer
+    assert (specs["two_nodes"].processes, specs["two_nodes"].zero_stage) == (16, 3)
+    assert LaunchSpec.from_file(REPO_ROOT / "recipes/launch/zero2.yaml", processes=2).partitions("optimizer") == 2
+
+
+def test_plan_command(capsys):
+    code = main(
+        [
+            "plan",
+            str(PIPELINE),
+            "run_dir=runs/x",
+            "--launch",
+            str(REPO_ROOT / "recipes/launch/zero3.yaml"),
+            "--num-processes",
+            "2",
+            "--device-memory-gb",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "launch zero3: 2 process(es), ZeRO-3" in out
+    for expected in (
+        "\nsft\n",
+        "\nreward\n",
+        "\nppo\n",
+        "ref_policy",
+        "reward/learned",
+        "value (critic)",
+        "rollout: kv cache",
+        "update: activations",
+        "total per device",
+    ):
+        assert expected in out
+    # Every shipped config is judged: the tiny model fits one process on 2 GiB with the 1.5 GiB CUDA reserve, while
+    # ZeRO-2's two 50M-element reduce buckets (float32) do not.
+    verdicts = {}
+    for line in out.splitlines():
+        words = line.split()
+        if words[:1] == ["fits"] or words[:2] == ["too", "big"]:
+            verdicts[words[1] if words[0] == "fits" else words[2]] = words[0]
+    assert set(verdicts) == {"single", "ddp", "zero1", "zero2", "zero3", "zero3_offload", "two_nodes"}
+    assert verdicts["single"] == "fits" and verdicts["zero2"] == "too"
+
+
+def test_plan_command_refuses_a_missing_launch_config(capsys):
+    assert main(["plan", str(PIPELINE), "--launch", "no/such.yaml"]) == 2
+    assert "cannot read launch config" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def free_port() -> int:
 
 
 def child_env(**overrides: str | None) -> dict[str, str]:
-    """The test session's environment for a launched run: offline, CPU DeepSpeed, the session's model cache.
+    """The test session's environment for a launched run: offline, CPU only, the session's model cache.
 
     An override of None removes the variable.
     """
@@ -64,6 +64,8 @@ def child_env(**overrides: str | None) -> dict[str, str]:
             "HF_DATASETS_OFFLINE": "1",
             "WANDB_MODE": "offline",
             "TOKENIZERS_PARALLELISM": "false",
+            # These tests are about the CPU/gloo path CI runs; on a GPU machine two ranks would share one device.
+            "CUDA_VISIBLE_DEVICES": "",
         }
     )
     # conftest.py sets RLHF_CACHE for the session; children share it, so embedded:tiny is built once.

@@ -7,6 +7,7 @@ gloo, so the same command works on a laptop and in CI.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,3 +94,118 @@ def single_process_loading() -> Iterator[None]:
         yield
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def zero_stage(accelerator) -> int | None:
+    """The DeepSpeed ZeRO stage (0-3) of the launch, or None without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return None
+    return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def configure_deepspeed(accelerator, *, micro_batch_size: int, max_grad_norm: float | None) -> None:
+    """Fills the DeepSpeed config's batch and clipping values for a loop without a dataloader (ppo).
+
+    Call before `accelerator.prepare`. Accelerate derives the micro-batch from the dataloaders it prepares and would
+    otherwise clip gradients at 1.0; ppo prepares none and clips at `training.max_grad_norm` (None: no clipping).
+    Values the DeepSpeed JSON sets explicitly must agree with the recipe, or this raises and names them.
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    accumulation = accelerator.gradient_accumulation_steps
+    wanted = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro_batch_size * accumulation * accelerator.num_processes,
+        "gradient_clipping": max_grad_norm if max_grad_norm is not None else 0.0,
+    }
+    mismatches: list[str] = []
+    for key, value in wanted.items():
+        plugin.fill_match(key, mismatches, must_match=True, **{key: value})
+    if mismatches:
+        raise ValueError("the DeepSpeed config disagrees with the recipe (set these to \"auto\"):\n"
+                         + "\n".join(mismatches))
+
+
+def prepare_frozen(accelerator, model):
+    """A frozen model (ref_policy, a reward model) ready for inference under the launch.
+
+    Under ZeRO-3 it becomes a DeepSpeed engine without optimiser, so its weights stay sharded like the trained ones
+    (each forward then gathers layer by layer and is a collective: every rank must make the same forward calls).
+    Under ZeRO-1/2, DDP or one process it is a plain replica on the device. Call after the trained model is prepared
+    (the DeepSpeed config's "auto" values are filled by then).
+    """
+    model.eval().requires_grad_(False)
+    if zero_stage(accelerator) != 3:
+        return model.to(accelerator.device)
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    # Inference only: no optimiser, scheduler or optimiser offload to build.
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    config["zero_optimization"].pop("offload_optimizer", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine  # keep the engine (not engine.module): dropping it removes the hooks that gather the weights
+
+
+@contextmanager
+def gathered_weights(accelerator, engine, module=None) -> Iterator[None]:
+    """Under ZeRO-3, the weights of `module` (default: all of `engine`) gathered whole for a block of inference.
+
+    Without it every forward gathers each layer again: during sampling a collective per layer and decoding step.
+    Inside it the weights are gathered once and the engine's per-module ZeRO hooks are removed (put back on exit,
+    as TRL does for generation), so forwards are local compute and ranks need not make the same calls. Costs one
+    whole copy of those weights per process. A no-op without ZeRO-3 (or without an engine).
+    """
+    if engine is None or zero_stage(accelerator) != 3:
+        yield
+        return
+    import deepspeed
+
+    module = module if module is not None else engine.module
+    offload = engine.optimizer.parameter_offload if hasattr(engine.optimizer, "parameter_offload") else engine.optimizer
+    with deepspeed.zero.GatheredParameters(list(module.parameters())):
+        for param in offload.module.parameters():
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield
+        finally:
+            # The coordinator's recorded module order is stale after forwards it did not see.
+            coordinator = offload.get_param_coordinator()
+            if not coordinator.is_invalid_trace():
+                coordinator._invalidate_trace()
+            offload._register_deepspeed_module(offload.module)
+
+
+def launch_summary(accelerator, module) -> dict[str, Any]:
+    """How the run was distributed, for a manifest: world size, distribution type, ZeRO stage, parameter counts.
+
+    `parameters` counts the elements of `module`; `parameters_local` those this process stores (under ZeRO-3 its
+    partition, about `parameters / world_size`), which records that the weights really were partitioned.
+    """
+    params = list(module.parameters())
+    return {
+        "world_size": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "zero_stage": zero_stage(accelerator),
+        "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+        "parameters_local": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params),
+    }
+
+
+def full_state_dict(accelerator, model) -> dict[str, Any] | None:
+    """The whole state dict of a prepared model on the main process (every rank must call this).
+
+    Under ZeRO-3 the engine's own gather works whatever the config says about
+    `stage3_gather_16bit_weights_on_model_save` (accelerate's get_state_dict refuses without it).
+    """
+    if zero_stage(accelerator) == 3:
+        return model._zero3_consolidated_16bit_state_dict()
+    return accelerator.get_state_dict(model)

@@ -37,7 +37,14 @@ def run(cfg: PPOStage) -> Path:
     """
     from transformers import get_scheduler, set_seed
 
-    from rlhf.distributed import make_accelerator
+    from rlhf.distributed import (
+        configure_deepspeed,
+        full_state_dict,
+        gathered_weights,
+        launch_summary,
+        make_accelerator,
+        prepare_frozen,
+    )
     from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
     from rlhf.stages.hf_trainer import load_dataset
     from rlhf.tracking import Tracker
@@ -79,18 +86,24 @@ def run(cfg: PPOStage) -> Path:
         raise ValueError(f"ppo: {len(prompts)} prompts cannot fill one batch of {per_rank} x {world} processes")
     total_steps = t.max_steps or max(1, int(t.epochs * steps_per_epoch))
     updates_per_step = u.epochs * u.num_minibatches
+    minibatch = per_rank // u.num_minibatches
+    micro = minibatch // t.gradient_accumulation_steps
     optimizer = torch.optim.AdamW(
         actor_critic.param_groups(t.learning_rate, cfg.value.learning_rate or t.learning_rate, t.weight_decay)
     )
     scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps *
                               updates_per_step), num_training_steps=total_steps * updates_per_step)
+    # No dataloader tells DeepSpeed the micro-batch: the loop's own is set before prepare (with the clipping norm).
+    configure_deepspeed(accelerator, micro_batch_size=micro, max_grad_norm=t.max_grad_norm)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
     device = accelerator.device
+    launch = launch_summary(accelerator, accelerator.unwrap_model(model).policy)
+    # ref_policy and learned rewards: inference replicas, or sharded DeepSpeed engines under ZeRO-3.
     if ref_policy is not None:
-        ref_policy.to(device)
+        ref_policy = prepare_frozen(accelerator, ref_policy)
     for term in terms:
         if term.model is not None:
-            term.model.to(device)
+            term.model = prepare_frozen(accelerator, term.model)
 
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
     generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
@@ -145,9 +158,10 @@ def run(cfg: PPOStage) -> Path:
         query, query_mask = left_pad([encoded[i] for i in index], pad_id)
         query, query_mask = query.to(device), query_mask.to(device)
         unwrapped = accelerator.unwrap_model(model)
-        response = sample(unwrapped.policy, query, query_mask, max_new_tokens=cfg.rollout.max_new_tokens,
-                          temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-                          eos_id=eos_id, pad_id=pad_id, generator=generator, all_done=_all_done(accelerator))
+        with gathered_weights(accelerator, model, unwrapped.policy):  # ZeRO-3: gather once, not per decoding step
+            response = sample(unwrapped.policy, query, query_mask, max_new_tokens=cfg.rollout.max_new_tokens,
+                              temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
+                              eos_id=eos_id, pad_id=pad_id, generator=generator, all_done=_all_done(accelerator))
         mask, has_eos = response_mask(response, eos_id)
         batch = Batch(query, query_mask, response, mask.to(device), has_eos)
         rollout_time = time.perf_counter() - step_started
@@ -193,8 +207,6 @@ def run(cfg: PPOStage) -> Path:
         update_started = time.perf_counter()
         stats: dict[str, list[float]] = {}
         model.train()
-        minibatch = per_rank // u.num_minibatches
-        micro = minibatch // t.gradient_accumulation_steps
         for _ in range(u.epochs):
             order = torch.randperm(per_rank, generator=generator).to(device)
             for start in range(0, per_rank, micro):
@@ -265,14 +277,16 @@ def run(cfg: PPOStage) -> Path:
 
     # ---- Save, then evaluate the saved policy against the reference on held-out prompts.
     final_dir = output_dir / FINAL
-    _save_policy(accelerator, model, tokenizer, final_dir)
-    results = {"steps": total_steps, "episodes": total_steps * per_rank * world, **_trend(history)}
+    _save_policy(accelerator, model, tokenizer, final_dir, full_state_dict(accelerator, model))
+    results = {"steps": total_steps, "episodes": total_steps * per_rank * world, **_trend(history), **launch}
     if eval_prompts:
         from rlhf.ppo.evaluation import evaluate_against_reference
 
         unwrapped = accelerator.unwrap_model(model)
-        results.update(evaluate_against_reference(
-            unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator))
+        # Everything generates here (policy and reference): gather both once rather than per layer and token.
+        with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
+            results.update(evaluate_against_reference(
+                unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator))
         tracker.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=total_steps)
     tracker.close()
     if accelerator.is_main_process:
@@ -385,18 +399,18 @@ def _progress(total: int, enabled: bool):
     return log_line
 
 
-def _save_policy(accelerator, model, tokenizer, final_dir: Path) -> None:
-    """Saves the policy (merged weights, or the PEFT adapter) with its tokenizer so `from_pretrained` loads it."""
-    state_dict = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards on every rank
+def _save_policy(accelerator, model, tokenizer, final_dir: Path, state_dict: dict | None) -> None:
+    """Saves the policy (merged weights, or the PEFT adapter) with its tokenizer so `from_pretrained` loads it.
+
+    `state_dict` is the whole actor-critic's, gathered onto the main process (under ZeRO-3 the module itself holds
+    only this rank's shards, so the adapter too is saved from the gathered weights).
+    """
     if accelerator.is_main_process:
         policy = accelerator.unwrap_model(model).policy
         prefix = "policy."
         policy_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         final_dir.mkdir(parents=True, exist_ok=True)
-        if hasattr(policy, "peft_config"):
-            policy.save_pretrained(final_dir)
-        else:
-            policy.save_pretrained(final_dir, state_dict=policy_state, safe_serialization=True)
+        policy.save_pretrained(final_dir, state_dict=policy_state, safe_serialization=True)
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(final_dir)
     accelerator.wait_for_everyone()

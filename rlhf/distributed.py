@@ -125,8 +125,9 @@ def configure_deepspeed(accelerator, *, micro_batch_size: int, max_grad_norm: fl
     for key, value in wanted.items():
         plugin.fill_match(key, mismatches, must_match=True, **{key: value})
     if mismatches:
-        raise ValueError("the DeepSpeed config disagrees with the recipe (set these to \"auto\"):\n"
-                         + "\n".join(mismatches))
+        raise ValueError(
+            'the DeepSpeed config disagrees with the recipe (set these to "auto"):\n' + "\n".join(mismatches)
+        )
 
 
 def prepare_frozen(accelerator, model):

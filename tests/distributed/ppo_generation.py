@@ -4,8 +4,9 @@ Sets up ppo's models the way `rlhf.stages.ppo` does (policy + value head in one 
 sharded inference engine), then decodes greedily on this rank's own prompts three ways: with the policy's weights
 gathered once (the ppo loop's path), layer by layer through ZeRO-3's hooks, and with ref_policy's engine. A plain,
 unpartitioned copy of the same weights, loaded on this rank alone, decodes the same prompts as the reference. Writes
-OUT_DIR/rank<N>.json with the token ids of each, plus logits of the engine's training forward against the plain model
-and whether one optimiser step after gathering still ran and changed the weights.
+OUT_DIR/rank<N>.json with the token ids of each, plus logits of the engine's training forward against the plain model,
+whether one optimiser step after gathering still ran and changed the weights, and the learning rate DeepSpeed's
+optimiser sees after the loop's torch scheduler stepped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(out_dir: Path) -> None:
     prepare_environment()
     import deepspeed
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.distributed import (
         configure_deepspeed,
@@ -39,7 +41,6 @@ def main(out_dir: Path) -> None:
     from rlhf.models.loading import resolve_model_path
     from rlhf.ppo.models import ActorCritic
     from rlhf.ppo.rollout import encode_prompts, left_pad, sample
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     accelerator = make_accelerator()
     rank = accelerator.process_index
@@ -50,8 +51,11 @@ def main(out_dir: Path) -> None:
     ref_policy = AutoModelForCausalLM.from_pretrained(path)
     actor_critic = ActorCritic(policy, hidden_size=policy.config.hidden_size)
     optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=1e-2)
+    # As in ppo: a plain torch scheduler on the raw optimiser, built before prepare and stepped by the loop.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
     configure_deepspeed(accelerator, micro_batch_size=2, max_grad_norm=1.0)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
+    scheduler.step()
     ref_policy = prepare_frozen(accelerator, ref_policy)
     with single_process_loading():
         plain = AutoModelForCausalLM.from_pretrained(path).eval()  # the whole model, on this rank only
@@ -65,14 +69,30 @@ def main(out_dir: Path) -> None:
         flag = torch.tensor([0.0 if done else 1.0])
         return accelerator.reduce(flag, reduction="sum").item() == 0
 
-    settings = dict(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, eos_id=tokenizer.eos_token_id,
-                    pad_id=tokenizer.pad_token_id, all_done=all_done)
+    settings = dict(
+        max_new_tokens=12,
+        temperature=0.0,
+        top_k=0,
+        top_p=1.0,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        all_done=all_done,
+    )
     unwrapped = accelerator.unwrap_model(model)
     model.eval()
     weight = unwrapped.policy.get_input_embeddings().weight
-    record = {"rank": rank, "world_size": accelerator.num_processes, "zero_stage": zero_stage(accelerator),
-              "embedding_local_numel": weight.numel(), "embedding_shard_numel": weight.ds_tensor.numel(),
-              "embedding_full_numel": weight.ds_numel}
+    record = {
+        "rank": rank,
+        "world_size": accelerator.num_processes,
+        "zero_stage": zero_stage(accelerator),
+        "scheduler_lr": scheduler.get_last_lr()[0],
+        "engine_lr": model.get_lr()[0],
+        "micro_batch": model.train_micro_batch_size_per_gpu(),
+        "gradient_clipping": model.gradient_clipping(),
+        "embedding_local_numel": weight.numel(),
+        "embedding_shard_numel": weight.ds_tensor.numel(),
+        "embedding_full_numel": weight.ds_numel,
+    }
     with gathered_weights(accelerator, model, unwrapped.policy):
         record["gathered_numel_inside"] = weight.numel()
         record["gathered"] = sample(unwrapped.policy, query, query_mask, **settings).tolist()

@@ -68,16 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes != 256:
             parser.error("--baseline: the reference always runs 256 episodes")
         root = prepare(args.size, models_root)["root"]
-        ours, trl, pairs = baseline.alternate(args.size, options, args.repeats, root, log=_err)
-        record(ours + trl)
+        ours, trl, pairs = baseline.alternate(args.size, options, args.repeats, root, log=_err,
+                                              keep=lambda rec: record([rec]))
         print(json.dumps({"ours": ours, "trl": trl, "ratios": pairs, "median_ratios": baseline.median_ratios(pairs)}))
         return 0
     runs = []
     for rep in range(args.repeats):
         rec = baseline.run_ours(args.workload, options)
+        record([rec])
         _err(f"[{rep + 1}/{args.repeats}] {_line(rec)}")
         runs.append(rec)
-    record(runs)
     print(json.dumps(runs[0] if len(runs) == 1 else {"runs": runs}))
     return 0
 

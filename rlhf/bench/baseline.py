@@ -63,13 +63,19 @@ def ratios(ours: dict, trl: dict) -> dict[str, float]:
     return out
 
 
-def alternate(size: str, options: dict, repeats: int, models_root: Path, log=print) -> tuple[list, list, list]:
-    """`repeats` pairs of (ours, TRL) runs in alternation; returns (ours, trl, per-pair ratios)."""
+def alternate(size: str, options: dict, repeats: int, models_root: Path, log=print,
+              keep=lambda rec: None) -> tuple[list, list, list]:
+    """`repeats` pairs of (ours, TRL) runs in alternation; returns (ours, trl, per-pair ratios).
+
+    `keep` receives each record as soon as its run ends (so an interrupted series keeps what it measured).
+    """
     ours, trl, pairs = [], [], []
     for rep in range(repeats):
         a = run_ours("ppo", options)
+        keep(a)
         log(f"[{rep + 1}/{repeats}] ours {summary_line(a)}")
         b = run_trl(size, models_root)
+        keep(b)
         log(f"[{rep + 1}/{repeats}] trl  {summary_line(b)}")
         ours.append(a)
         trl.append(b)

@@ -56,12 +56,22 @@ def trainer_arguments() -> dict[str, Any]:
     return args
 
 
-def make_accelerator(**kwargs: Any):
+DEEPSPEED_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def make_accelerator(dtype: str | None = None, **kwargs: Any):
     """An Accelerator for our own training loops (ppo), using the CPU and gloo where there is no CUDA.
 
     Under a DeepSpeed launch the Accelerator must not be given `cpu=True` (accelerate then silently drops DeepSpeed
     while the process group still says DEEPSPEED); the CPU comes from the process state created first, as the
     Trainer does it. Without DeepSpeed, `cpu=True` turns a multi-process launch into DDP on CPU (MULTI_CPU).
+
+    Args:
+        dtype: The recipe's `model.dtype`. Under DeepSpeed, bfloat16 or float16 fills the config's "auto" bf16/fp16
+            switch (weights in that dtype, fp32 master weights in the optimiser, as the Trainer stages get it);
+            otherwise DeepSpeed would train in fp32. Without DeepSpeed the loop trains in the dtype the weights were
+            loaded in, and this changes nothing.
+        kwargs: Passed to `Accelerator`.
     """
     from accelerate import Accelerator, PartialState
 
@@ -70,6 +80,8 @@ def make_accelerator(**kwargs: Any):
         PartialState(cpu=True, **({"backend": "gloo"} if world_size() > 1 else {}))
         if not using_deepspeed():
             kwargs.setdefault("cpu", True)
+    if using_deepspeed() and dtype in DEEPSPEED_PRECISION:
+        kwargs.setdefault("mixed_precision", DEEPSPEED_PRECISION[dtype])
     return Accelerator(**kwargs)
 
 

@@ -52,7 +52,7 @@ def run(cfg: PPOStage) -> Path:
     started = time.time()
     output_dir = Path(cfg.output_dir)
     t, u = cfg.training, cfg.update
-    accelerator = make_accelerator(gradient_accumulation_steps=t.gradient_accumulation_steps)
+    accelerator = make_accelerator(cfg.model.dtype, gradient_accumulation_steps=t.gradient_accumulation_steps)
     set_seed(cfg.seed)
 
     # ---- Set up: data, the four models, optimiser, trackers.

@@ -173,6 +173,9 @@ def gathered_weights(accelerator, engine, module=None) -> Iterator[None]:
     Inside it the weights are gathered once and the engine's per-module ZeRO hooks are removed (put back on exit,
     as TRL does for generation), so forwards are local compute and ranks need not make the same calls. Costs one
     whole copy of those weights per process. A no-op without ZeRO-3 (or without an engine).
+
+    The hook lists and `_register_deepspeed_module` are DeepSpeed internals (TRL's `unwrap_model_for_generation` uses
+    the same); tests/distributed/test_ppo_distributed.py checks greedy tokens and training after the context.
     """
     if engine is None or zero_stage(accelerator) != 3:
         yield

@@ -3,6 +3,11 @@
 Each step: sample a batch of responses from the policy -> score them with every reward term -> per-token
 KL-penalised rewards against the frozen reference -> GAE advantages from the value function -> `update.epochs`
 passes of clipped minibatch updates -> log. The maths lives in `rlhf.ppo.functional` as pure functions.
+
+Under `accelerate launch` each process takes its share of every step's prompts; logged means, reward moments and
+advantage whitening are reduced over all of them. Policy and value train as one DDP module or DeepSpeed engine;
+ref_policy and learned rewards stay frozen (sharded inference engines under ZeRO-3). `rlhf.distributed` holds the
+launch-specific parts.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rlhf.artifacts import write_atomic
 from rlhf.config import is_data_file
 
 logger = logging.getLogger("rlhf")
@@ -108,16 +109,7 @@ def write_marker(path: Path, fingerprint: dict[str, Any], step: int) -> None:
     """Marks a fully written checkpoint directory as complete (atomically; call it after every file is on disk)."""
     marker = {"complete": True, "version": MARKER_VERSION, "step": step,
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fingerprint": fingerprint}
-    _write_file_atomic(Path(path) / MARKER, json.dumps(marker, indent=2, default=str) + "\n")
-
-
-def _write_file_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(Path(path) / MARKER, json.dumps(marker, indent=2, default=str) + "\n")
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

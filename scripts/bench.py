@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
         out_dir = Path(args.profile_dir or tempfile.mkdtemp(prefix="rlhf-bench-profile-"))
         report = profile_ppo(options, out_dir, tool=args.profile_tool, native=args.native)
+        if isinstance(report["profile"], dict):
+            from rlhf.bench.profile import format_summary
+
+            _err(format_summary(report["profile"]))
+        _err(f"raw profile: {report['raw']}")
         print(json.dumps(report))
         return 0
     if args.baseline:

@@ -155,3 +155,13 @@ class InProcessProfiler:
                                    max_shapes_column_width=70)
             by_op = self._profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
             path.write_text(by_op + "\n\n" + table, encoding="utf-8")
+
+
+def format_summary(summary: dict, top: int = 8) -> str:
+    """Plain-text view of `summarize_stacks`: per phase its share, then top self and inclusive frames."""
+    out = []
+    for phase, info in summary.items():
+        out.append(f"== {phase}: {100 * info['share']:.1f}% of samples")
+        out.append("   self:      " + "; ".join(f"{f} {100 * s:.0f}%" for f, s in info["top_self"][:top]))
+        out.append("   inclusive: " + "; ".join(f"{f} {100 * s:.0f}%" for f, s in info["top_inclusive"][:top]))
+    return "\n".join(out)

@@ -94,10 +94,31 @@ def _launch(config: str, recipe: Path, log: Path, *overrides: str, num_processes
     return log.read_text()
 
 
-def _rewards(out: Path) -> list[float]:
+def _steps(out: Path) -> dict[int, dict]:
+    """The per-step training metrics of a run, by step."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    by_step = {row["step"]: row["reward/total"] for row in rows if "reward/total" in row}
-    return [by_step[step] for step in sorted(by_step)]
+    return {row["step"]: row for row in rows if "reward/total" in row}
+
+
+def _rewards(out: Path) -> list[float]:
+    steps = _steps(out)
+    return [steps[step]["reward/total"] for step in sorted(steps)]
+
+
+@pytest.fixture(scope="module")
+def critic_run(tmp_path_factory, reward_dir):
+    """Runs SHORT in critic mode under a launch config once per module; returns (recipe, output dir, work dir)."""
+    done: dict[str, tuple[Path, Path, Path]] = {}
+
+    def get(config: str) -> tuple[Path, Path, Path]:
+        if config not in done:
+            work = tmp_path_factory.mktemp(f"critic_{config}")
+            recipe, out = _recipe(work, "ppo", SHORT, reward=reward_dir, value="critic", lora="")
+            _launch(config, recipe, work / "launch.log")
+            done[config] = (recipe, out, work)
+        return done[config]
+
+    return get
 
 
 def test_zero3_greedy_rollout_matches_one_process(tmp_path):
@@ -126,15 +147,13 @@ def test_zero3_greedy_rollout_matches_one_process(tmp_path):
 
 
 @pytest.mark.parametrize("config", ["ddp", "zero2", "zero3"])
-def test_ppo_critic_with_learned_reward(tmp_path, reward_dir, config):
+def test_ppo_critic_with_learned_reward(critic_run, config):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhf.models.loading import resolve_model_path
 
-    recipe, out = _recipe(tmp_path, "ppo", SHORT, reward=reward_dir, value="critic", lora="")
-    _launch(config, recipe, tmp_path / "launch.log")
-
+    recipe, out, work = critic_run(config)
     found = results(out)
     expected_type, expected_stage = ("MULTI_CPU", None) if config == "ddp" else ("DEEPSPEED", int(config[-1]))
     assert (found["world_size"], found["distributed_type"], found["zero_stage"]) == (2, expected_type, expected_stage)
@@ -164,11 +183,25 @@ def test_ppo_critic_with_learned_reward(tmp_path, reward_dir, config):
 
     if config == "zero3":
         # Resume: the same recipe run longer continues from the last complete checkpoint (step 2).
-        log = _launch(config, recipe, tmp_path / "resume.log", "training.max_steps=4")
+        log = _launch(config, recipe, work / "resume.log", "training.max_steps=4")
         assert f"resuming from {out / 'checkpoints' / 'checkpoint-2'} (step 2)" in log
         assert "ppo step 1/4" not in log and "ppo step 3/4" in log
         assert results(out)["steps"] == 4
         assert len(_rewards(out)) == 4  # metrics.jsonl holds steps 1-4 once each
+
+
+def test_launch_configs_compute_the_same_steps(critic_run):
+    # Same recipe, seeds and prompt split under DDP, ZeRO-2 and ZeRO-3: the ranks sample the same tokens (ZeRO-3 from
+    # gathered weights), the learned reward (a sharded engine under ZeRO-3) scores them alike, and after one update the
+    # sharded and replicated runs differ only by the order of floating-point sums.
+    runs = {config: _steps(critic_run(config)[1]) for config in ("ddp", "zero2", "zero3")}
+    for config in ("zero2", "zero3"):
+        for step in (1, 2):
+            got, expected = runs[config][step], runs["ddp"][step]
+            for key in ("reward/total", "reward/learned", "reward/voice_rules", "response/length"):
+                assert got[key] == pytest.approx(expected[key], abs=1e-5), (config, step, key)
+            for key in ("kl", "entropy", "loss/policy", "loss/value"):
+                assert got[key] == pytest.approx(expected[key], rel=1e-3, abs=1e-4), (config, step, key)
 
 
 @pytest.mark.parametrize("config", ["zero2", "zero3"])
@@ -201,13 +234,16 @@ def test_ppo_lora_shared_base(tmp_path, reward_dir, config):
     assert math.isfinite(found["eval_kl_to_reference_mean"])  # ref_policy = the policy with its adapter disabled
 
 
-# Two processes under ZeRO-3 against one process, both with 16 rollouts per step, on RISING. Measured (2-core CPU):
-# one process 0.567 -> 0.592, two 0.567 -> 0.588 (first/last 10%); over the last quarter (6 steps) 0.588 and 0.590.
-# The runs sample differently (each rank has its own generator and half the prompts), so they agree only up to
-# noise: once the reward has risen, a step's mean reward varies by about 0.008 from step to step, so a 6-step mean by
-# about 0.0035 and the difference of two runs by about 0.005. 0.015 is three of those; a run that learned nothing
-# sits about 0.02 below (the whole rise), and the rise check catches it as well.
-FINAL_TOL = 0.015
+# Two processes under ZeRO-3 against one process, both with 16 rollouts per step on the same prompts, on RISING.
+# Measured (2-core CPU, seed 7): one process 0.567 -> 0.592, two 0.567 -> 0.588 (first/last 10%); last quarter (6
+# steps) 0.588 and 0.590. The two runs cannot match step by step: rank 1 samples with its own generator, so the
+# two-process run is in effect another sampling seed. How far seeds alone move the result was measured with one
+# process, seeds 1-7: last-quarter means 0.571, 0.580, 0.581, 0.588, 0.631, 0.644, 0.661 (mean 0.608, standard
+# deviation 0.036; a seed that stumbles on an apology or "I'll" early climbs much further). The difference of two
+# such runs then has a standard deviation of about 0.05, and FINAL_TOL is two of those. It catches a run that
+# diverges or collapses (at 5x the learning rate the reward ended at 0.1-0.25, every reply cut short by EOS); a run
+# that does not learn at all is caught by the rise check, which every one of the 7 seeds passed (smallest +0.007).
+FINAL_TOL = 0.1
 
 
 def test_zero3_reward_rises_like_one_process(tmp_path):

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
     parser.add_argument("--repeats", type=int, default=1, help="measurements (pairs with --baseline)")
     parser.add_argument("--models", help="bench model directory (default: $RLHF_CACHE/bench/models)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2: the reference's; others: experiments)")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results.jsonl")
     parser.add_argument("--results", default=None, help="results file (default: bench/results.jsonl)")
     ppo = parser.add_argument_group("ppo")
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         options = {"size": args.size, "max_steps": args.max_steps,
                    "models_root": str(models_root) if models_root else None}
+    if args.threads != 2:
+        if args.baseline:
+            parser.error("--baseline runs both sides with the reference's 2 threads")
+        options["threads"] = args.threads
     record = (lambda recs: None) if args.no_record else (
         lambda recs: results.append(recs, Path(args.results) if args.results else results.RESULTS_FILE))
 

@@ -13,9 +13,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
-from rlhf.bench.probe import load_average
+from rlhf.bench.probe import git_commit, load_average
 
 REPO = Path(__file__).resolve().parents[2]
 TRL_SCRIPT = REPO.parent / "shared" / "bench" / "trl_ppo_baseline.py"
@@ -50,8 +51,9 @@ def run_trl(size: str, models_root: Path, python: Path = TRL_PYTHON, script: Pat
         env = {**os.environ, "BENCH_RESULTS": tmp, "BENCH_MODELS": str(models_root)}
         res = _result([str(python), str(script), "run", "--size", size, "--models", str(models_root)], cwd=Path(tmp),
                       env=env)
-    res.update(workload="ppo", implementation="trl-1.10", machine={"load_average_before": load_before,
-                                                                    "load_average_after": load_average()})
+    res.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), workload="ppo",
+               implementation="trl-1.10", git=git_commit(),
+               machine={"load_average_before": load_before, "load_average_after": load_average()})
     return res
 
 

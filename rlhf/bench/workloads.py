@@ -63,11 +63,14 @@ def ppo_recipe(size: str, models: dict[str, Path], data_file: Path, output_dir: 
     }
 
 
-def measure(workload: str, **options: Any) -> dict:
-    """Runs one workload in this process and returns its measures (see `rlhf.bench.results.record`)."""
+def measure(workload: str, threads: int = NUM_THREADS, **options: Any) -> dict:
+    """Runs one workload in this process and returns its measures (see `rlhf.bench.results.record`).
+
+    `threads` other than the reference's 2 is for experiments only (the record says which was used).
+    """
     import torch
 
-    torch.set_num_threads(NUM_THREADS)
+    torch.set_num_threads(threads)
     logging.getLogger("rlhf").setLevel(logging.WARNING)
     runner = {"ppo": _ppo, "sft": _sft, "reward": _reward}[workload]
     with tempfile.TemporaryDirectory(prefix=f"rlhf-bench-{workload}-") as tmp:

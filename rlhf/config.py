@@ -203,6 +203,11 @@ class RolloutConfig(Block):
     missing_eos_penalty: float | None = Field(
         None, ge=0, description="Subtracted from the score of responses that never emit EOS; null disables."
     )
+    decoder: Literal["auto", "hf"] = Field(
+        "auto", description="Decoding path: 'auto' runs Llama-family models (LoRA included) through a lean KV-cache "
+        "decoder over their own weights and everything else through its own forward; 'hf' always uses the model's "
+        "own forward (same tokens, slower)."
+    )
 
 
 class KLConfig(Block):

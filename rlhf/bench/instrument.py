@@ -73,6 +73,7 @@ class Instrumentation:
 
         self._patch(modeling_llama.LlamaForCausalLM, "causal")
         self._patch(modeling_llama.LlamaForSequenceClassification, "seqcls")
+        self._patch_decoder()
         original_log = Tracker.log
         logs = self.logs
 
@@ -99,6 +100,33 @@ class Instrumentation:
 
         cls.__init__ = __init__
         self._restore.append((cls, "__init__", original_init))
+
+    def _patch_decoder(self) -> None:
+        """Counts the lean decoder's steps (it runs the policy's weights without calling the model's forward)."""
+        from rlhf.ppo.decoding import LlamaDecoder
+
+        original = LlamaDecoder._forward
+        instrumentation = self
+
+        def _forward(decoder, ids, position_ids, mask):
+            batch, n_q = ids.shape
+            n_kv = decoder.length + n_q
+            if decoder.length == 0:  # the prefill of a new sampling call
+                instrumentation.generations.append(Generation(batch, n_q, 0))
+            instrumentation.generations[-1].steps += 1
+            t0 = time.perf_counter()
+            logits = original(decoder, ids, position_ids, mask)
+            seconds = time.perf_counter() - t0
+            config = decoder.config
+            body = trunk_flops(config, batch, n_q, n_kv)
+            head = head_flops(batch, config.hidden_size, config.vocab_size)
+            # Body and head share one call here: the time goes to the body, the head's FLOPs to the head.
+            instrumentation.passes.append(("policy", "generate", batch, n_q, n_kv, seconds, body))
+            instrumentation.heads.append(("policy", "generate", batch, 0.0, head))
+            return logits
+
+        LlamaDecoder._forward = _forward
+        self._restore.append((LlamaDecoder, "_forward", original))
 
     def _attach(self, model, kind: str) -> None:
         import torch

@@ -126,7 +126,7 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
     expanded = [p for p in prompts for _ in range(k)]  # prompt-major: rows i*k .. i*k+k-1 answer prompt i
     settings = dict(max_prompt_length=cfg.prompts.max_prompt_length, max_new_tokens=cfg.rollout.max_new_tokens,
                     temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-                    batch_size=cfg.batch_size, seed=cfg.seed, device=device)
+                    batch_size=cfg.batch_size, seed=cfg.seed, device=device, decoder=cfg.rollout.decoder)
     measures: dict[str, dict[str, np.ndarray]] = {}
     records: list[dict[str, Any]] = []
     notes: list[str] = []

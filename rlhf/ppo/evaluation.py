@@ -26,7 +26,7 @@ class Generations:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_prompt_length: int, max_new_tokens: int,
              temperature: float, top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, seed: int = 0,
-             device: torch.device | str = "cpu", all_done=None) -> Generations:
+             device: torch.device | str = "cpu", all_done=None, decoder: str = "auto") -> Generations:
     """Samples one response per prompt (temperature 0: greedy), in batches of prompts in the given order."""
     encoded = encode_prompts(tokenizer, prompts, max_prompt_length)
     generator = torch.Generator().manual_seed(seed)
@@ -36,7 +36,7 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_promp
         query, query_mask = query.to(device), query_mask.to(device)
         response = sample(model, query, query_mask, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                          generator=generator, all_done=all_done)
+                          generator=generator, all_done=all_done, decoder=decoder)
         mask, has_eos = response_mask(response, tokenizer.eos_token_id)
         batches.append(Batch(query, query_mask, response, mask.to(device), has_eos))
         texts.extend(tokenizer.batch_decode(response, skip_special_tokens=True))
@@ -94,7 +94,7 @@ def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cf
     settings = dict(max_prompt_length=cfg.data.max_prompt_length, max_new_tokens=cfg.rollout.max_new_tokens,
                     temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
                     batch_size=cfg.training.batch_size * 2, seed=cfg.seed, device=accelerator.device,
-                    all_done=_all_done(accelerator))
+                    all_done=_all_done(accelerator), decoder=cfg.rollout.decoder)
     policy.eval()
     results: dict[str, float] = {"eval_prompts": len(prompts)}
     for name, model in (("policy", policy), ("reference", ref_policy)):

@@ -52,25 +52,27 @@ class ActorCritic(nn.Module):
             nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                response_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+                response_length: int, logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Logits [B, R, V] predicting each response token and values [B, R] of the state before it.
 
         Only the R positions that predict response tokens go through the output head (prompt logits are never
-        computed).
+        computed). `logits=False` computes values alone (None for logits): no policy pass in critic mode, no output
+        head in head mode.
         """
         window = slice(-response_length - 1, -1)
         if self.value_head is not None:
             hidden = trunk_of(self.policy)(input_ids=input_ids, attention_mask=attention_mask,
                                            position_ids=position_ids).last_hidden_state[:, window]
-            logits = lm_head_of(self.policy)(hidden)
             values = self.value_head(hidden).squeeze(-1)
-            return logits, values
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             logits_to_keep=response_length + 1).logits[:, :-1]
+            return (lm_head_of(self.policy)(hidden) if logits else None), values
         hidden = trunk_of(self.critic)(input_ids=input_ids, attention_mask=attention_mask,
                                        position_ids=position_ids).last_hidden_state[:, window]
         values = self.critic.score(hidden).squeeze(-1)
-        return logits, values
+        if not logits:
+            return None, values
+        policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                    logits_to_keep=response_length + 1).logits[:, :-1]
+        return policy_logits, values
 
     def param_groups(self, learning_rate: float, value_learning_rate: float, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups: policy weights and value weights (critic or head) at their own rates."""

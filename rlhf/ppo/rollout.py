@@ -1,9 +1,9 @@
 """Rollouts: batched sampling with the KV cache from left-padded prompts, and the masks that go with it.
 
-The sampling loop keeps only the sampled token ids (never per-step full-vocabulary logits); log-probabilities are
-recomputed afterwards in one forward pass over prompt + response. It is our own loop rather than
-`model.generate` so that every step is visible, cheap in Python overhead, seeded by an explicit generator, and able
-to keep stepping until every rank is done (ZeRO-3 needs all ranks in every forward).
+The sampling loop keeps only the sampled token ids and, on request, each token's log-probability and entropy
+(never per-step full-vocabulary logits). It is our own loop rather than `model.generate` so that every step is
+visible, cheap in Python overhead (`rlhf.ppo.decoding`), seeded by an explicit generator, and able to keep stepping
+until every rank is done (ZeRO-3 needs all ranks in every forward).
 """
 
 from __future__ import annotations
@@ -100,41 +100,66 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: floa
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@dataclass
+class Sampled:
+    """What `sample` returns with `stats=True`: ids plus each sampled token's log-probability and entropy.
+
+    Both come from the temperature-scaled full distribution (before top-k / top-p filtering), the distribution PPO's
+    ratio is taken against, computed from the very logits each token was drawn from. 0 after a row's EOS.
+    """
+
+    tokens: torch.Tensor
+    logprobs: torch.Tensor
+    entropy: torch.Tensor
+
+
 @torch.no_grad()
 def sample(model, query: torch.Tensor, query_mask: torch.Tensor, *, max_new_tokens: int, temperature: float,
            top_k: int, top_p: float, eos_id: int, pad_id: int, generator: torch.Generator | None = None,
-           all_done: Callable[[bool], bool] | None = None) -> torch.Tensor:
+           all_done: Callable[[bool], bool] | None = None, decoder: str = "auto",
+           stats: bool = False) -> torch.Tensor | Sampled:
     """Samples responses with the KV cache; returns [B, R] ids with the pad id after each row's EOS.
 
     Args:
-        model: A causal LM (called with `past_key_values`, `position_ids` and `logits_to_keep`).
+        model: A causal LM (called with `past_key_values`, `position_ids` and `logits_to_keep` on the "hf" path).
         query, query_mask: Left-padded prompts.
         max_new_tokens, temperature, top_k, top_p: Decoding settings (temperature 0: greedy).
         eos_id, pad_id: End-of-sequence and padding ids.
         generator: The seeded sampling generator.
         all_done: In a multi-process launch, takes this rank's "finished" flag and returns whether every rank is
             finished, so ranks keep stepping together (each forward is collective under ZeRO-3).
+        decoder: "auto" (the lean Llama path where it applies, see `rlhf.ppo.decoding`) or "hf".
+        stats: Also return each token's log-probability and entropy (a `Sampled`); needs temperature > 0.
     """
-    from transformers import DynamicCache
+    from rlhf.ppo.decoding import make_decoder
 
-    device = query.device
-    attention_mask = query_mask.clone()
-    position_ids = positions(attention_mask)
-    cache = DynamicCache()
-    out = model(input_ids=query, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)
-    finished = torch.zeros(query.shape[0], dtype=torch.bool, device=device)
-    tokens = []
+    if stats and temperature == 0:
+        raise ValueError("sample: stats=True needs temperature > 0 (greedy decoding has no sampling distribution)")
+    steps = make_decoder(model, query.shape[0], query.shape[1] + max_new_tokens, decoder)
+    position_ids = positions(query_mask)
+    logits = steps.prefill(query, query_mask, position_ids)
+    finished = torch.zeros(query.shape[0], dtype=torch.bool, device=query.device)
+    tokens, logprobs, entropies = [], [], []
+    # Unfiltered sampling with statistics draws from the same log-softmax the statistics need (one pass, not two).
+    shared = stats and not top_k and top_p >= 1.0
     for _ in range(max_new_tokens):
-        token = next_token(out.logits[:, -1, :], temperature, top_k, top_p, generator)
-        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        if stats:
+            logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+            probs = logp.exp()
+            token = (torch.multinomial(probs, 1, generator=generator).squeeze(-1) if shared
+                     else next_token(logits, temperature, top_k, top_p, generator))
+            token = token.masked_fill(finished, pad_id)
+            live = (~finished).to(logp.dtype)
+            logprobs.append(logp.gather(-1, token[:, None]).squeeze(-1) * live)
+            entropies.append(-(probs * logp).sum(-1) * live)
+        else:
+            token = next_token(logits, temperature, top_k, top_p, generator).masked_fill(finished, pad_id)
         tokens.append(token)
         finished |= token == eos_id
         done = bool(finished.all())
         if (all_done(done) if all_done is not None else done) or len(tokens) == max_new_tokens:
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=1)
         position_ids = position_ids[:, -1:] + 1
-        out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-    return torch.stack(tokens, dim=1)
+        logits = steps.step(token, position_ids)
+    ids = torch.stack(tokens, dim=1)
+    return Sampled(ids, torch.stack(logprobs, 1), torch.stack(entropies, 1)) if stats else ids

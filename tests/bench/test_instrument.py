@@ -35,8 +35,27 @@ def test_passes_are_attributed_and_counted(tmp_path):
     assert ins.total_flops() == sum(p[-1] for p in ins.passes) + sum(h[-1] for h in ins.heads)
 
 
+def test_lean_decoder_steps_are_counted_like_model_calls():
+    """Sampling through `LlamaDecoder` never calls the model's forward; its steps must still be counted."""
+    from rlhf.ppo.rollout import sample
+
+    with Instrumentation() as ins:
+        policy = LlamaForCausalLM(LlamaConfig(**CONFIG)).eval()
+        sample(policy, torch.randint(1, 64, (2, 5)), torch.ones(2, 5, dtype=torch.long), max_new_tokens=3,
+               temperature=0, top_k=0, top_p=1.0, eos_id=-1, pad_id=0)
+    cfg = policy.config
+    assert [(g.batch, g.prompt, g.steps) for g in ins.generations] == [(2, 5, 3)]
+    assert [p[:5] for p in ins.passes] == [("policy", "generate", 2, 5, 5), ("policy", "generate", 2, 1, 6),
+                                           ("policy", "generate", 2, 1, 7)]
+    assert ins.passes[1][-1] == trunk_flops(cfg, 2, 1, 6)
+    assert [h[-1] for h in ins.heads] == [head_flops(2, 16, 64)] * 3  # last position only
+
+
 def test_hooks_and_patches_are_removed_on_exit(tmp_path):
-    original_log, original_init = Tracker.log, LlamaForCausalLM.__init__
+    from rlhf.ppo.decoding import LlamaDecoder
+
+    original_log, original_init, original_step = Tracker.log, LlamaForCausalLM.__init__, LlamaDecoder._forward
     with Instrumentation():
-        assert Tracker.log is not original_log
+        assert Tracker.log is not original_log and LlamaDecoder._forward is not original_step
     assert Tracker.log is original_log and LlamaForCausalLM.__init__ is original_init
+    assert LlamaDecoder._forward is original_step

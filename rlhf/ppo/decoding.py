@@ -73,6 +73,9 @@ def unsupported(model: nn.Module) -> str | None:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in _STATIC_ROPE:
         return f"rope_type={rope_type}"
+    if any(getattr(p, "ds_id", None) is not None and p.ds_status.name != "AVAILABLE" for p in base.parameters()):
+        # ZeRO-3 shards outside `gathered_weights`: only the model's own forward fetches them (through its hooks).
+        return "ZeRO-3 partitioned weights"
     if not isinstance(base.model.embed_tokens, nn.Embedding):
         return f"embed_tokens is {type(base.model.embed_tokens).__name__}"
     linears = {"lm_head": base.lm_head}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf import allocator
 from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
@@ -212,6 +213,7 @@ def run(cfg: PPOStage) -> Path:
             mean, var = _global_moments(advantages, batch.response_mask, accelerator)
             advantages = F.masked_whiten(advantages, batch.response_mask, mean=mean, var=var)
         score_time = time.perf_counter() - score_started
+        allocator.trim()  # rollout caches and scoring logits are gone: hand their pages back before the update
 
         # Update: epochs of minibatches, each split into micro-batches for gradient accumulation.
         update_started = time.perf_counter()
@@ -245,6 +247,7 @@ def run(cfg: PPOStage) -> Path:
                     stats.setdefault(key, []).append(float(value.detach()))
         model.eval()
         update_time = time.perf_counter() - update_started
+        allocator.trim()
 
         # Log.
         kl_per_sequence = F.masked_sum(kl, batch.response_mask, dim=1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmarks our stages; ppo against TRL 1.10's PPOTrainer on the same machine (see docs/performance.md).
 
-    python scripts/bench.py ppo --size tiny|small [--value critic|head] [--lora] [--episodes 256] [--repeats N]
+    python scripts/bench.py ppo --size tiny|small [--value critic|head] [--lora] [--gradient-checkpointing]
+                                [--episodes 256] [--repeats N]
     python scripts/bench.py ppo --size tiny --baseline --repeats 3     # ours and TRL in alternation, ratios
     python scripts/bench.py ppo --size small --profile [--profile-tool auto|py-spy|torch|cprofile] [--native]
     python scripts/bench.py sft --size tiny [--max-steps 30]           # sft tokens/s on the brand-voice data
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ppo = parser.add_argument_group("ppo")
     ppo.add_argument("--value", choices=["critic", "head"], default="critic")
     ppo.add_argument("--lora", action="store_true", help="LoRA adapters on a shared base (ref = adapter off)")
+    ppo.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
     ppo.add_argument("--episodes", type=int, default=256)
     ppo.add_argument("--baseline", action="store_true", help="alternate with TRL 1.10's PPOTrainer, print ratios")
     ppo.add_argument("--profile", action="store_true", help="profile one run instead of timing it")
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     models_root = Path(args.models).resolve() if args.models else None
     if args.workload == "ppo":
         options = {"size": args.size, "value": args.value, "lora": args.lora, "episodes": args.episodes,
+                   "gradient_checkpointing": args.gradient_checkpointing,
                    "models_root": str(models_root) if models_root else None}
     else:
         options = {"size": args.size, "max_steps": args.max_steps,
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
     if args.baseline:
-        if args.workload != "ppo" or args.value != "critic" or args.lora:
+        if args.workload != "ppo" or args.value != "critic" or args.lora or args.gradient_checkpointing:
             parser.error("--baseline compares ppo with a separate critic, as the reference runs it")
         if args.episodes != 256:
             parser.error("--baseline: the reference always runs 256 episodes")

@@ -36,7 +36,7 @@ def prompt_rows(n: int = N_PROMPTS) -> list[dict]:
 
 
 def ppo_recipe(size: str, models: dict[str, Path], data_file: Path, output_dir: Path, *, value: str = "critic",
-               lora: bool = False, episodes: int = 256) -> dict:
+               lora: bool = False, episodes: int = 256, gradient_checkpointing: bool = False) -> dict:
     """A ppo recipe with the reference's settings, as a plain dict (validated by `PPOStage`)."""
     s = PPO_SETTINGS
     if episodes % s["batch_size"]:
@@ -57,7 +57,8 @@ def ppo_recipe(size: str, models: dict[str, Path], data_file: Path, output_dir: 
                    "gamma": s["gamma"], "lam": s["lam"]},
         "training": {"learning_rate": s["learning_rate"], "batch_size": s["batch_size"],
                      "max_steps": episodes // s["batch_size"], "lr_scheduler": s["lr_scheduler"],
-                     "max_grad_norm": s["max_grad_norm"], "save_steps": None},
+                     "max_grad_norm": s["max_grad_norm"], "save_steps": None,
+                     "gradient_checkpointing": gradient_checkpointing},
         "tracking": {"report_to": ["none"]},
         "log_samples_every": 10**6,  # the reference logs no samples; ours logs only the first step's
     }
@@ -78,7 +79,8 @@ def measure(workload: str, threads: int = NUM_THREADS, **options: Any) -> dict:
 
 
 def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episodes: int = 256,
-         models_root: str | None = None, profile: str | None = None, profile_dir: str | None = None) -> dict:
+         models_root: str | None = None, profile: str | None = None, profile_dir: str | None = None,
+         gradient_checkpointing: bool = False) -> dict:
     import torch
     from transformers import AutoConfig
 
@@ -91,7 +93,8 @@ def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episod
     models = prepare(size, Path(models_root) if models_root else None)
     data_file = tmp / "prompts.jsonl"
     data_file.write_text("".join(json.dumps(row) + "\n" for row in prompt_rows()))
-    recipe = ppo_recipe(size, models, data_file, tmp / "out", value=value, lora=lora, episodes=episodes)
+    recipe = ppo_recipe(size, models, data_file, tmp / "out", value=value, lora=lora, episodes=episodes,
+                        gradient_checkpointing=gradient_checkpointing)
     cfg = PPOStage.model_validate(recipe)
 
     ceiling_before = matmul_ceiling()
@@ -119,6 +122,7 @@ def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episod
     ceiling = max(ceiling_before, ceiling_after)
     return {
         "settings": {**PPO_SETTINGS, "episodes": episodes, "size": size, "value": value, "lora": lora,
+                     "gradient_checkpointing": gradient_checkpointing,
                      "threads": torch.get_num_threads(), "models": str(models["root"]), "profile": profile},
         "params": _params(policy_cfg, value_cfg),
         "train_s": train_s,

@@ -83,8 +83,13 @@ def git_commit() -> str | None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -95,8 +100,15 @@ def data_hashes(*paths: str | None) -> dict[str, str]:
     return {p: (file_sha256(p) if is_data_file(p) else "hub") for p in paths if p is not None}
 
 
-def write_manifest(output_dir: Path, recipe: BaseModel, *, data: dict[str, str], parents: dict[str, str],
-                   results: dict[str, Any], started: float) -> dict[str, Any]:
+def write_manifest(
+    output_dir: Path,
+    recipe: BaseModel,
+    *,
+    data: dict[str, str],
+    parents: dict[str, str],
+    results: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """Writes manifest.json: what went in (recipe, data, parent artifacts, versions) and what came out."""
     manifest = {
         "stage": getattr(recipe, "stage", None),
@@ -146,8 +158,10 @@ def check_parent(model_dir: str | Path, expected_stage: str | None = None) -> di
     ours = model_dir.name == FINAL and ((stage_dir / RECIPE).exists() or (stage_dir / MANIFEST).exists())
     if not ours:
         if expected_stage is not None:
-            raise ArtifactError(f"{model_dir} is not the final/ output of a '{expected_stage}' stage "
-                                f"(no {RECIPE} or {MANIFEST} next to it): run the {expected_stage} stage first")
+            raise ArtifactError(
+                f"{model_dir} is not the final/ output of a '{expected_stage}' stage "
+                f"(no {RECIPE} or {MANIFEST} next to it): run the {expected_stage} stage first"
+            )
         return {"path": str(model_dir)}
     if not (stage_dir / MANIFEST).is_file():
         raise ArtifactError(
@@ -166,15 +180,23 @@ def check_parent(model_dir: str | Path, expected_stage: str | None = None) -> di
         raise ArtifactError(f"{model_dir} has a manifest but no config.json: the model files are missing")
     recorded = manifest.get("final_files") or {}
     missing = [name for name in recorded if not (model_dir / name).is_file()]
-    changed = [name for name, size in recorded.items()
-               if name not in missing and (model_dir / name).stat().st_size != size]
+    changed = [
+        name for name, size in recorded.items() if name not in missing and (model_dir / name).stat().st_size != size
+    ]
     if missing or changed:
         problems = ([f"missing {', '.join(missing[:5])}"] if missing else []) + (
-            [f"changed size {', '.join(changed[:5])}"] if changed else [])
-        raise ArtifactError(f"{model_dir} does not hold the files its manifest recorded ({'; '.join(problems)}): "
-                            "the artifact was modified or partly deleted; run its stage again")
-    return {"path": str(model_dir), "stage": manifest["stage"], "recipe_sha256": manifest["recipe_sha256"],
-            "finished_at": manifest.get("finished_at")}
+            [f"changed size {', '.join(changed[:5])}"] if changed else []
+        )
+        raise ArtifactError(
+            f"{model_dir} does not hold the files its manifest recorded ({'; '.join(problems)}): "
+            "the artifact was modified or partly deleted; run its stage again"
+        )
+    return {
+        "path": str(model_dir),
+        "stage": manifest["stage"],
+        "recipe_sha256": manifest["recipe_sha256"],
+        "finished_at": manifest.get("finished_at"),
+    }
 
 
 def check_references(recipe: BaseModel) -> None:
@@ -196,8 +218,10 @@ def check_references(recipe: BaseModel) -> None:
                     continue
                 final = recipe.stage_output(target) / FINAL
                 if not final.exists():
-                    raise ArtifactError(f"{stage.stage}.{field} refers to '{ref}', which this run does not run "
-                                        f"(stages: {sorted(running)}), and {final} does not exist: run {target} first")
+                    raise ArtifactError(
+                        f"{stage.stage}.{field} refers to '{ref}', which this run does not run "
+                        f"(stages: {sorted(running)}), and {final} does not exist: run {target} first"
+                    )
                 check_parent(final, expected_stage=target)
         return
     if isinstance(recipe, PPOStage):
@@ -260,8 +284,19 @@ def end_stage(output_dir: Path, started: float, failed: bool) -> None:
 
 # ---- Output paths: a recipe cannot write outside the working directory by accident or into someone else's files.
 
-OWN_ENTRIES = (RECIPE, MANIFEST, METRICS, FINAL, "checkpoints", "tb", "wandb", "results.json", "report.md",
-               "report.html", "plots")
+OWN_ENTRIES = (
+    RECIPE,
+    MANIFEST,
+    METRICS,
+    FINAL,
+    "checkpoints",
+    "tb",
+    "wandb",
+    "results.json",
+    "report.md",
+    "report.html",
+    "plots",
+)
 
 
 def check_output_dir(path: str | Path, *, allow: bool = False, pipeline: bool = False) -> None:
@@ -282,9 +317,11 @@ def check_output_dir(path: str | Path, *, allow: bool = False, pipeline: bool = 
         cwd = Path.cwd().resolve()
         resolved = (cwd / raw).resolve()
         if not resolved.is_relative_to(cwd):
-            raise ArtifactError(f"output path '{path}' leaves the working directory (it resolves to {resolved}); "
-                                "write it as an absolute path if that is where it should go, or pass "
-                                "--allow-output-dir")
+            raise ArtifactError(
+                f"output path '{path}' leaves the working directory (it resolves to {resolved}); "
+                "write it as an absolute path if that is where it should go, or pass "
+                "--allow-output-dir"
+            )
     if not raw.is_dir():
         return
     entries = [p for p in raw.iterdir() if not p.name.startswith(".")]
@@ -301,8 +338,10 @@ def check_output_dir(path: str | Path, *, allow: bool = False, pipeline: bool = 
     else:
         foreign = [p.name for p in entries if p.name not in OWN_ENTRIES]
     shown = ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else "")
-    raise ArtifactError(f"output directory {raw} already holds files rlhf did not write ({shown}); choose a new or "
-                        "empty directory, or pass --allow-output-dir to write into it anyway")
+    raise ArtifactError(
+        f"output directory {raw} already holds files rlhf did not write ({shown}); choose a new or "
+        "empty directory, or pass --allow-output-dir to write into it anyway"
+    )
 
 
 # ---- Secrets: the manifest records the command line, never a token in it.

@@ -107,8 +107,13 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 
 def write_marker(path: Path, fingerprint: dict[str, Any], step: int) -> None:
     """Marks a fully written checkpoint directory as complete (atomically; call it after every file is on disk)."""
-    marker = {"complete": True, "version": MARKER_VERSION, "step": step,
-              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "fingerprint": fingerprint}
+    marker = {
+        "complete": True,
+        "version": MARKER_VERSION,
+        "step": step,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "fingerprint": fingerprint,
+    }
     write_atomic(Path(path) / MARKER, json.dumps(marker, indent=2, default=str) + "\n")
 
 
@@ -128,8 +133,15 @@ def latest_complete(root: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path, fingerprint: dict[str, Any], step: int, *, main: bool = True,
-                     token: str | None = None, barrier: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_directory(
+    target: Path,
+    fingerprint: dict[str, Any],
+    step: int,
+    *,
+    main: bool = True,
+    token: str | None = None,
+    barrier: Callable[[], None] | None = None,
+) -> Iterator[Path]:
     """Yields a temporary directory to write a checkpoint into; on success it is marked complete and renamed.
 
     The files go into `<target>.tmp-<token>`; after the block the main process writes the marker and renames the
@@ -209,7 +221,7 @@ def prune(root: Path, keep: int | None, protect: tuple[str | Path, ...] = ()) ->
     if not root.is_dir():
         return []
     complete = complete_checkpoints(root)
-    keep_set = set(complete if keep is None else complete[max(0, len(complete) - keep):])
+    keep_set = set(complete if keep is None else complete[max(0, len(complete) - keep) :])
     keep_set |= {Path(p).resolve() for p in protect}
     deleted = []
     for path in sorted(root.iterdir()):
@@ -257,8 +269,10 @@ def resume_fingerprint(recipe: BaseModel, parents: dict[str, dict[str, str]] | N
         source = getattr(data_block, role, None)
         if source is not None:
             data[role] = file_sha256(source) if is_data_file(source) else f"hub:{source}"
-    lineage = {name: {k: v for k, v in record.items() if k in ("stage", "recipe_sha256", "finished_at")}
-               for name, record in (parents or {}).items()}
+    lineage = {
+        name: {k: v for k, v in record.items() if k in ("stage", "recipe_sha256", "finished_at")}
+        for name, record in (parents or {}).items()
+    }
     length = {k: values.get(k) for k in LENGTH_KEYS}
     return {"recipe": kept, "data": data, "parents": {k: v for k, v in lineage.items() if v}, "length": length}
 
@@ -289,11 +303,14 @@ def fingerprint_differences(recorded: dict[str, Any], current: dict[str, Any]) -
             if section == "recipe":
                 lines.append(f"{key}: {old.get(key, '<absent>')!r} in the checkpoint, {new.get(key, '<absent>')!r} now")
             elif section == "data":
-                lines.append(f"{label}'{key}' has different content (sha256 {str(old.get(key))[:12]}... in the "
-                             f"checkpoint, {str(new.get(key))[:12]}... now)")
+                lines.append(
+                    f"{label}'{key}' has different content (sha256 {str(old.get(key))[:12]}... in the "
+                    f"checkpoint, {str(new.get(key))[:12]}... now)"
+                )
             else:
-                lines.append(f"{label}{key}: {old.get(key, '<absent>')!r} in the checkpoint, "
-                             f"{new.get(key, '<absent>')!r} now")
+                lines.append(
+                    f"{label}{key}: {old.get(key, '<absent>')!r} in the checkpoint, {new.get(key, '<absent>')!r} now"
+                )
     return lines
 
 
@@ -315,8 +332,11 @@ def prepare_resume(root: Path, fingerprint: dict[str, Any], resume: bool, *, mai
         return None
     latest = latest_complete(root)
     if main and root.is_dir():
-        stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                 and (TMP_INFIX in p.name or read_marker(p) is None)]
+        stale = [
+            p
+            for p in root.iterdir()
+            if p.is_dir() and p.name.startswith(PREFIX) and (TMP_INFIX in p.name or read_marker(p) is None)
+        ]
         for path in stale:
             logger.warning("ignoring and deleting the incomplete checkpoint %s (a run stopped while writing it)", path)
             shutil.rmtree(path, ignore_errors=True)
@@ -326,14 +346,20 @@ def prepare_resume(root: Path, fingerprint: dict[str, Any], resume: bool, *, mai
     differences = fingerprint_differences(marker.get("fingerprint", {}), fingerprint)
     if differences:
         raise ResumeError(
-            f"cannot resume from {latest}: it was written by a different run:\n    " + "\n    ".join(differences)
+            f"cannot resume from {latest}: it was written by a different run:\n    "
+            + "\n    ".join(differences)
             + "\n  Restore the recipe and data it was written with, or pass resume=false to delete the checkpoints "
             "and start over."
         )
     old_length, new_length = marker.get("fingerprint", {}).get("length", {}), fingerprint.get("length", {})
     if old_length != new_length:
-        logger.warning("resuming %s with a different run length (%s -> %s): the remaining steps follow the new "
-                       "length's learning-rate schedule", latest, old_length, new_length)
+        logger.warning(
+            "resuming %s with a different run length (%s -> %s): the remaining steps follow the new "
+            "length's learning-rate schedule",
+            latest,
+            old_length,
+            new_length,
+        )
     logger.info("resuming from %s (step %s)", latest, marker.get("step"))
     return latest
 
@@ -343,8 +369,11 @@ def save_rng_states(generator=None) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                              "torch": torch.random.get_rng_state()}
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.random.get_rng_state(),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:

@@ -36,14 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rlhf` console script and of `python -m rlhf`."""
     parser = argparse.ArgumentParser(prog="rlhf", description="SFT -> reward -> PPO alignment from YAML recipes.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run a stage or pipeline recipe"),
-                            ("validate", "check a recipe and its data without training")):
+    for name, help_text in (
+        ("run", "run a stage or pipeline recipe"),
+        ("validate", "check a recipe and its data without training"),
+    ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("recipe", help="path to a recipe YAML file")
         sub.add_argument("overrides", nargs="*", help="key.sub=value overrides (values are YAML)")
-        sub.add_argument("--allow-output-dir", action="store_true",
-                         help="write into an output directory outside the working directory (via '..') or one that "
-                              "holds files rlhf did not write")
+        sub.add_argument(
+            "--allow-output-dir",
+            action="store_true",
+            help="write into an output directory outside the working directory (via '..') or one that "
+            "holds files rlhf did not write",
+        )
     compare = commands.add_parser("compare", help="compare models on held-out prompts: report, intervals, alarms")
     compare_command.add_arguments(compare)
     _add_plan_arguments(commands.add_parser("plan", help="estimate per-device memory of each stage (docs/memory.md)"))
@@ -152,10 +157,17 @@ def _add_plan_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("overrides", nargs="*", help="key.sub=value overrides (values are YAML)")
     sub.add_argument("--launch", required=True, help="accelerate launch config, e.g. recipes/launch/zero3.yaml")
     sub.add_argument("--num-processes", type=int, help="processes in all (as accelerate launch --num_processes)")
-    sub.add_argument("--device-memory-gb", type=float,
-                     help="also list which shipped launch configs fit devices with this much memory (GiB)")
-    sub.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                     help="cuda: Triton LM-head kernel and a CUDA reserve when checking fit; cpu: torch fallbacks")
+    sub.add_argument(
+        "--device-memory-gb",
+        type=float,
+        help="also list which shipped launch configs fit devices with this much memory (GiB)",
+    )
+    sub.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda: Triton LM-head kernel and a CUDA reserve when checking fit; cpu: torch fallbacks",
+    )
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -167,10 +179,13 @@ def _plan(args: argparse.Namespace) -> int:
         launch = LaunchSpec.from_file(args.launch, args.num_processes)
         print(format_plan(plan_recipe(recipe, launch, args.device), launch))
         if args.device_memory_gb:
-            print(f"\nshipped launch configs on {args.device_memory_gb:g} GiB {args.device} devices "
-                  "(largest stage per device, plus the CUDA reserve on cuda):")
-            for name, count, worst, fits in fitting_configs(recipe, args.device_memory_gb, args.num_processes,
-                                                            args.device):
+            print(
+                f"\nshipped launch configs on {args.device_memory_gb:g} GiB {args.device} devices "
+                "(largest stage per device, plus the CUDA reserve on cuda):"
+            )
+            for name, count, worst, fits in fitting_configs(
+                recipe, args.device_memory_gb, args.num_processes, args.device
+            ):
                 print(f"  {'fits' if fits else 'too big':<8} {name:<14} {count:>3} processes  {worst:9.3f} GiB")
     except (RecipeError, ValueError) as err:  # PlanError, ShapeError and ModelLoadError are ValueErrors
         print(f"error: {err}", file=sys.stderr)

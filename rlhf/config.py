@@ -82,7 +82,9 @@ class DataConfig(Block):
     )
     split: str = Field("train", description="Split to read when `train` is a hub dataset.")
     max_length: int = Field(256, gt=8, description="Maximum tokens per example (prompt + response).")
-    max_prompt_length: int = Field(128, gt=0, description="Maximum prompt tokens (ppo); longer prompts are left-truncated.")
+    max_prompt_length: int = Field(
+        128, gt=0, description="Maximum prompt tokens (ppo); longer prompts are left-truncated."
+    )
     max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use only the first N held-out rows (quick runs).")
 
@@ -204,9 +206,10 @@ class RolloutConfig(Block):
         None, ge=0, description="Subtracted from the score of responses that never emit EOS; null disables."
     )
     decoder: Literal["auto", "hf"] = Field(
-        "auto", description="Decoding path: 'auto' runs Llama-family models (LoRA included) through a lean KV-cache "
+        "auto",
+        description="Decoding path: 'auto' runs Llama-family models (LoRA included) through a lean KV-cache "
         "decoder over their own weights and everything else through its own forward; 'hf' always uses the model's "
-        "own forward (same tokens, slower)."
+        "own forward (same tokens, slower).",
     )
 
 
@@ -219,8 +222,10 @@ class KLConfig(Block):
     horizon: int = Field(10000, gt=0, description="Adaptive controller horizon in episodes.")
     estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
     alarm: float | None = Field(
-        50.0, gt=0, description="Report loudly (an error line and `kl_alarm` in metrics) when a step's mean KL per "
-        "sequence exceeds this: the policy is drifting far from the reference. Null disables."
+        50.0,
+        gt=0,
+        description="Report loudly (an error line and `kl_alarm` in metrics) when a step's mean KL per "
+        "sequence exceeds this: the policy is drifting far from the reference. Null disables.",
     )
 
 
@@ -261,7 +266,9 @@ class ValueConfig(Block):
         None, description="Critic initialisation (critic mode); default: the first learned reward source's model."
     )
     coef: float = Field(0.1, ge=0, description="Value-loss weight (head mode, where one loss trains both).")
-    learning_rate: float | None = Field(None, gt=0, description="Critic learning rate; default: training.learning_rate.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Critic learning rate; default: training.learning_rate."
+    )
     cliprange: float | None = Field(0.2, gt=0, description="Value clipping range around the old values; null disables.")
 
 
@@ -395,8 +402,10 @@ class CompareStage(Block):
             if judge.weight != RewardSourceConfig.model_fields["weight"].default:
                 raise ValueError(f"judge '{judge.name}': judges are reported one by one, a weight has no meaning")
         if self.rollout.missing_eos_penalty is not None:
-            raise ValueError("rollout.missing_eos_penalty shapes the training reward only; compare reports the EOS "
-                             "rate on its own: remove it")
+            raise ValueError(
+                "rollout.missing_eos_penalty shapes the training reward only; compare reports the EOS "
+                "rate on its own: remove it"
+            )
         return self
 
     def reference_name(self) -> str:
@@ -405,8 +414,12 @@ class CompareStage(Block):
 
 
 StageRecipe = Annotated[SFTStage | RewardStage | PPOStage, Field(discriminator="stage")]
-STAGE_CLASSES: dict[str, type[Block]] = {"sft": SFTStage, "reward": RewardStage, "ppo": PPOStage,
-                                         "compare": CompareStage}
+STAGE_CLASSES: dict[str, type[Block]] = {
+    "sft": SFTStage,
+    "reward": RewardStage,
+    "ppo": PPOStage,
+    "compare": CompareStage,
+}
 
 
 class PipelineRecipe(Block):
@@ -475,8 +488,10 @@ class PipelineRecipe(Block):
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
                 if field.startswith(REWARD_SOURCE_FIELDS) and target != "reward":
-                    raise ValueError(f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
-                                     "use 'stage:reward'")
+                    raise ValueError(
+                        f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
+                        "use 'stage:reward'"
+                    )
         return self
 
     def selected_stages(self) -> list[StageBase | CompareStage]:

@@ -30,11 +30,13 @@ def resolve_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe
         return str(pipeline.stage_output(ref.removeprefix(STAGE_REF_PREFIX)) / FINAL)
 
     if isinstance(stage, CompareStage):
-        return stage.model_copy(update={
-            "models": [m.model_copy(update={"path": resolve(m.path)}) for m in stage.models],
-            "proxy": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.proxy],
-            "judges": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.judges],
-        })
+        return stage.model_copy(
+            update={
+                "models": [m.model_copy(update={"path": resolve(m.path)}) for m in stage.models],
+                "proxy": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.proxy],
+                "judges": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.judges],
+            }
+        )
     updates: dict = {"model": stage.model.model_copy(update={"name_or_path": resolve(stage.model.name_or_path)})}
     if isinstance(stage, PPOStage):
         updates["rewards"] = [s.model_copy(update={"model": resolve(s.model)}) for s in stage.rewards]
@@ -52,8 +54,12 @@ def run_stage(stage: StageBase | CompareStage) -> Path:
     from rlhf.distributed import is_main_process
 
     if getattr(stage, "resume", False) and up_to_date(stage):
-        logger.info("stage %s: %s already holds a finished run of this recipe and data; skipping it (resume=false "
-                    "runs it again)", stage.stage, stage.output_dir)
+        logger.info(
+            "stage %s: %s already holds a finished run of this recipe and data; skipping it (resume=false "
+            "runs it again)",
+            stage.stage,
+            stage.output_dir,
+        )
         return Path(stage.output_dir)
     module = importlib.import_module(f"rlhf.stages.{stage.stage}")
     logger.info("stage %s -> %s", stage.stage, stage.output_dir)

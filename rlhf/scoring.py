@@ -26,8 +26,10 @@ def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_
     import torch
 
     device = next(model.parameters()).device
-    encoded = [tokenizer(t, add_special_tokens=False, truncation=max_length is not None,
-                         max_length=max_length)["input_ids"] for t in texts]
+    encoded = [
+        tokenizer(t, add_special_tokens=False, truncation=max_length is not None, max_length=max_length)["input_ids"]
+        for t in texts
+    ]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     scores = torch.empty(len(texts), dtype=torch.float32)
     pad = tokenizer.pad_token_id
@@ -47,10 +49,12 @@ def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_
 
 def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32) -> dict[str, float]:
     """Held-out preference accuracy (chosen scored above rejected; ties count as half) and mean reward margin."""
-    chosen = reward_scores(model, tokenizer, [render(tokenizer, p.get("prompt"), p["chosen"]) for p in pairs],
-                           batch_size)
-    rejected = reward_scores(model, tokenizer, [render(tokenizer, p.get("prompt"), p["rejected"]) for p in pairs],
-                             batch_size)
+    chosen = reward_scores(
+        model, tokenizer, [render(tokenizer, p.get("prompt"), p["chosen"]) for p in pairs], batch_size
+    )
+    rejected = reward_scores(
+        model, tokenizer, [render(tokenizer, p.get("prompt"), p["rejected"]) for p in pairs], batch_size
+    )
     wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
     return {
         "accuracy": wins.mean().item(),

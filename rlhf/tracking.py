@@ -37,8 +37,15 @@ class Tracker:
             and drop later ones (they were logged after the checkpoint and are about to be recomputed).
     """
 
-    def __init__(self, cfg: TrackingConfig, output_dir: Path, recipe: dict[str, Any], *, enabled: bool = True,
-                 resume_step: int | None = None):
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        output_dir: Path,
+        recipe: dict[str, Any],
+        *,
+        enabled: bool = True,
+        resume_step: int | None = None,
+    ):
         self.enabled = enabled
         self._tb = None
         self._wandb = None
@@ -63,15 +70,19 @@ class Tracker:
             import wandb
 
             # WANDB_MODE (offline, disabled) is read by wandb itself from the environment.
-            self._wandb = wandb.init(project=cfg.project, name=name, dir=str(output_dir), config=recipe,
-                                     reinit="finish_previous")
+            self._wandb = wandb.init(
+                project=cfg.project, name=name, dir=str(output_dir), config=recipe, reinit="finish_previous"
+            )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Records one step's scalar metrics everywhere (non-finite values are kept in the JSON as null)."""
         if not self.enabled:
             return
-        clean = {k: (float(v) if isinstance(v, int | float) and math.isfinite(v) else None)
-                 for k, v in metrics.items() if isinstance(v, int | float)}
+        clean = {
+            k: (float(v) if isinstance(v, int | float) and math.isfinite(v) else None)
+            for k, v in metrics.items()
+            if isinstance(v, int | float)
+        }
         record = {"step": step, "time": round(time.time(), 3), **clean}
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
@@ -95,8 +106,7 @@ class Tracker:
             import wandb
 
             columns = list(rows[0])
-            self._wandb.log({"samples": wandb.Table(columns=columns, data=[list(r.values()) for r in rows])},
-                            step=step)
+            self._wandb.log({"samples": wandb.Table(columns=columns, data=[list(r.values()) for r in rows])}, step=step)
 
     def close(self) -> None:
         """Flushes and closes every tracker."""

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
     parser.add_argument("--repeats", type=int, default=1, help="measurements (pairs with --baseline)")
     parser.add_argument("--models", help="bench model directory (default: $RLHF_CACHE/bench/models)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (2: the reference's; others: experiments)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (2: the reference's; others: experiments)"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/results.jsonl")
     parser.add_argument("--results", default=None, help="results file (default: bench/results.jsonl)")
     ppo = parser.add_argument_group("ppo")
@@ -50,18 +52,29 @@ def main(argv: list[str] | None = None) -> int:
 
     models_root = Path(args.models).resolve() if args.models else None
     if args.workload == "ppo":
-        options = {"size": args.size, "value": args.value, "lora": args.lora, "episodes": args.episodes,
-                   "gradient_checkpointing": args.gradient_checkpointing,
-                   "models_root": str(models_root) if models_root else None}
+        options = {
+            "size": args.size,
+            "value": args.value,
+            "lora": args.lora,
+            "episodes": args.episodes,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "models_root": str(models_root) if models_root else None,
+        }
     else:
-        options = {"size": args.size, "max_steps": args.max_steps,
-                   "models_root": str(models_root) if models_root else None}
+        options = {
+            "size": args.size,
+            "max_steps": args.max_steps,
+            "models_root": str(models_root) if models_root else None,
+        }
     if args.threads != 2:
         if args.baseline:
             parser.error("--baseline runs both sides with the reference's 2 threads")
         options["threads"] = args.threads
-    record = (lambda recs: None) if args.no_record else (
-        lambda recs: results.append(recs, Path(args.results) if args.results else results.RESULTS_FILE))
+    record = (
+        (lambda recs: None)
+        if args.no_record
+        else (lambda recs: results.append(recs, Path(args.results) if args.results else results.RESULTS_FILE))
+    )
 
     if args.profile:
         from rlhf.bench.profile import profile_ppo
@@ -81,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes != 256:
             parser.error("--baseline: the reference always runs 256 episodes")
         root = prepare(args.size, models_root)["root"]
-        ours, trl, pairs = baseline.alternate(args.size, options, args.repeats, root, log=_err,
-                                              keep=lambda rec: record([rec]))
+        ours, trl, pairs = baseline.alternate(
+            args.size, options, args.repeats, root, log=_err, keep=lambda rec: record([rec])
+        )
         print(json.dumps({"ours": ours, "trl": trl, "ratios": pairs, "median_ratios": baseline.median_ratios(pairs)}))
         return 0
     runs = []

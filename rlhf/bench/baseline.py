@@ -34,7 +34,7 @@ def _result(cmd: list[str], cwd: Path | None = None, env: dict | None = None) ->
     if proc.returncode != 0 or not lines:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise BenchError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def run_ours(workload: str, options: dict) -> dict:
@@ -49,11 +49,16 @@ def run_trl(size: str, models_root: Path, python: Path = TRL_PYTHON, script: Pat
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-trl-") as tmp:
         env = {**os.environ, "BENCH_RESULTS": tmp, "BENCH_MODELS": str(models_root)}
-        res = _result([str(python), str(script), "run", "--size", size, "--models", str(models_root)], cwd=Path(tmp),
-                      env=env)
-    res.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), workload="ppo",
-               implementation="trl-1.10", git=git_commit(),
-               machine={"load_average_before": load_before, "load_average_after": load_average()})
+        res = _result(
+            [str(python), str(script), "run", "--size", size, "--models", str(models_root)], cwd=Path(tmp), env=env
+        )
+    res.update(
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        workload="ppo",
+        implementation="trl-1.10",
+        git=git_commit(),
+        machine={"load_average_before": load_before, "load_average_after": load_average()},
+    )
     return res
 
 
@@ -65,8 +70,9 @@ def ratios(ours: dict, trl: dict) -> dict[str, float]:
     return out
 
 
-def alternate(size: str, options: dict, repeats: int, models_root: Path, log=print,
-              keep=lambda rec: None) -> tuple[list, list, list]:
+def alternate(
+    size: str, options: dict, repeats: int, models_root: Path, log=print, keep=lambda rec: None
+) -> tuple[list, list, list]:
     """`repeats` pairs of (ours, TRL) runs in alternation; returns (ours, trl, per-pair ratios).
 
     `keep` receives each record as soon as its run ends (so an interrupted series keeps what it measured).
@@ -96,6 +102,8 @@ def summary_line(rec: dict) -> str:
     """One line: episodes/s, tokens/s, FLOP/s and its share of the in-run ceiling, peak RSS, load."""
     ceiling = max(rec["matmul_ceiling_gflops"].values())
     load = rec.get("machine", {}).get("load_average_before", ["?"])[0]
-    return (f"{rec['episodes_per_s']:.2f} ep/s, {rec['gen_tokens_per_s']:.0f} gen tok/s, "
-            f"{rec['achieved_gflops']:.1f} GFLOP/s ({rec['pct_of_ceiling']:.0f}% of {ceiling:.0f}), "
-            f"peak RSS {rec['peak_rss_mb']:.0f} MB, train {rec['train_s']:.1f} s, load {load}")
+    return (
+        f"{rec['episodes_per_s']:.2f} ep/s, {rec['gen_tokens_per_s']:.0f} gen tok/s, "
+        f"{rec['achieved_gflops']:.1f} GFLOP/s ({rec['pct_of_ceiling']:.0f}% of {ceiling:.0f}), "
+        f"peak RSS {rec['peak_rss_mb']:.0f} MB, train {rec['train_s']:.1f} s, load {load}"
+    )

@@ -195,7 +195,8 @@ class Instrumentation:
     def forward_summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{phase: {role: {calls, seconds, tokens, flops}}} over body and head calls (a head call is not a call)."""
         out: dict[str, dict[str, dict[str, float]]] = defaultdict(
-            lambda: defaultdict(lambda: {"calls": 0, "seconds": 0.0, "tokens": 0, "flops": 0}))
+            lambda: defaultdict(lambda: {"calls": 0, "seconds": 0.0, "tokens": 0, "flops": 0})
+        )
         for role, phase, batch, n_q, _n_kv, seconds, flops in self.passes:
             cell = out[phase][role]
             cell["calls"] += 1

@@ -71,16 +71,21 @@ def summarize_stacks(raw: Path, source: Path, top: int = 12) -> dict:
             phase, below = "outside run()", frames[-1:]
         else:
             phase = phase_of(int(RUN_FRAME.match(frames[index]).group(1)), bounds)
-            below = frames[index + 1:] or [frames[index]]
+            below = frames[index + 1 :] or [frames[index]]
         samples[phase] += n
         leaves[phase][LINE_NUMBER.sub(")", below[-1])] += n
         for name in {LINE_NUMBER.sub(")", f) for f in below}:
             inclusive[phase][name] += n
     total = sum(samples.values()) or 1
-    return {phase: {"share": round(n / total, 4), "samples": n,
-                    "top_self": [(f, round(c / n, 3)) for f, c in leaves[phase].most_common(top)],
-                    "top_inclusive": [(f, round(c / n, 3)) for f, c in inclusive[phase].most_common(top)]}
-            for phase, n in samples.most_common()}
+    return {
+        phase: {
+            "share": round(n / total, 4),
+            "samples": n,
+            "top_self": [(f, round(c / n, 3)) for f, c in leaves[phase].most_common(top)],
+            "top_inclusive": [(f, round(c / n, 3)) for f, c in inclusive[phase].most_common(top)],
+        }
+        for phase, n in samples.most_common()
+    }
 
 
 def profile_ppo(options: dict, out_dir: Path, tool: str = "auto", native: bool = False, rate: int = 100) -> dict:
@@ -91,18 +96,42 @@ def profile_ppo(options: dict, out_dir: Path, tool: str = "auto", native: bool =
         raise BenchError("py-spy not found: pip install py-spy, or set $PY_SPY")
     if tool in ("auto", "py-spy") and spy is not None:
         raw = out_dir / "py-spy.txt"
-        cmd = [spy, "record", "--format", "raw", "--rate", str(rate), "-o", str(raw), *(["--native"] if native else []),
-               "--", sys.executable, "-m", "rlhf.bench.worker", "ppo", json.dumps(options)]
+        cmd = [
+            spy,
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            str(rate),
+            "-o",
+            str(raw),
+            *(["--native"] if native else []),
+            "--",
+            sys.executable,
+            "-m",
+            "rlhf.bench.worker",
+            "ppo",
+            json.dumps(options),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines or not raw.is_file():
             raise BenchError("py-spy run failed:\n" + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
         source = REPO / "rlhf" / "stages" / "ppo.py"
-        return {"tool": "py-spy" + (" --native" if native else ""), "result": json.loads(lines[-1][7:]),
-                "profile": summarize_stacks(raw, source), "raw": str(raw)}
+        return {
+            "tool": "py-spy" + (" --native" if native else ""),
+            "result": json.loads(lines[-1][7:]),
+            "profile": summarize_stacks(raw, source),
+            "raw": str(raw),
+        }
     mode = "torch" if tool == "torch" else "cprofile"
-    cmd = [sys.executable, "-m", "rlhf.bench.worker", "ppo", json.dumps({**options, "profile": mode,
-                                                                          "profile_dir": str(out_dir)})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf.bench.worker",
+        "ppo",
+        json.dumps({**options, "profile": mode, "profile_dir": str(out_dir)}),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -127,8 +156,9 @@ class InProcessProfiler:
         elif self.mode == "torch":
             import torch
 
-            self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                    record_shapes=True)
+            self._profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True
+            )
             self._profiler.__enter__()
         elif self.mode is not None:
             raise ValueError(f"unknown profile mode {self.mode!r} (cprofile or torch)")
@@ -151,8 +181,9 @@ class InProcessProfiler:
         else:
             self._profiler.__exit__(*exc)
             averages = self._profiler.key_averages(group_by_input_shape=True)
-            table = averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=50,
-                                   max_shapes_column_width=70)
+            table = averages.table(
+                sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=50, max_shapes_column_width=70
+            )
             by_op = self._profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
             path.write_text(by_op + "\n\n" + table, encoding="utf-8")
 

@@ -10,8 +10,21 @@ from rlhf.bench.probe import git_commit, machine, versions
 
 RESULTS_FILE = Path(__file__).resolve().parents[2] / "bench" / "results.jsonl"
 # Every record has these; a workload adds its own measures (ppo: episodes_per_s, gen_tokens_per_s, phase_s, ...).
-REQUIRED_FIELDS = ("date", "workload", "implementation", "git", "machine", "versions", "settings", "train_s",
-                   "flops", "achieved_gflops", "pct_of_ceiling", "matmul_ceiling_gflops", "peak_rss_mb")
+REQUIRED_FIELDS = (
+    "date",
+    "workload",
+    "implementation",
+    "git",
+    "machine",
+    "versions",
+    "settings",
+    "train_s",
+    "flops",
+    "achieved_gflops",
+    "pct_of_ceiling",
+    "matmul_ceiling_gflops",
+    "peak_rss_mb",
+)
 PPO_FIELDS = ("episodes_per_s", "gen_tokens_per_s", "phase_s", "forward_s", "flops_trl_accounting")
 
 
@@ -20,9 +33,15 @@ def record(workload: str, measures: dict, load_before: list[float], implementati
     info = machine()
     info["load_average_before"] = load_before
     info["load_average_after"] = info.pop("load_average")
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "workload": workload,
-            "implementation": implementation, "git": git_commit(), "machine": info, "versions": versions(),
-            **measures}
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "workload": workload,
+        "implementation": implementation,
+        "git": git_commit(),
+        "machine": info,
+        "versions": versions(),
+        **measures,
+    }
 
 
 def missing_fields(rec: dict) -> list[str]:

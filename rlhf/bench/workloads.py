@@ -22,9 +22,23 @@ from rlhf.bench.probe import NUM_THREADS, matmul_ceiling, peak_rss_mb
 # The reference's PPO_KW and N_PROMPTS (trl_ppo_baseline.py); TRL's PPOConfig defaults for the rest.
 N_PROMPTS = 256
 PPO_SETTINGS = dict(
-    batch_size=8, num_minibatches=1, max_new_tokens=48, epochs=4, episodes=256, temperature=0.7,
-    missing_eos_penalty=1.0, learning_rate=3e-6, kl_coef=0.05, cliprange=0.2, value_coef=0.1, value_cliprange=0.2,
-    gamma=1.0, lam=0.95, max_grad_norm=1.0, lr_scheduler="linear", seed=42,
+    batch_size=8,
+    num_minibatches=1,
+    max_new_tokens=48,
+    epochs=4,
+    episodes=256,
+    temperature=0.7,
+    missing_eos_penalty=1.0,
+    learning_rate=3e-6,
+    kl_coef=0.05,
+    cliprange=0.2,
+    value_coef=0.1,
+    value_cliprange=0.2,
+    gamma=1.0,
+    lam=0.95,
+    max_grad_norm=1.0,
+    lr_scheduler="linear",
+    seed=42,
 )
 SFT_SETTINGS = dict(batch_size=16, max_length=256, learning_rate=2e-3, max_steps=30)
 REWARD_SETTINGS = dict(batch_size=16, max_length=256, learning_rate=5e-4, max_steps=30)
@@ -35,8 +49,17 @@ def prompt_rows(n: int = N_PROMPTS) -> list[dict]:
     return [{"prompt": [{"role": "user", "content": f"my order {i} is late"}]} for i in range(n)]
 
 
-def ppo_recipe(size: str, models: dict[str, Path], data_file: Path, output_dir: Path, *, value: str = "critic",
-               lora: bool = False, episodes: int = 256, gradient_checkpointing: bool = False) -> dict:
+def ppo_recipe(
+    size: str,
+    models: dict[str, Path],
+    data_file: Path,
+    output_dir: Path,
+    *,
+    value: str = "critic",
+    lora: bool = False,
+    episodes: int = 256,
+    gradient_checkpointing: bool = False,
+) -> dict:
     """A ppo recipe with the reference's settings, as a plain dict (validated by `PPOStage`)."""
     s = PPO_SETTINGS
     if episodes % s["batch_size"]:
@@ -49,16 +72,29 @@ def ppo_recipe(size: str, models: dict[str, Path], data_file: Path, output_dir: 
         "model": {"name_or_path": str(models["policy"]), "dtype": "float32", "lora": {} if lora else None},
         "data": {"train": str(data_file), "max_length": 256, "max_prompt_length": 128},
         "rewards": [{"name": "reward", "model": str(models["reward"])}],
-        "rollout": {"max_new_tokens": s["max_new_tokens"], "temperature": s["temperature"],
-                    "missing_eos_penalty": s["missing_eos_penalty"]},
+        "rollout": {
+            "max_new_tokens": s["max_new_tokens"],
+            "temperature": s["temperature"],
+            "missing_eos_penalty": s["missing_eos_penalty"],
+        },
         "kl": {"coef": s["kl_coef"]},
         "value": {"mode": value, "coef": s["value_coef"], "cliprange": s["value_cliprange"]},
-        "update": {"epochs": s["epochs"], "num_minibatches": s["num_minibatches"], "cliprange": s["cliprange"],
-                   "gamma": s["gamma"], "lam": s["lam"]},
-        "training": {"learning_rate": s["learning_rate"], "batch_size": s["batch_size"],
-                     "max_steps": episodes // s["batch_size"], "lr_scheduler": s["lr_scheduler"],
-                     "max_grad_norm": s["max_grad_norm"], "save_steps": None,
-                     "gradient_checkpointing": gradient_checkpointing},
+        "update": {
+            "epochs": s["epochs"],
+            "num_minibatches": s["num_minibatches"],
+            "cliprange": s["cliprange"],
+            "gamma": s["gamma"],
+            "lam": s["lam"],
+        },
+        "training": {
+            "learning_rate": s["learning_rate"],
+            "batch_size": s["batch_size"],
+            "max_steps": episodes // s["batch_size"],
+            "lr_scheduler": s["lr_scheduler"],
+            "max_grad_norm": s["max_grad_norm"],
+            "save_steps": None,
+            "gradient_checkpointing": gradient_checkpointing,
+        },
         "tracking": {"report_to": ["none"]},
         "log_samples_every": 10**6,  # the reference logs no samples; ours logs only the first step's
     }
@@ -78,9 +114,17 @@ def measure(workload: str, threads: int = NUM_THREADS, **options: Any) -> dict:
         return runner(Path(tmp), **options)
 
 
-def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episodes: int = 256,
-         models_root: str | None = None, profile: str | None = None, profile_dir: str | None = None,
-         gradient_checkpointing: bool = False) -> dict:
+def _ppo(
+    tmp: Path,
+    size: str,
+    value: str = "critic",
+    lora: bool = False,
+    episodes: int = 256,
+    models_root: str | None = None,
+    profile: str | None = None,
+    profile_dir: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> dict:
     import torch
     from transformers import AutoConfig
 
@@ -93,8 +137,16 @@ def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episod
     models = prepare(size, Path(models_root) if models_root else None)
     data_file = tmp / "prompts.jsonl"
     data_file.write_text("".join(json.dumps(row) + "\n" for row in prompt_rows()))
-    recipe = ppo_recipe(size, models, data_file, tmp / "out", value=value, lora=lora, episodes=episodes,
-                        gradient_checkpointing=gradient_checkpointing)
+    recipe = ppo_recipe(
+        size,
+        models,
+        data_file,
+        tmp / "out",
+        value=value,
+        lora=lora,
+        episodes=episodes,
+        gradient_checkpointing=gradient_checkpointing,
+    )
     cfg = PPOStage.model_validate(recipe)
 
     ceiling_before = matmul_ceiling()
@@ -109,8 +161,12 @@ def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episod
     batch = cfg.training.batch_size
     episodes_done = len(steps) * batch
     phases = {name: sum(log.metrics[f"time/{name}"] for log in steps) for name in ("rollout", "score", "update")}
-    phase_s = {"generation": phases["rollout"], "scoring": phases["score"], "update": phases["update"],
-               "other": train_s - sum(phases.values())}
+    phase_s = {
+        "generation": phases["rollout"],
+        "scoring": phases["score"],
+        "update": phases["update"],
+        "other": train_s - sum(phases.values()),
+    }
     forwards = ins.forward_summary()
     gen_tokens = sum(g.batch * g.steps for g in ins.generations)
     valid_tokens = sum(log.metrics["response/length"] * batch for log in steps)
@@ -121,9 +177,17 @@ def _ppo(tmp: Path, size: str, value: str = "critic", lora: bool = False, episod
     trl_flops = F.trl_accounting(policy_cfg, value_cfg, ins.generations, cfg.update.epochs)
     ceiling = max(ceiling_before, ceiling_after)
     return {
-        "settings": {**PPO_SETTINGS, "episodes": episodes, "size": size, "value": value, "lora": lora,
-                     "gradient_checkpointing": gradient_checkpointing,
-                     "threads": torch.get_num_threads(), "models": str(models["root"]), "profile": profile},
+        "settings": {
+            **PPO_SETTINGS,
+            "episodes": episodes,
+            "size": size,
+            "value": value,
+            "lora": lora,
+            "gradient_checkpointing": gradient_checkpointing,
+            "threads": torch.get_num_threads(),
+            "models": str(models["root"]),
+            "profile": profile,
+        },
         "params": _params(policy_cfg, value_cfg),
         "train_s": train_s,
         "wall_s": wall_s,
@@ -159,11 +223,19 @@ def _hf_stage(tmp: Path, stage: str, size: str, settings: dict, train_file: str,
 
     models = prepare(size, Path(models_root) if models_root else None)
     recipe = {
-        "stage": stage, "seed": 42, "output_dir": str(tmp / "out"), "resume": False,
+        "stage": stage,
+        "seed": 42,
+        "output_dir": str(tmp / "out"),
+        "resume": False,
         "model": {"name_or_path": str(models["policy"])},
         "data": {"train": str(corpus_dir() / train_file), "max_length": settings["max_length"]},
-        "training": {"batch_size": settings["batch_size"], "max_steps": settings["max_steps"],
-                     "learning_rate": settings["learning_rate"], "save_steps": None, "logging_steps": 1},
+        "training": {
+            "batch_size": settings["batch_size"],
+            "max_steps": settings["max_steps"],
+            "learning_rate": settings["learning_rate"],
+            "save_steps": None,
+            "logging_steps": 1,
+        },
         "tracking": {"report_to": ["none"]},
     }
     cfg = (SFTStage if stage == "sft" else RewardStage).model_validate(recipe)
@@ -176,7 +248,9 @@ def _hf_stage(tmp: Path, stage: str, size: str, settings: dict, train_file: str,
     final = next(log.metrics for log in ins.logs if "train_runtime" in log.metrics)
     first, last = steps[0], steps[-1]
     span_s = last.at - first.at
-    update_flops = sum(p[-1] for p in ins.passes if p[1] == "update") + sum(h[-1] for h in ins.heads if h[1] == "update")
+    update_flops = sum(p[-1] for p in ins.passes if p[1] == "update") + sum(
+        h[-1] for h in ins.heads if h[1] == "update"
+    )
     out = {
         "settings": {**settings, "size": size, "threads": torch.get_num_threads(), "data": train_file},
         "steps": len(steps),
@@ -190,12 +264,18 @@ def _hf_stage(tmp: Path, stage: str, size: str, settings: dict, train_file: str,
     }
     if stage == "sft":
         tokens = last.metrics["num_tokens"]
-        out.update(tokens=tokens, tokens_per_s=tokens / final["train_runtime"],
-                   steady_tokens_per_s=(tokens - first.metrics["num_tokens"]) / span_s)
+        out.update(
+            tokens=tokens,
+            tokens_per_s=tokens / final["train_runtime"],
+            steady_tokens_per_s=(tokens - first.metrics["num_tokens"]) / span_s,
+        )
     else:
         pairs = settings["batch_size"] * len(steps)
-        out.update(pairs=pairs, pairs_per_s=pairs / final["train_runtime"],
-                   steady_pairs_per_s=settings["batch_size"] * (len(steps) - 1) / span_s)
+        out.update(
+            pairs=pairs,
+            pairs_per_s=pairs / final["train_runtime"],
+            steady_pairs_per_s=settings["batch_size"] * (len(steps) - 1) / span_s,
+        )
     return out
 
 

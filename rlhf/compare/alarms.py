@@ -62,13 +62,21 @@ def proxy_judge_divergence(analysis: Analysis, model: str, proxy: str, judges: l
         if change is None or change.low > 0:
             continue
         verdict = "down" if change.high < 0 else "flat"
-        alarms.append(Alarm(
-            "proxy_up_judge_" + verdict, model,
-            f"proxy reward up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}] vs {analysis.reference} while "
-            f"judge '{judge}' is {verdict}: {change.mean:+.3f} [{change.low:+.3f}, {change.high:+.3f}]",
-            {"proxy_gain": gain.mean, "proxy_gain_low": gain.low, "judge_change": change.mean,
-             "judge_change_low": change.low, "judge_change_high": change.high},
-        ))
+        alarms.append(
+            Alarm(
+                "proxy_up_judge_" + verdict,
+                model,
+                f"proxy reward up {gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}] vs {analysis.reference} while "
+                f"judge '{judge}' is {verdict}: {change.mean:+.3f} [{change.low:+.3f}, {change.high:+.3f}]",
+                {
+                    "proxy_gain": gain.mean,
+                    "proxy_gain_low": gain.low,
+                    "judge_change": change.mean,
+                    "judge_change_low": change.low,
+                    "judge_change_high": change.high,
+                },
+            )
+        )
     return alarms
 
 
@@ -77,10 +85,15 @@ def length_correlation(analysis: Analysis, model: str, proxy: str) -> list[Alarm
     r = analysis.length_correlation.get(model, {}).get(proxy)
     if r is None or not (r.mean >= LENGTH_CORRELATION_MAX and r.low > 0):
         return []
-    return [Alarm("reward_length_correlation", model,
-                  f"proxy reward correlates with length: r = {r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] "
-                  f"(alarm at {LENGTH_CORRELATION_MAX}); longer replies may be rewarded for being longer",
-                  {"r": r.mean, "r_low": r.low, "r_high": r.high})]
+    return [
+        Alarm(
+            "reward_length_correlation",
+            model,
+            f"proxy reward correlates with length: r = {r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] "
+            f"(alarm at {LENGTH_CORRELATION_MAX}); longer replies may be rewarded for being longer",
+            {"r": r.mean, "r_low": r.low, "r_high": r.high},
+        )
+    ]
 
 
 def degeneration(analysis: Analysis, model: str, corpus: dict[str, dict[str, float]] | None = None) -> list[Alarm]:
@@ -89,19 +102,30 @@ def degeneration(analysis: Analysis, model: str, corpus: dict[str, dict[str, flo
     alarms = []
     repetition = analysis.summary[model].get("repetition")
     rise = analysis.differences[model].get("repetition")
-    if repetition is not None and (repetition.mean >= REPETITION_MAX
-                                   or (rise is not None and rise.mean >= REPETITION_RISE and rise.low > 0)):
+    if repetition is not None and (
+        repetition.mean >= REPETITION_MAX or (rise is not None and rise.mean >= REPETITION_RISE and rise.low > 0)
+    ):
         change = f", {rise.mean:+.3f} [{rise.low:+.3f}, {rise.high:+.3f}] vs {analysis.reference}" if rise else ""
-        alarms.append(Alarm("repetition", model,
-                            f"replies repeat themselves: {repetition.mean:.3f} of word 4-grams are repeats{change}",
-                            {"repetition": repetition.mean, "rise": rise.mean if rise else float("nan")}))
+        alarms.append(
+            Alarm(
+                "repetition",
+                model,
+                f"replies repeat themselves: {repetition.mean:.3f} of word 4-grams are repeats{change}",
+                {"repetition": repetition.mean, "rise": rise.mean if rise else float("nan")},
+            )
+        )
     if corpus and model in corpus and analysis.reference in corpus:
         own, ref = corpus[model]["distinct_2"], corpus[analysis.reference]["distinct_2"]
         if own < CORPUS_DISTINCT_DROP * ref:
-            alarms.append(Alarm("diversity_collapse", model,
-                                f"replies collapse towards one another: corpus distinct-2 {own:.3f} vs "
-                                f"{ref:.3f} for {analysis.reference} (alarm below {CORPUS_DISTINCT_DROP:.0%} of it)",
-                                {"distinct_2": own, "reference_distinct_2": ref}))
+            alarms.append(
+                Alarm(
+                    "diversity_collapse",
+                    model,
+                    f"replies collapse towards one another: corpus distinct-2 {own:.3f} vs "
+                    f"{ref:.3f} for {analysis.reference} (alarm below {CORPUS_DISTINCT_DROP:.0%} of it)",
+                    {"distinct_2": own, "reference_distinct_2": ref},
+                )
+            )
     return alarms
 
 
@@ -111,14 +135,20 @@ def eos_collapse(analysis: Analysis, model: str) -> list[Alarm]:
     if drop is None or not (drop.mean <= -EOS_RATE_DROP and drop.high < 0):
         return []
     own, ref = analysis.summary[model]["eos"].mean, analysis.summary[analysis.reference]["eos"].mean
-    return [Alarm("eos_collapse", model,
-                  f"EOS rate fell to {own:.2f} from {ref:.2f} ({analysis.reference}): {drop.mean:+.2f} "
-                  f"[{drop.low:+.2f}, {drop.high:+.2f}]; replies run to the token budget",
-                  {"eos_rate": own, "reference_eos_rate": ref, "change": drop.mean})]
+    return [
+        Alarm(
+            "eos_collapse",
+            model,
+            f"EOS rate fell to {own:.2f} from {ref:.2f} ({analysis.reference}): {drop.mean:+.2f} "
+            f"[{drop.low:+.2f}, {drop.high:+.2f}]; replies run to the token budget",
+            {"eos_rate": own, "reference_eos_rate": ref, "change": drop.mean},
+        )
+    ]
 
 
-def check_alarms(analysis: Analysis, proxy: str | None, judges: list[str],
-                 corpus: dict[str, dict[str, float]] | None = None) -> list[Alarm]:
+def check_alarms(
+    analysis: Analysis, proxy: str | None, judges: list[str], corpus: dict[str, dict[str, float]] | None = None
+) -> list[Alarm]:
     """Every alarm that fires, model by model in report order.
 
     Args:

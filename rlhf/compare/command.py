@@ -31,13 +31,22 @@ PROXY_NAME = "learned"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `compare` sub-command's arguments (see the module docstring)."""
-    parser.add_argument("arguments", nargs="*", metavar="[RECIPE] [key.sub=value ...]",
-                        help="a compare or pipeline recipe, then overrides; with --models: overrides only")
+    parser.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="[RECIPE] [key.sub=value ...]",
+        help="a compare or pipeline recipe, then overrides; with --models: overrides only",
+    )
     quick = parser.add_argument_group("quick form (instead of a recipe)")
     quick.add_argument("--models", nargs="+", metavar="NAME=PATH", help="models to compare, in report order")
     quick.add_argument("--prompts", metavar="FILE", help="held-out prompts (prompt or messages rows)")
-    quick.add_argument("--judge", nargs="+", action="extend", metavar="[NAME=]SPEC",
-                       help="independent judge: a reward-model directory or a reward_models/ function")
+    quick.add_argument(
+        "--judge",
+        nargs="+",
+        action="extend",
+        metavar="[NAME=]SPEC",
+        help="independent judge: a reward-model directory or a reward_models/ function",
+    )
     quick.add_argument("--reward", metavar="[NAME=]DIR", help="the training reward model (proxy)")
     quick.add_argument("--reference", metavar="NAME", help="model for KL and differences (default: the first)")
     quick.add_argument("--out", metavar="DIR", help="output directory of the report")
@@ -49,8 +58,9 @@ def load(args: argparse.Namespace) -> Recipe:
     Raises:
         RecipeError: Flags and recipe mixed, a malformed flag, or an invalid recipe.
     """
-    quick = [flag for flag in ("models", "prompts", "judge", "reward", "reference", "out")
-             if getattr(args, flag) is not None]
+    quick = [
+        flag for flag in ("models", "prompts", "judge", "reward", "reference", "out") if getattr(args, flag) is not None
+    ]
     if not quick:
         if not args.arguments or "=" in args.arguments[0]:
             raise RecipeError("rlhf compare needs a recipe, or --models ... --prompts ... --judge ... --out ...")
@@ -60,8 +70,10 @@ def load(args: argparse.Namespace) -> Recipe:
                 raise RecipeError(f"{args.arguments[0]} has no compare section")
             return recipe.model_copy(update={"stages": ["compare"]})
         if not isinstance(recipe, CompareStage):
-            raise RecipeError(f"{args.arguments[0]} is a '{recipe.stage}' recipe; rlhf compare takes a compare recipe "
-                              "(stage: compare) or a pipeline with a compare section (use rlhf run for the others)")
+            raise RecipeError(
+                f"{args.arguments[0]} is a '{recipe.stage}' recipe; rlhf compare takes a compare recipe "
+                "(stage: compare) or a pipeline with a compare section (use rlhf run for the others)"
+            )
         return recipe
     missing = [f"--{flag}" for flag in ("models", "prompts", "judge", "out") if getattr(args, flag) is None]
     if missing:
@@ -69,15 +81,22 @@ def load(args: argparse.Namespace) -> Recipe:
     stray = [a for a in args.arguments if "=" not in a]
     if stray:
         raise RecipeError(f"with --models, give no recipe ({', '.join(stray)}); only key.sub=value overrides")
-    data = quick_recipe(models=args.models, prompts=args.prompts, judges=args.judge, reward=args.reward,
-                        reference=args.reference, out=args.out)
+    data = quick_recipe(
+        models=args.models,
+        prompts=args.prompts,
+        judges=args.judge,
+        reward=args.reward,
+        reference=args.reference,
+        out=args.out,
+    )
     for override in args.arguments:
         apply_override(data, override)
     return validate_recipe(data, base_dir=Path.cwd(), source="rlhf compare")
 
 
-def quick_recipe(*, models: list[str], prompts: str, judges: list[str], reward: str | None, reference: str | None,
-                 out: str) -> dict[str, Any]:
+def quick_recipe(
+    *, models: list[str], prompts: str, judges: list[str], reward: str | None, reference: str | None, out: str
+) -> dict[str, Any]:
     """The raw compare recipe the quick form's flags describe (validated by the caller, after overrides)."""
     data: dict[str, Any] = {
         "stage": "compare",
@@ -117,8 +136,11 @@ def _source(spec: str, flag: str) -> dict[str, str]:
         value = spec
         path = Path(spec.rstrip("/"))
         # A directory named final/ is a stage output: its stage directory names it better.
-        name = (path.parent.name if path.name == "final" else path.name) if _is_model_dir(spec) else (
-            spec.partition(":")[0].rsplit(".", 1)[-1])
+        name = (
+            (path.parent.name if path.name == "final" else path.name)
+            if _is_model_dir(spec)
+            else (spec.partition(":")[0].rsplit(".", 1)[-1])
+        )
     if not name or not value:
         raise RecipeError(f"{flag} {spec}: write [NAME=]SPEC")
     return {"name": name, "model": _local(value)} if _is_model_dir(value) else {"name": name, "function": value}
@@ -152,5 +174,7 @@ def check(stage: CompareStage) -> str:
     prompts = ", ".join(f"{Path(p).name}: {n} rows" for p, n in counts.items()) or "hub dataset"
     if stage.prompts.max_prompts is not None:
         prompts += f" (the first {stage.prompts.max_prompts} used)"
-    return (f"compare: models {', '.join(m.name for m in stage.models)} (reference {stage.reference_name()}); "
-            f"judges {', '.join(j.name for j in stage.judges)}; prompts {prompts}; output {stage.output_dir}")
+    return (
+        f"compare: models {', '.join(m.name for m in stage.models)} (reference {stage.reference_name()}); "
+        f"judges {', '.join(j.name for j in stage.judges)}; prompts {prompts}; output {stage.output_dir}"
+    )

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-CURVES = (("reward/total", "reward (total)"), ("kl", "KL to reference"), ("kl_coef", "KL coefficient"),
-          ("response/length", "response length (tokens)"), ("policy/clipfrac", "policy clip fraction"))
+CURVES = (
+    ("reward/total", "reward (total)"),
+    ("kl", "KL to reference"),
+    ("kl_coef", "KL coefficient"),
+    ("response/length", "response length (tokens)"),
+    ("policy/clipfrac", "policy clip fraction"),
+)
 """The ppo metrics drawn as training curves: (metrics.jsonl key, axis title)."""
 
 LABELS = {"proxy": "proxy reward", "kl": "KL to reference (nats)", "length": "length (tokens)"}
@@ -24,15 +29,26 @@ def _pyplot():
     matplotlib.use("Agg")  # headless: the report is written on servers and in CI
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                         "axes.titlesize": 10, "figure.dpi": 110})
+    plt.rcParams.update(
+        {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 10, "figure.dpi": 110}
+    )
     return plt
 
 
 def colours(models: list[str]) -> dict[str, str]:
     """One colour per model (matplotlib's tab10, in report order)."""
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-               "#17becf"]
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     return {m: palette[i % len(palette)] for i, m in enumerate(models)}
 
 
@@ -86,8 +102,9 @@ def reward_vs_kl(measures: dict[str, dict[str, np.ndarray]], scores: list[str], 
         for model in models:
             kl, value = measures[model]["kl"].ravel(), measures[model][name].ravel()
             ax.scatter(kl, value, s=6, color=colour[model], alpha=0.3, linewidths=0)
-            ax.scatter([kl.mean()], [value.mean()], s=80, color=colour[model], edgecolors="black", zorder=3,
-                       label=model)
+            ax.scatter(
+                [kl.mean()], [value.mean()], s=80, color=colour[model], edgecolors="black", zorder=3, label=model
+            )
         ax.set_xlabel(f"KL to {reference} (nats per response)")
         ax.set_ylabel(LABELS.get(name, name))
         ax.set_title(f"{LABELS.get(name, name)} vs KL")
@@ -124,8 +141,7 @@ def training_curves(curves: dict[str, Path], all_models: list[str]) -> bytes | N
             points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
             if points:
                 steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, color=colour[model], marker="o" if len(points) < 30 else None, ms=3,
-                        label=model)
+                ax.plot(steps, values, color=colour[model], marker="o" if len(points) < 30 else None, ms=3, label=model)
         ax.set_title(title)
         ax.set_xlabel("ppo step")
         ax.grid(alpha=0.3)

@@ -28,8 +28,13 @@ COLUMNS = {"kl": "KL", "length": "length", "eos": "EOS rate", "distinct_2": "dis
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 
 
-def write_report(output_dir: Path, results: dict[str, Any], measures: dict[str, dict[str, np.ndarray]],
-                 samples: list[dict], curves: dict[str, Path]) -> Path:
+def write_report(
+    output_dir: Path,
+    results: dict[str, Any],
+    measures: dict[str, dict[str, np.ndarray]],
+    samples: list[dict],
+    curves: dict[str, Path],
+) -> Path:
     """Draws the plots and writes report.md and report.html into `output_dir`; returns the HTML path."""
     models = list(results["summary"])
     figures = {
@@ -64,7 +69,8 @@ def _digits(name: str) -> int:
 def _columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     measures = {m for by_model in results["summary"].values() for m in by_model}
     return [(s, s if s != "proxy" else "proxy") for s in results["scores"]] + [
-        (key, title) for key, title in COLUMNS.items() if key in measures]
+        (key, title) for key, title in COLUMNS.items() if key in measures
+    ]
 
 
 def _sections(results: dict[str, Any], samples: list[dict], curves: dict[str, Path]) -> dict[str, Any]:
@@ -79,8 +85,13 @@ def _sections(results: dict[str, Any], samples: list[dict], curves: dict[str, Pa
                 row.append(("n/a", "", ""))
                 continue
             d = _digits(key)
-            row.append((_fmt(est["mean"], digits=d), f"[{_fmt(est['low'], digits=d)}, {_fmt(est['high'], digits=d)}]"
-                        f" sd {_fmt(est['std'], digits=d)}", ""))
+            row.append(
+                (
+                    _fmt(est["mean"], digits=d),
+                    f"[{_fmt(est['low'], digits=d)}, {_fmt(est['high'], digits=d)}] sd {_fmt(est['std'], digits=d)}",
+                    "",
+                )
+            )
         first = next(iter(by_measure.values()))
         row.append((f"{first['n_prompts']} x {results['samples_per_prompt']}", "", ""))
         summary.append(row)
@@ -97,23 +108,32 @@ def _sections(results: dict[str, Any], samples: list[dict], curves: dict[str, Pa
             tone = ""
             if significant:
                 tone = ("good" if est["mean"] > 0 else "bad") if key in results["scores"] else "strong"
-            row.append((_fmt(est["mean"], True, d), f"[{_fmt(est['low'], True, d)}, {_fmt(est['high'], True, d)}]",
-                        tone))
+            row.append(
+                (_fmt(est["mean"], True, d), f"[{_fmt(est['low'], True, d)}, {_fmt(est['high'], True, d)}]", tone)
+            )
         differences.append(row)
     correlation = []
     for model, by_score in results["length_correlation"].items():
         row = [(model, "", "")]
         for score in results["scores"]:
             est = by_score.get(score)
-            row.append(("n/a", "", "") if est is None or est["mean"] is None else
-                       (_fmt(est["mean"], True, 2), f"[{_fmt(est['low'], True, 2)}, {_fmt(est['high'], True, 2)}]",
-                        ""))
+            row.append(
+                ("n/a", "", "")
+                if est is None or est["mean"] is None
+                else (_fmt(est["mean"], True, 2), f"[{_fmt(est['low'], True, 2)}, {_fmt(est['high'], True, 2)}]", "")
+            )
         corpus = results["corpus"].get(model, {})
         row.append((_fmt(corpus.get("distinct_2")), "", ""))
         row.append((f"{corpus.get('unique_responses', 0):.0%}", "", ""))
         correlation.append(row)
-    return {"columns": columns, "summary": summary, "differences": differences, "correlation": correlation,
-            "samples": samples, "curves": curves}
+    return {
+        "columns": columns,
+        "summary": summary,
+        "differences": differences,
+        "correlation": correlation,
+        "samples": samples,
+        "curves": curves,
+    }
 
 
 def _clean(text: str) -> str:
@@ -135,9 +155,14 @@ def _caption(results: dict[str, Any]) -> list[str]:
     ]
 
 
-ALARM_TITLES = {"proxy_up_judge_down": "proxy up, judge down", "proxy_up_judge_flat": "proxy up, judge flat",
-                "reward_length_correlation": "reward tracks length", "repetition": "repetition",
-                "diversity_collapse": "diversity collapse", "eos_collapse": "EOS-rate collapse"}
+ALARM_TITLES = {
+    "proxy_up_judge_down": "proxy up, judge down",
+    "proxy_up_judge_flat": "proxy up, judge flat",
+    "reward_length_correlation": "reward tracks length",
+    "repetition": "repetition",
+    "diversity_collapse": "diversity collapse",
+    "eos_collapse": "EOS-rate collapse",
+}
 
 
 def _alarm_lines(results: dict[str, Any]) -> list[str]:
@@ -147,10 +172,14 @@ def _alarm_lines(results: dict[str, Any]) -> list[str]:
 def _alarm_scope(results: dict[str, Any]) -> str:
     checked = results["alarms_checked_on"]
     if not checked:
-        return (f"No model scores above {results['reference']} on the proxy, so there is nothing to check for reward "
-                "hacking.")
-    return (f"Checked on {', '.join(checked)} (the models the proxy prefers to {results['reference']}): proxy gain "
-            "without a judge gain, reward-length correlation, repetition, diversity collapse, EOS-rate collapse.")
+        return (
+            f"No model scores above {results['reference']} on the proxy, so there is nothing to check for reward "
+            "hacking."
+        )
+    return (
+        f"Checked on {', '.join(checked)} (the models the proxy prefers to {results['reference']}): proxy gain "
+        "without a judge gain, reward-length correlation, repetition, diversity collapse, EOS-rate collapse."
+    )
 
 
 def _win_matrix(results: dict[str, Any], score: str) -> tuple[list[str], list[list[tuple[str, str, float | None]]]]:
@@ -165,8 +194,13 @@ def _win_matrix(results: dict[str, Any], score: str) -> tuple[list[str], list[li
                 row.append(("-", "", None))
                 continue
             w = table[a][b]
-            row.append((f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]",
-                        f"W {w['win']:.0%} / T {w['tie']:.0%} / L {w['loss']:.0%}", w["rate"]))
+            row.append(
+                (
+                    f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]",
+                    f"W {w['win']:.0%} / T {w['tie']:.0%} / L {w['loss']:.0%}",
+                    w["rate"],
+                )
+            )
         rows.append(row)
     return models, rows
 
@@ -190,21 +224,45 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
     out += [f"- **ALARM** {_md_cell(line)}" for line in _alarm_lines(results)] or ["No alarm fired."]
     out += ["", _alarm_scope(results)]
     header = [t for _, t in sections["columns"]]
-    out += ["", "## Summary (mean [interval] sd)", "",
-            _md_table(["model", *header, "prompts x samples"],
-                      [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["summary"]])]
+    out += [
+        "",
+        "## Summary (mean [interval] sd)",
+        "",
+        _md_table(
+            ["model", *header, "prompts x samples"],
+            [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["summary"]],
+        ),
+    ]
     if sections["differences"]:
-        out += ["", f"## Difference to {results['reference']} (paired)", "",
-                _md_table(["model", *header], [[f"{c[0]} {c[1]}".strip() for c in row]
-                                               for row in sections["differences"]])]
+        out += [
+            "",
+            f"## Difference to {results['reference']} (paired)",
+            "",
+            _md_table(["model", *header], [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["differences"]]),
+        ]
     for score in results["scores"]:
         models, rows = _win_matrix(results, score)
-        out += ["", f"## Win rate on {score} (row beats column on matched samples; ties count half)", "",
-                _md_table(["", *models], [[m, *[f"{c[0]} ({c[1]})" if c[1] else c[0] for c in row]]
-                                          for m, row in zip(models, rows, strict=True)])]
-    out += ["", "## Correlation with length, and diversity", "",
-            _md_table(["model", *[f"r({s}, length)" for s in results["scores"]], "corpus distinct-2",
-                       "unique replies"], [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["correlation"]])]
+        out += [
+            "",
+            f"## Win rate on {score} (row beats column on matched samples; ties count half)",
+            "",
+            _md_table(
+                ["", *models],
+                [
+                    [m, *[f"{c[0]} ({c[1]})" if c[1] else c[0] for c in row]]
+                    for m, row in zip(models, rows, strict=True)
+                ],
+            ),
+        ]
+    out += [
+        "",
+        "## Correlation with length, and diversity",
+        "",
+        _md_table(
+            ["model", *[f"r({s}, length)" for s in results["scores"]], "corpus distinct-2", "unique replies"],
+            [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["correlation"]],
+        ),
+    ]
     out += ["", "## Plots", ""] + [f"![{name}]({PLOTS}/{name}.png)\n" for name in figures]
     out += ["## Samples (first sample of each model on the same prompt)", ""]
     for sample in sections["samples"]:
@@ -226,9 +284,11 @@ def _notes(results: dict[str, Any], sections: dict[str, Any]) -> list[str]:
     lines = ["## Notes", ""]
     lines += [f"- {note}" for note in results["notes"]]
     lines += [f"- training curves of {m}: {p}" for m, p in sections["curves"].items()]
-    lines += ["- every number is in results.json; every response with its scores in responses.jsonl",
-              "- reproduce: `rlhf compare recipe.yaml` in this directory",
-              f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}"]
+    lines += [
+        "- every number is in results.json; every response with its scores in responses.jsonl",
+        "- reproduce: `rlhf compare recipe.yaml` in this directory",
+        f"- written {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    ]
     return lines
 
 
@@ -292,25 +352,35 @@ def _win_colour(rate: float) -> str:
 
 
 def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, bytes]) -> str:
-    out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-           "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-           f"<title>Compare report: {_e(', '.join(results['summary']))}</title><style>{_CSS}</style></head><body><main>",
-           "<h1>Compare report</h1><ul class='meta'>" + "".join(f"<li>{_e(c)}</li>" for c in _caption(results))
-           + "</ul>", "<h2>Alarms</h2>"]
+    out = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>Compare report: {_e(', '.join(results['summary']))}</title><style>{_CSS}</style></head><body><main>",
+        "<h1>Compare report</h1><ul class='meta'>" + "".join(f"<li>{_e(c)}</li>" for c in _caption(results)) + "</ul>",
+        "<h2>Alarms</h2>",
+    ]
     alarms = _alarm_lines(results)
     out += [f"<div class='alarm'><b>ALARM</b> {_e(line)}</div>" for line in alarms] or [
-        "<div class='ok'><b>No alarm fired.</b></div>"]
+        "<div class='ok'><b>No alarm fired.</b></div>"
+    ]
     out.append(f"<p class='note'>{_e(_alarm_scope(results))}</p>")
     header = [t for _, t in sections["columns"]]
-    out += ["<h2>Summary</h2><p class='note'>mean, with the bootstrap interval and the standard deviation over "
-            "responses below it</p>", _html_table(["model", *header, "prompts x samples"], sections["summary"])]
+    out += [
+        "<h2>Summary</h2><p class='note'>mean, with the bootstrap interval and the standard deviation over "
+        "responses below it</p>",
+        _html_table(["model", *header, "prompts x samples"], sections["summary"]),
+    ]
     if sections["differences"]:
-        out += [f"<h2>Difference to {_e(results['reference'])}</h2><p class='note'>paired on the same prompts; "
-                "green/red: the interval excludes 0 for a score; bold: it excludes 0 for another measure</p>",
-                _html_table(["model", *header], sections["differences"])]
-    out.append("<h2>Win rates</h2><p class='note'>row beats column: sample k of each model on the same prompt "
-               "(drawn with the same seed, so similar models often write the same reply: a tie); ties count half; "
-               "interval in brackets; W/T/L: wins, ties, losses</p><div class='matrices'>")
+        out += [
+            f"<h2>Difference to {_e(results['reference'])}</h2><p class='note'>paired on the same prompts; "
+            "green/red: the interval excludes 0 for a score; bold: it excludes 0 for another measure</p>",
+            _html_table(["model", *header], sections["differences"]),
+        ]
+    out.append(
+        "<h2>Win rates</h2><p class='note'>row beats column: sample k of each model on the same prompt "
+        "(drawn with the same seed, so similar models often write the same reply: a tie); ties count half; "
+        "interval in brackets; W/T/L: wins, ties, losses</p><div class='matrices'>"
+    )
     for score in results["scores"]:
         models, rows = _win_matrix(results, score)
         head = "".join(f"<th>{_e(m)}</th>" for m in [score, *models])
@@ -318,13 +388,20 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
         for model, row in zip(models, rows, strict=True):
             cells = "".join(
                 f"<td style='background:{_win_colour(rate)}'>{_e(text)}<span class='ci'>{_e(detail)}</span></td>"
-                if rate is not None else "<td>-</td>" for text, detail, rate in row)
+                if rate is not None
+                else "<td>-</td>"
+                for text, detail, rate in row
+            )
             body += f"<tr><th>{_e(model)}</th>{cells}</tr>"
         out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     out.append("</div>")
-    out += ["<h2>Correlation with length, and diversity</h2>",
-            _html_table(["model", *[f"r({s}, length)" for s in results["scores"]], "corpus distinct-2",
-                         "unique replies"], sections["correlation"])]
+    out += [
+        "<h2>Correlation with length, and diversity</h2>",
+        _html_table(
+            ["model", *[f"r({s}, length)" for s in results["scores"]], "corpus distinct-2", "unique replies"],
+            sections["correlation"],
+        ),
+    ]
     out.append("<h2>Plots</h2>")
     for name, png in figures.items():
         data = base64.b64encode(png).decode("ascii")
@@ -332,11 +409,15 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
     out.append("<h2>Samples</h2><p class='note'>the first sample of every model on the same prompt</p>")
     for sample in sections["samples"]:
         replies = sample["responses"]
-        out.append(f"<div class='sample'><div class='prompt'>Prompt {sample['prompt_index']}: {_e(sample['prompt'])}"
-                   f"</div><div class='replies' style='grid-template-columns:repeat({len(replies)},1fr)'>")
+        out.append(
+            f"<div class='sample'><div class='prompt'>Prompt {sample['prompt_index']}: {_e(sample['prompt'])}"
+            f"</div><div class='replies' style='grid-template-columns:repeat({len(replies)},1fr)'>"
+        )
         for model, record in replies.items():
-            out.append(f"<div class='reply'><h3>{_e(model)}</h3><pre>{_e(record['response'])}</pre>"
-                       f"<div class='scores'>{_e(_score_text(results, record))}</div></div>")
+            out.append(
+                f"<div class='reply'><h3>{_e(model)}</h3><pre>{_e(record['response'])}</pre>"
+                f"<div class='scores'>{_e(_score_text(results, record))}</div></div>"
+            )
         out.append("</div></div>")
     notes = _notes(results, sections)[2:]
     out += ["<h2>Notes</h2><ul class='note'>"] + [f"<li>{_e(n.removeprefix('- '))}</li>" for n in notes]

@@ -58,11 +58,22 @@ def run(cfg: CompareStage) -> Path:
             handle.write(json.dumps(record) + "\n")
     report = write_report(output_dir, results, scores, samples, training_curves(results["models"]))
     _track(cfg, output_dir, results, samples)
-    write_manifest(output_dir, cfg, data=data_hashes(cfg.prompts.path), parents=generated["parents"],
-                   results={"report": report.name, "alarms": [a["kind"] + ":" + a["model"] for a in results["alarms"]],
-                            **{f"{model}/{name}": est["mean"] for model, measures in results["summary"].items()
-                               for name, est in measures.items()}},
-                   started=started)
+    write_manifest(
+        output_dir,
+        cfg,
+        data=data_hashes(cfg.prompts.path),
+        parents=generated["parents"],
+        results={
+            "report": report.name,
+            "alarms": [a["kind"] + ":" + a["model"] for a in results["alarms"]],
+            **{
+                f"{model}/{name}": est["mean"]
+                for model, measures in results["summary"].items()
+                for name, est in measures.items()
+            },
+        },
+        started=started,
+    )
     for alarm in results["alarms"]:
         logger.warning("compare alarm (%s, %s): %s", alarm["kind"], alarm["model"], alarm["message"])
     logger.info("compare finished in %.0f s; report: %s", time.time() - started, report)
@@ -124,9 +135,17 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
 
     k = cfg.samples_per_prompt
     expanded = [p for p in prompts for _ in range(k)]  # prompt-major: rows i*k .. i*k+k-1 answer prompt i
-    settings = dict(max_prompt_length=cfg.prompts.max_prompt_length, max_new_tokens=cfg.rollout.max_new_tokens,
-                    temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-                    batch_size=cfg.batch_size, seed=cfg.seed, device=device, decoder=cfg.rollout.decoder)
+    settings = dict(
+        max_prompt_length=cfg.prompts.max_prompt_length,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_k=cfg.rollout.top_k,
+        top_p=cfg.rollout.top_p,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+        decoder=cfg.rollout.decoder,
+    )
     measures: dict[str, dict[str, np.ndarray]] = {}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -148,8 +167,12 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
         if name == reference:
             values["kl"] = torch.zeros(len(expanded))  # the log-ratio of a model to itself is exactly 0
         elif same_tokens:
-            values["kl"] = torch.cat([sequence_kl(model, ref_model, batch, cfg.rollout.temperature).float().cpu()
-                                      for batch in generations.batches])
+            values["kl"] = torch.cat(
+                [
+                    sequence_kl(model, ref_model, batch, cfg.rollout.temperature).float().cpu()
+                    for batch in generations.batches
+                ]
+            )
         else:
             notes.append(f"{name}: no KL to {reference} (different tokenizers: token log-ratios are undefined)")
         values["length"] = torch.cat([b.response_mask.sum(1).float().cpu() for b in generations.batches])
@@ -159,8 +182,15 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
             values[key] = torch.tensor([m[key] for m in text], dtype=torch.float64)
         measures[name] = {key: v.double().numpy().reshape(len(prompts), k) for key, v in values.items()}
         for row, response in enumerate(generations.texts):
-            records.append({"model": name, "prompt_index": row // k, "sample": row % k, "response": response,
-                            **{key: float(v[row]) for key, v in values.items()}})
+            records.append(
+                {
+                    "model": name,
+                    "prompt_index": row // k,
+                    "sample": row % k,
+                    "response": response,
+                    **{key: float(v[row]) for key, v in values.items()},
+                }
+            )
         logger.info("compare: %s answered %d prompts x %d in %.0f s", name, len(prompts), k, time.time() - started)
         if name != reference:
             del model
@@ -176,23 +206,34 @@ def _for_tokenizer(terms: list, same_tokens: bool) -> list:
     return terms if same_tokens else [dataclasses.replace(t, shares_tokenizer=False) for t in terms]
 
 
-def summarise(cfg: CompareStage, prompts: list[list[dict[str, str]]],
-              generated: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[dict]]:
+def summarise(
+    cfg: CompareStage, prompts: list[list[dict[str, str]]], generated: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[dict]]:
     """Statistics, alarms and the side-by-side samples; returns (results.json content, measures, samples)."""
     from rlhf.compare.alarms import candidates, check_alarms
     from rlhf.compare.stats import analyse
 
     measures = generated["measures"]
     score_names = (["proxy"] if cfg.proxy else []) + [j.name for j in cfg.judges]
-    analysis = analyse(measures, cfg.reference_name(), compared=score_names, seed=cfg.seed,
-                       resamples=cfg.bootstrap_resamples, confidence=cfg.confidence)
+    analysis = analyse(
+        measures,
+        cfg.reference_name(),
+        compared=score_names,
+        seed=cfg.seed,
+        resamples=cfg.bootstrap_resamples,
+        confidence=cfg.confidence,
+    )
     by_model: dict[str, list[str]] = {}
     for record in generated["records"]:
         by_model.setdefault(record["model"], []).append(record["response"])
-    corpus = {model: {"distinct_1": corpus_distinct_n((words(t) for t in texts), 1),
-                      "distinct_2": corpus_distinct_n((words(t) for t in texts), 2),
-                      "unique_responses": len(set(texts)) / len(texts)}
-              for model, texts in by_model.items()}
+    corpus = {
+        model: {
+            "distinct_1": corpus_distinct_n((words(t) for t in texts), 1),
+            "distinct_2": corpus_distinct_n((words(t) for t in texts), 2),
+            "unique_responses": len(set(texts)) / len(texts),
+        }
+        for model, texts in by_model.items()
+    }
     proxy = "proxy" if cfg.proxy else None
     alarms = check_alarms(analysis, proxy=proxy, judges=[j.name for j in cfg.judges], corpus=corpus)
     results = {
@@ -211,8 +252,9 @@ def summarise(cfg: CompareStage, prompts: list[list[dict[str, str]]],
         "alarms": [dataclasses.asdict(a) for a in alarms],
         "alarms_checked_on": candidates(analysis, proxy),
         "notes": generated["notes"],
-        **{key: _plain(getattr(analysis, key)) for key in ("summary", "differences", "win_rates",
-                                                            "length_correlation")},
+        **{
+            key: _plain(getattr(analysis, key)) for key in ("summary", "differences", "win_rates", "length_correlation")
+        },
         "corpus": corpus,
     }
     return results, measures, _samples(cfg, prompts, generated["records"])
@@ -223,8 +265,14 @@ def _samples(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: li
     count = min(cfg.report_samples, len(prompts))
     chosen = sorted(np.random.default_rng(cfg.seed).choice(len(prompts), size=count, replace=False).tolist())
     first = {(r["model"], r["prompt_index"]): r for r in records if r["sample"] == 0}
-    return [{"prompt_index": i, "prompt": prompts[i][-1]["content"],
-             "responses": {m.name: first[(m.name, i)] for m in cfg.models}} for i in chosen]
+    return [
+        {
+            "prompt_index": i,
+            "prompt": prompts[i][-1]["content"],
+            "responses": {m.name: first[(m.name, i)] for m in cfg.models},
+        }
+        for i in chosen
+    ]
 
 
 def _plain(value: Any) -> Any:
@@ -261,8 +309,16 @@ def _track(cfg: CompareStage, output_dir: Path, results: dict[str, Any], samples
     from rlhf.tracking import Tracker
 
     tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"))
-    tracker.log({f"compare/{model}/{name}": est["mean"] for model, measures in results["summary"].items()
-                 for name, est in measures.items() if est["mean"] is not None}, step=0)
-    tracker.log_samples([{"prompt": s["prompt"], **{m: r["response"] for m, r in s["responses"].items()}}
-                         for s in samples], step=0)
+    tracker.log(
+        {
+            f"compare/{model}/{name}": est["mean"]
+            for model, measures in results["summary"].items()
+            for name, est in measures.items()
+            if est["mean"] is not None
+        },
+        step=0,
+    )
+    tracker.log_samples(
+        [{"prompt": s["prompt"], **{m: r["response"] for m, r in s["responses"].items()}} for s in samples], step=0
+    )
     tracker.close()

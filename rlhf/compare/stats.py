@@ -137,8 +137,9 @@ def pairwise_outcomes(a: np.ndarray, b: np.ndarray, tolerance: float = TIE_TOLER
     return np.stack([win.mean(axis=1), tie.mean(axis=1), loss.mean(axis=1)], axis=1)
 
 
-def win_rate(a: np.ndarray, b: np.ndarray, indices: np.ndarray, confidence: float,
-             tolerance: float = TIE_TOLERANCE) -> WinRate:
+def win_rate(
+    a: np.ndarray, b: np.ndarray, indices: np.ndarray, confidence: float, tolerance: float = TIE_TOLERANCE
+) -> WinRate:
     """Win, tie and loss rates of A against B, and wins + ties/2 with a bootstrap interval over prompts."""
     outcomes = pairwise_outcomes(a, b, tolerance)
     win, tie, loss = (float(x) for x in outcomes.mean(axis=0))
@@ -165,8 +166,15 @@ def correlation_estimate(x: np.ndarray, y: np.ndarray, indices: np.ndarray, conf
     return Estimate(point, low, high, x.shape[0], x.size)
 
 
-def analyse(scores: dict[str, dict[str, np.ndarray]], reference: str, *, compared: list[str], seed: int,
-            resamples: int = 1000, confidence: float = 0.95) -> Analysis:
+def analyse(
+    scores: dict[str, dict[str, np.ndarray]],
+    reference: str,
+    *,
+    compared: list[str],
+    seed: int,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+) -> Analysis:
     """Summary, differences to the reference, win rates and length correlations for a set of models.
 
     Args:

@@ -59,8 +59,12 @@ class StageReport:
 
     def lines(self) -> list[str]:
         """The stage's part of the report: summary, errors, warnings, then the length histograms."""
-        return ([self.summary] + [f"  error: {e}" for e in self.errors] + [f"  warning: {w}" for w in self.warnings]
-                + [f"  {n}" for n in self.notes])
+        return (
+            [self.summary]
+            + [f"  error: {e}" for e in self.errors]
+            + [f"  warning: {w}" for w in self.warnings]
+            + [f"  {n}" for n in self.notes]
+        )
 
 
 @dataclass
@@ -112,8 +116,9 @@ def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> R
                 scan = scan_file(prompts, "ppo", "compare", getattr(stage.prompts, "max_prompts", None))
                 held_out.append((stage.stage, scan))
                 if scan.errors:
-                    report.stages.append(StageReport(stage.stage, f"{stage.stage}: prompts {scan.name}",
-                                                     errors=_listed(scan)))
+                    report.stages.append(
+                        StageReport(stage.stage, f"{stage.stage}: prompts {scan.name}", errors=_listed(scan))
+                    )
             continue
         stage_report, scans = _examine_stage(stage, pipeline, tokenizers)
         report.stages.append(stage_report)
@@ -125,13 +130,15 @@ def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> R
         for train_stage, train in train_sets:
             for eval_stage, evaluation in held_out:
                 if train_stage != eval_stage:
-                    report.cross_warnings += _overlap(train, evaluation, f"{train_stage} {train.role}",
-                                                      f"{eval_stage} {evaluation.role}")
+                    report.cross_warnings += _overlap(
+                        train, evaluation, f"{train_stage} {train.role}", f"{eval_stage} {evaluation.role}"
+                    )
     return report
 
 
-def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
-                   tokenizers: bool) -> tuple[StageReport, list[Scan]]:
+def _examine_stage(
+    stage: StageBase, pipeline: PipelineRecipe | None, tokenizers: bool
+) -> tuple[StageReport, list[Scan]]:
     data = stage.data
     scans = []
     for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
@@ -141,8 +148,9 @@ def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
     hub = [s for s in (data.train, data.eval) if s is not None and not is_data_file(s)]
     if scans and hub:
         files += f"; hub {', '.join(hub)} (checked when loaded)"
-    report = StageReport(stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; "
-                                      f"output {stage.output_dir}")
+    report = StageReport(
+        stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; output {stage.output_dir}"
+    )
     for scan in scans:
         report.errors += _listed(scan)
         report.warnings += _duplicates(scan) + _assistant_first(scan)
@@ -157,8 +165,9 @@ def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
         if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is None:
             report.errors.append(f"the {how} has neither a pad nor an EOS token; add a pad token")
         elif tokenizer is not None and tokenizer.pad_token is None:
-            report.warnings.append(f"the {how} has no pad token: its EOS token {tokenizer.eos_token!r} will be used "
-                                   "for padding")
+            report.warnings.append(
+                f"the {how} has no pad token: its EOS token {tokenizer.eos_token!r} will be used for padding"
+            )
         if tokenizer is not None and tokenizer.chat_template is None:
             report.errors.append(f"the {how} has no chat template; conversational data needs one")
         for scan in usable:
@@ -167,8 +176,7 @@ def _examine_stage(stage: StageBase, pipeline: PipelineRecipe | None,
             report.warnings += warnings
             report.notes += notes
         if tokenizer is None:
-            report.notes.append(f"token lengths are estimates ({WORDS_TO_TOKENS} tokens per whitespace word): "
-                                f"{how}")
+            report.notes.append(f"token lengths are estimates ({WORDS_TO_TOKENS} tokens per whitespace word): {how}")
     if isinstance(stage, PPOStage):
         report.errors += _reward_sources(stage)
     return report, scans
@@ -200,8 +208,17 @@ def scan_file(path: str, kind: str, role: str, limit: int | None = None) -> Scan
         shapes = "; ".join(f"{', '.join(sorted(keys))} (first at row {row})" for keys, row in formats.items())
         _record_error(scan, str(DataError(path, None, None, f"rows mix formats ({shapes}): use one format per file")))
     if 0 < margins < len(scan.rows):
-        _record_error(scan, str(DataError(path, None, "margin", f"{margins} of {len(scan.rows)} rows have a margin: "
-                                                                "give every row one, or none")))
+        _record_error(
+            scan,
+            str(
+                DataError(
+                    path,
+                    None,
+                    "margin",
+                    f"{margins} of {len(scan.rows)} rows have a margin: give every row one, or none",
+                )
+            ),
+        )
     return scan
 
 
@@ -235,8 +252,10 @@ def _assistant_first(scan: Scan) -> list[str]:
     rows = [n for n, r in scan.rows if _first_role(r) == "assistant"]
     if not rows:
         return []
-    return [f"{scan.path}: {len(rows)} conversations open with an assistant turn (rows "
-            f"{', '.join(map(str, rows[:EXAMPLES]))}{', ...' if len(rows) > EXAMPLES else ''})"]
+    return [
+        f"{scan.path}: {len(rows)} conversations open with an assistant turn (rows "
+        f"{', '.join(map(str, rows[:EXAMPLES]))}{', ...' if len(rows) > EXAMPLES else ''})"
+    ]
 
 
 def _first_role(record: dict[str, Any]) -> str | None:
@@ -278,10 +297,13 @@ def _overlap(train: Scan, held_out: Scan, train_label: str, held_label: str) -> 
     shared = [(n, held[k], k) for n, k in ((n, prompt_key(r)) for n, r in train.rows) if k in held]
     if not shared:
         return []
-    examples = "; ".join(f"{train.name} row {a} = {held_out.name} row {b}: {_snippet(k)!r}"
-                         for a, b, k in shared[:EXAMPLES])
-    return [f"{len(shared)} prompts of {train_label} ({train.name}) also appear in {held_label} ({held_out.name}), "
-            f"so held-out numbers overstate generalisation; e.g. {examples}"]
+    examples = "; ".join(
+        f"{train.name} row {a} = {held_out.name} row {b}: {_snippet(k)!r}" for a, b, k in shared[:EXAMPLES]
+    )
+    return [
+        f"{len(shared)} prompts of {train_label} ({train.name}) also appear in {held_label} ({held_out.name}), "
+        f"so held-out numbers overstate generalisation; e.g. {examples}"
+    ]
 
 
 def _snippet(key: str, width: int = 60) -> str:
@@ -313,9 +335,11 @@ def _reward_sources(stage: PPOStage) -> list[str]:
         architectures = values.get("architectures") or []
         labels = len(values.get("id2label") or {}) or values.get("num_labels", 2)
         if not any(str(a).endswith("ForSequenceClassification") for a in architectures) or labels != 1:
-            errors.append(f"rewards.{index}.model: {source.model} is not a reward model: expected a "
-                          f"*ForSequenceClassification architecture with one label, found "
-                          f"{architectures or 'no architecture'} with {labels} labels")
+            errors.append(
+                f"rewards.{index}.model: {source.model} is not a reward model: expected a "
+                f"*ForSequenceClassification architecture with one label, found "
+                f"{architectures or 'no architecture'} with {labels} labels"
+            )
     return errors
 
 
@@ -338,4 +362,3 @@ def reward_function_problem(spec: str) -> str | None:
     if not callable(getattr(module, function_name, None)):
         return f"reward function '{spec}': {module_name} has no function '{function_name}'"
     return None
-

@@ -139,8 +139,12 @@ def normalize_sft(row: dict, source: str, number: int) -> dict[str, Any]:
         if isinstance(completion, list) and completion[0]["role"] != "assistant":
             raise DataError(source, number, "completion[0].role", "the completion must start with an assistant turn")
         return {"prompt": prompt, "completion": completion}
-    raise DataError(source, number, None, f"no sft fields: expected 'messages' or 'prompt' + 'completion' "
-                                          f"(found {', '.join(sorted(row)) or 'nothing'})")
+    raise DataError(
+        source,
+        number,
+        None,
+        f"no sft fields: expected 'messages' or 'prompt' + 'completion' (found {', '.join(sorted(row)) or 'nothing'})",
+    )
 
 
 def normalize_preference(row: dict, source: str, number: int) -> dict[str, Any]:

@@ -59,8 +59,11 @@ class LightTokenizer:
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
         """The chat template applied to messages, as `apply_chat_template(..., tokenize=False)` returns it."""
-        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     **{k: v for k, v in self.special.items() if v is not None})
+        return self._template.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            **{k: v for k, v in self.special.items() if v is not None},
+        )
 
     def count(self, text: str) -> int:
         """Tokens in a text, without added special tokens (the template already holds them)."""
@@ -244,12 +247,16 @@ def measure_lengths(stage: StageBase, scan, count, how: str | None) -> tuple[lis
     packing = getattr(stage, "packing", False)
     if over and not packing:
         action = "left-truncated" if scan.kind == "ppo" else "truncated (the end of the response is cut)"
-        warnings.append(f"{scan.path}: {about}{len(over)} of {len(scan.rows)} rows are longer than {limit_name}="
-                        f"{limit} tokens and will be {action} (rows {_rows(over)})")
+        warnings.append(
+            f"{scan.path}: {about}{len(over)} of {len(scan.rows)} rows are longer than {limit_name}="
+            f"{limit} tokens and will be {action} (rows {_rows(over)})"
+        )
     if dropped and not packing:
-        why = ("the prompt alone fills " if scan.kind == "sft" else "chosen or rejected is longer than ")
-        warnings.append(f"{scan.path}: {about}{len(dropped)} of {len(scan.rows)} rows will be dropped: {why}"
-                        f"{limit_name}={limit} tokens (rows {_rows(dropped)})")
+        why = "the prompt alone fills " if scan.kind == "sft" else "chosen or rejected is longer than "
+        warnings.append(
+            f"{scan.path}: {about}{len(dropped)} of {len(scan.rows)} rows will be dropped: {why}"
+            f"{limit_name}={limit} tokens (rows {_rows(dropped)})"
+        )
     title = f"{scan.name} token lengths ({how or 'estimated'}), {limit_name}={limit}:"
     return errors, warnings, [title, *histogram(lengths, limit)]
 

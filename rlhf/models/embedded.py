@@ -19,10 +19,12 @@ from rlhf.config import EMBEDDED_PREFIX
 
 # Dimensions follow the reference benchmark's sizes, so benchmarks and the default pipeline share one model family.
 EMBEDDED_SPECS: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2),
-    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
-                  num_key_value_heads=8),
+    "tiny": dict(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    ),
+    "small": dict(
+        hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8
+    ),
 }
 VOCAB_SIZE = 2048
 MAX_POSITIONS = 512
@@ -98,8 +100,20 @@ def cache_root() -> Path:
 def build_key(name: str, texts: list[str]) -> str:
     """A hash of everything that determines the built files."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([BUILDER_VERSION, name, EMBEDDED_SPECS[name], VOCAB_SIZE, MAX_POSITIONS,
-                              WEIGHTS_SEED, SPECIAL_TOKENS, CHAT_TEMPLATE]).encode())
+    digest.update(
+        json.dumps(
+            [
+                BUILDER_VERSION,
+                name,
+                EMBEDDED_SPECS[name],
+                VOCAB_SIZE,
+                MAX_POSITIONS,
+                WEIGHTS_SEED,
+                SPECIAL_TOKENS,
+                CHAT_TEMPLATE,
+            ]
+        ).encode()
+    )
     for text in texts:
         digest.update(text.encode("utf-8"))
         digest.update(b"\0")
@@ -114,8 +128,10 @@ def resolve_embedded(reference: str, cache: Path | None = None) -> Path:
     """
     name = reference.removeprefix(EMBEDDED_PREFIX)
     if name not in EMBEDDED_SPECS:
-        raise ValueError(f"unknown embedded model '{reference}'; available: "
-                         + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_SPECS))
+        raise ValueError(
+            f"unknown embedded model '{reference}'; available: "
+            + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_SPECS)
+        )
     texts = corpus_texts()
     target = (cache or cache_root()) / f"{name}-{build_key(name, texts)}"
     if (target / "config.json").is_file():

@@ -40,8 +40,9 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None, padding_side: str 
     from transformers import AutoTokenizer
 
     path = path or resolve_model_path(cfg.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
-                                              padding_side=padding_side)
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, padding_side=padding_side
+    )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(f"the tokenizer of {path} has neither a pad nor an EOS token; add a pad token")
@@ -61,11 +62,13 @@ def load_causal_lm(cfg: ModelConfig, path: str | None = None):
         from peft import AutoPeftModelForCausalLM
 
         # An adapter from an earlier stage is merged, so later stages start from plain weights.
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype(cfg), is_trainable=False,
-                                                         trust_remote_code=cfg.trust_remote_code)
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(cfg), is_trainable=False, trust_remote_code=cfg.trust_remote_code
+        )
         return model.merge_and_unload()
-    return AutoModelForCausalLM.from_pretrained(path, revision=cfg.revision, dtype=torch_dtype(cfg),
-                                                trust_remote_code=cfg.trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(
+        path, revision=cfg.revision, dtype=torch_dtype(cfg), trust_remote_code=cfg.trust_remote_code
+    )
 
 
 def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False):
@@ -85,8 +88,9 @@ def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool
             f"{path} is not a reward model: expected a *ForSequenceClassification architecture with one label, "
             f"found {architectures or 'no architecture'} with {config.num_labels} labels"
         )
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype),
-                                                               trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+    )
     model.eval().requires_grad_(False)
     return model
 
@@ -95,5 +99,10 @@ def peft_config(lora: LoraConfig, task_type: str):
     """A peft LoraConfig from the recipe's lora block ('CAUSAL_LM' or 'SEQ_CLS')."""
     from peft import LoraConfig as PeftLoraConfig
 
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          target_modules=lora.target_modules, task_type=task_type)
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+    )

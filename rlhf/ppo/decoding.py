@@ -43,16 +43,28 @@ class HFDecoder:
         from transformers import DynamicCache
 
         self.cache, self.attention_mask = DynamicCache(), query_mask.clone()
-        out = self.model(input_ids=query, attention_mask=self.attention_mask, position_ids=position_ids,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=query,
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.cache = out.past_key_values
         return out.logits[:, -1, :]
 
     def step(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Appends one token per row; returns logits [B, V] predicting the next."""
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((tokens.shape[0], 1))], 1)
-        out = self.model(input_ids=tokens[:, None], attention_mask=self.attention_mask, position_ids=position_ids,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.attention_mask,
+            position_ids=position_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.cache = out.past_key_values
         return out.logits[:, -1, :]
 
@@ -178,14 +190,19 @@ class LlamaDecoder:
             v = F.linear(x, *layer["v_proj"]).view(batch, new, self.kv_heads, self.head_dim).transpose(1, 2)
             self.k_cache[i][:, :, start:end] = _rope(k, cos, sin)
             self.v_cache[i][:, :, start:end] = v
-            attn = F.scaled_dot_product_attention(_rope(q, cos, sin), self.k_cache[i][:, :, :end],
-                                                  self.v_cache[i][:, :, :end], attn_mask=mask,
-                                                  enable_gqa=self.kv_heads != self.heads)
+            attn = F.scaled_dot_product_attention(
+                _rope(q, cos, sin),
+                self.k_cache[i][:, :, :end],
+                self.v_cache[i][:, :, :end],
+                attn_mask=mask,
+                enable_gqa=self.kv_heads != self.heads,
+            )
             attn = attn.transpose(1, 2).reshape(batch, new, q_size)
             hidden = hidden + F.linear(attn, *layer["o_proj"])
             x = _rms_norm(hidden, layer["ln2"], self.eps)
-            hidden = hidden + F.linear(F.silu(F.linear(x, *layer["gate_proj"])) * F.linear(x, *layer["up_proj"]),
-                                       *layer["down_proj"])
+            hidden = hidden + F.linear(
+                F.silu(F.linear(x, *layer["gate_proj"])) * F.linear(x, *layer["up_proj"]), *layer["down_proj"]
+            )
         self.length = end
         last = _rms_norm(hidden[:, -1], self.norm, self.eps)
         return F.linear(last, *self.head)

@@ -24,9 +24,22 @@ class Generations:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_prompt_length: int, max_new_tokens: int,
-             temperature: float, top_k: int = 0, top_p: float = 1.0, batch_size: int = 32, seed: int = 0,
-             device: torch.device | str = "cpu", all_done=None, decoder: str = "auto") -> Generations:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[dict[str, str]]],
+    *,
+    max_prompt_length: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    all_done=None,
+    decoder: str = "auto",
+) -> Generations:
     """Samples one response per prompt (temperature 0: greedy), in batches of prompts in the given order."""
     encoded = encode_prompts(tokenizer, prompts, max_prompt_length)
     generator = torch.Generator().manual_seed(seed)
@@ -34,9 +47,20 @@ def generate(model, tokenizer, prompts: list[list[dict[str, str]]], *, max_promp
     for start in range(0, len(encoded), batch_size):
         query, query_mask = left_pad(encoded[start : start + batch_size], tokenizer.pad_token_id)
         query, query_mask = query.to(device), query_mask.to(device)
-        response = sample(model, query, query_mask, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                          generator=generator, all_done=all_done, decoder=decoder)
+        response = sample(
+            model,
+            query,
+            query_mask,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            generator=generator,
+            all_done=all_done,
+            decoder=decoder,
+        )
         mask, has_eos = response_mask(response, tokenizer.eos_token_id)
         batches.append(Batch(query, query_mask, response, mask.to(device), has_eos))
         texts.extend(tokenizer.batch_decode(response, skip_special_tokens=True))
@@ -54,8 +78,9 @@ def sequence_kl(model, reference, batch: Batch, temperature: float = 1.0, refere
     input_ids, attention_mask, position_ids = batch.sequence()
     length = batch.response.shape[1]
     temperature = temperature or 1.0
-    logp = F.logprobs_from_logits(response_logits(model, input_ids, attention_mask, position_ids, length)
-                                  / temperature, batch.response)
+    logp = F.logprobs_from_logits(
+        response_logits(model, input_ids, attention_mask, position_ids, length) / temperature, batch.response
+    )
     if reference is None and reference_is_disabled_adapter:
         with model.disable_adapter():
             ref_logits = response_logits(model, input_ids, attention_mask, position_ids, length)
@@ -75,8 +100,11 @@ def score_generations(terms, generations: Generations, prompts: list[list[dict[s
     for batch in generations.batches:
         n = batch.response.shape[0]
         for term in terms:
-            scores[term.name].append(term.score(batch, prompt_texts[offset : offset + n],
-                                                generations.texts[offset : offset + n], tokenizer).cpu())
+            scores[term.name].append(
+                term.score(
+                    batch, prompt_texts[offset : offset + n], generations.texts[offset : offset + n], tokenizer
+                ).cpu()
+            )
         offset += n
     merged = {name: torch.cat(values) for name, values in scores.items()}
     merged["total"] = sum(term.weight * merged[term.name] for term in terms)
@@ -91,10 +119,18 @@ def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cf
     """
     from rlhf.stages.ppo import _all_done
 
-    settings = dict(max_prompt_length=cfg.data.max_prompt_length, max_new_tokens=cfg.rollout.max_new_tokens,
-                    temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-                    batch_size=cfg.training.batch_size * 2, seed=cfg.seed, device=accelerator.device,
-                    all_done=_all_done(accelerator), decoder=cfg.rollout.decoder)
+    settings = dict(
+        max_prompt_length=cfg.data.max_prompt_length,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_k=cfg.rollout.top_k,
+        top_p=cfg.rollout.top_p,
+        batch_size=cfg.training.batch_size * 2,
+        seed=cfg.seed,
+        device=accelerator.device,
+        all_done=_all_done(accelerator),
+        decoder=cfg.rollout.decoder,
+    )
     policy.eval()
     results: dict[str, float] = {"eval_prompts": len(prompts)}
     for name, model in (("policy", policy), ("reference", ref_policy)):
@@ -111,13 +147,17 @@ def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cf
         results[f"eval_{name}_length_mean"] = torch.cat(lengths).float().mean().item()
         results[f"eval_{name}_eos_rate"] = torch.cat([b.has_eos for b in generations.batches]).float().mean().item()
         if name == "policy":
-            kls = [sequence_kl(policy, ref_policy, b, cfg.rollout.temperature, ref_policy is None).cpu()
-                   for b in generations.batches]
+            kls = [
+                sequence_kl(policy, ref_policy, b, cfg.rollout.temperature, ref_policy is None).cpu()
+                for b in generations.batches
+            ]
             results["eval_kl_to_reference_mean"] = torch.cat(kls).mean().item()
             results["eval_samples"] = [
-                {"prompt": prompts[i][-1]["content"], "response": generations.texts[i]} for i in range(min(3, len(prompts)))
+                {"prompt": prompts[i][-1]["content"], "response": generations.texts[i]}
+                for i in range(min(3, len(prompts)))
             ]
     sft_std = results["eval_reference_total_std"] or 1e-8
     results["eval_reward_gain_in_reference_std"] = (
-        results["eval_policy_total_mean"] - results["eval_reference_total_mean"]) / sft_std
+        results["eval_policy_total_mean"] - results["eval_reference_total_mean"]
+    ) / sft_std
     return results

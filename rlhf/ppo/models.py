@@ -51,8 +51,14 @@ class ActorCritic(nn.Module):
             nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
             nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                response_length: int, logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        response_length: int,
+        logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Logits [B, R, V] predicting each response token and values [B, R] of the state before it.
 
         Only the R positions that predict response tokens go through the output head (prompt logits are never
@@ -61,17 +67,23 @@ class ActorCritic(nn.Module):
         """
         window = slice(-response_length - 1, -1)
         if self.value_head is not None:
-            hidden = trunk_of(self.policy)(input_ids=input_ids, attention_mask=attention_mask,
-                                           position_ids=position_ids).last_hidden_state[:, window]
+            hidden = trunk_of(self.policy)(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state[:, window]
             values = self.value_head(hidden).squeeze(-1)
             return (lm_head_of(self.policy)(hidden) if logits else None), values
-        hidden = trunk_of(self.critic)(input_ids=input_ids, attention_mask=attention_mask,
-                                       position_ids=position_ids).last_hidden_state[:, window]
+        hidden = trunk_of(self.critic)(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state[:, window]
         values = self.critic.score(hidden).squeeze(-1)
         if not logits:
             return None, values
-        policy_logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                    logits_to_keep=response_length + 1).logits[:, :-1]
+        policy_logits = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=response_length + 1,
+        ).logits[:, :-1]
         return policy_logits, values
 
     def param_groups(self, learning_rate: float, value_learning_rate: float, weight_decay: float) -> list[dict]:
@@ -85,11 +97,20 @@ class ActorCritic(nn.Module):
         ]
 
 
-def response_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    position_ids: torch.Tensor, response_length: int) -> torch.Tensor:
+def response_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    response_length: int,
+) -> torch.Tensor:
     """Logits [B, R, V] of a causal LM at the positions that predict the response tokens."""
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 logits_to_keep=response_length + 1).logits[:, :-1]
+    return model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        logits_to_keep=response_length + 1,
+    ).logits[:, :-1]
 
 
 def count_base_parameters(model: nn.Module) -> int:

@@ -61,8 +61,11 @@ class RewardTerm:
             # Same vocabulary and template: score the sampled ids directly (no decode and re-tokenise).
             input_ids, attention_mask, position_ids = batch.sequence()
             # Positions after EOS hold the pad id, so the classifier pools the last real token.
-            out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             position_ids=position_ids.to(device))
+            out = self.model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device),
+            )
             return out.logits[:, 0].float().cpu()
         from rlhf.scoring import render, reward_scores
 
@@ -71,8 +74,9 @@ class RewardTerm:
         return reward_scores(self.model, self.tokenizer, texts, batch_size=len(texts))
 
 
-def build_reward_terms(sources: list[RewardSourceConfig], policy_tokenizer, dtype: str,
-                       trust_remote_code: bool) -> list[RewardTerm]:
+def build_reward_terms(
+    sources: list[RewardSourceConfig], policy_tokenizer, dtype: str, trust_remote_code: bool
+) -> list[RewardTerm]:
     """Loads every reward source of a recipe (learned models in inference mode)."""
     from transformers import AutoTokenizer
 
@@ -131,4 +135,3 @@ class RunningMoments:
 def last_user_message(messages: list[dict[str, str]]) -> str:
     """The text a programmatic reward sees as the prompt: the last user turn."""
     return next(m["content"] for m in reversed(messages) if m["role"] == "user")
-

@@ -40,8 +40,13 @@ class Batch:
 
     def select(self, index: torch.Tensor) -> Batch:
         """The rows `index` of this batch."""
-        return Batch(self.query[index], self.query_mask[index], self.response[index], self.response_mask[index],
-                     self.has_eos[index])
+        return Batch(
+            self.query[index],
+            self.query_mask[index],
+            self.response[index],
+            self.response_mask[index],
+            self.has_eos[index],
+        )
 
 
 def encode_prompts(tokenizer, prompts: list[list[dict[str, str]]], max_prompt_length: int) -> list[list[int]]:
@@ -81,8 +86,9 @@ def response_mask(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, to
     return (~seen_before).float(), is_eos.any(-1)
 
 
-def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-               generator: torch.Generator | None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """Samples one token per row from last-position logits [B, V] (greedy when temperature is 0)."""
     if temperature == 0:
         return logits.argmax(-1)
@@ -114,10 +120,22 @@ class Sampled:
 
 
 @torch.no_grad()
-def sample(model, query: torch.Tensor, query_mask: torch.Tensor, *, max_new_tokens: int, temperature: float,
-           top_k: int, top_p: float, eos_id: int, pad_id: int, generator: torch.Generator | None = None,
-           all_done: Callable[[bool], bool] | None = None, decoder: str = "auto",
-           stats: bool = False) -> torch.Tensor | Sampled:
+def sample(
+    model,
+    query: torch.Tensor,
+    query_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None = None,
+    all_done: Callable[[bool], bool] | None = None,
+    decoder: str = "auto",
+    stats: bool = False,
+) -> torch.Tensor | Sampled:
     """Samples responses with the KV cache; returns [B, R] ids with the pad id after each row's EOS.
 
     Args:
@@ -146,8 +164,11 @@ def sample(model, query: torch.Tensor, query_mask: torch.Tensor, *, max_new_toke
         if stats:
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)
             probs = logp.exp()
-            token = (torch.multinomial(probs, 1, generator=generator).squeeze(-1) if shared
-                     else next_token(logits, temperature, top_k, top_p, generator))
+            token = (
+                torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                if shared
+                else next_token(logits, temperature, top_k, top_p, generator)
+            )
             token = token.masked_fill(finished, pad_id)
             live = (~finished).to(logp.dtype)
             logprobs.append(logp.gather(-1, token[:, None]).squeeze(-1) * live)

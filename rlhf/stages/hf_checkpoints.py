@@ -60,10 +60,19 @@ def resume_point(cfg: StageBase, parents: dict[str, dict[str, str]]) -> ResumePo
     if start is not None and last is not None and checkpoint_step(start) >= last:
         # The Trainer resumed at (or past) its last step still takes one more step before it stops; an earlier
         # checkpoint of the same run gives the exact result (the steps after it are recomputed).
-        earlier = [p for p in complete_checkpoints(root) if checkpoint_step(p) < last
-                   and not fingerprint_differences(read_marker(p).get("fingerprint", {}), fingerprint)]
-        logger.info("%s: %s is at or past training.max_steps=%d; resuming from %s instead", cfg.stage, start, last,
-                    earlier[-1] if earlier else "the start")
+        earlier = [
+            p
+            for p in complete_checkpoints(root)
+            if checkpoint_step(p) < last
+            and not fingerprint_differences(read_marker(p).get("fingerprint", {}), fingerprint)
+        ]
+        logger.info(
+            "%s: %s is at or past training.max_steps=%d; resuming from %s instead",
+            cfg.stage,
+            start,
+            last,
+            earlier[-1] if earlier else "the start",
+        )
         start = earlier[-1] if earlier else None
         if is_main_process():
             discard_after(root, checkpoint_step(start) if start is not None else 0)
@@ -89,8 +98,11 @@ def checkpoint_callbacks(cfg: StageBase, fingerprint: dict[str, Any]) -> list:
                 value = (logs or {}).get(key)
                 if isinstance(value, int | float) and not math.isfinite(value):
                     last = _last_complete_step(args.output_dir)
-                    kept = (f"the last complete checkpoint ({Path(args.output_dir)}/checkpoint-{last}) is intact"
-                            if last is not None else "no complete checkpoint was written before it")
+                    kept = (
+                        f"the last complete checkpoint ({Path(args.output_dir)}/checkpoint-{last}) is intact"
+                        if last is not None
+                        else "no complete checkpoint was written before it"
+                    )
                     raise NonFiniteLossError(
                         f"{stage}: non-finite {key} ({value}) at step {state.global_step}; the run stopped and {kept}. "
                         "Lower training.learning_rate, enable training.max_grad_norm, or check the data; resuming "
@@ -115,8 +127,10 @@ def check_finite_loss(stage: str, value: float, output_dir: Path) -> None:
     """Refuses a non-finite final training loss (a last line of defence before final/ is written)."""
     if not math.isfinite(value):
         last = _last_complete_step(output_dir / CHECKPOINTS)
-        raise NonFiniteLossError(f"{stage}: the mean training loss is {value}; final/ was not written"
-                                 + (f" (checkpoint-{last} is the last complete checkpoint)" if last else ""))
+        raise NonFiniteLossError(
+            f"{stage}: the mean training loss is {value}; final/ was not written"
+            + (f" (checkpoint-{last} is the last complete checkpoint)" if last else "")
+        )
 
 
 def _last_complete_step(root: str | Path) -> int | None:

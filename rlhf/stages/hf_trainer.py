@@ -37,8 +37,12 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
         records = [NORMALIZERS[kind](dict(row), f"{source}[{split}]", i + 1) for i, row in enumerate(rows)]
     keys = {frozenset(r) - {"margin"} for r in records}
     if len(keys) > 1:
-        raise DataError(source, None, None, "rows mix formats (" + "; ".join(sorted(", ".join(sorted(k)) for k in keys))
-                        + "): use one format per file")
+        raise DataError(
+            source,
+            None,
+            None,
+            "rows mix formats (" + "; ".join(sorted(", ".join(sorted(k)) for k in keys)) + "): use one format per file",
+        )
     if kind == "reward" and any("margin" in r for r in records) and not all("margin" in r for r in records):
         raise DataError(source, None, "margin", "some rows have a margin and some do not: give every row one")
     logger.info("%s %s data: %d rows from %s", kind, which, len(records), source)

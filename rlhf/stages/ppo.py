@@ -100,8 +100,12 @@ def run(cfg: PPOStage) -> Path:
         actor_critic.param_groups(t.learning_rate, cfg.value.learning_rate or t.learning_rate, t.weight_decay),
         fused=True,
     )
-    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps *
-                              updates_per_step), num_training_steps=total_steps * updates_per_step)
+    scheduler = get_scheduler(
+        t.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(t.warmup_ratio * total_steps * updates_per_step),
+        num_training_steps=total_steps * updates_per_step,
+    )
     # No dataloader tells DeepSpeed the micro-batch: the loop's own is set before prepare (with the clipping norm).
     configure_deepspeed(accelerator, micro_batch_size=micro, max_grad_norm=t.max_grad_norm)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
@@ -116,8 +120,11 @@ def run(cfg: PPOStage) -> Path:
 
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
     generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
-    kl_ctl = (F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon) if cfg.kl.adaptive
-              else F.FixedKLController(cfg.kl.coef))
+    kl_ctl = (
+        F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+        if cfg.kl.adaptive
+        else F.FixedKLController(cfg.kl.coef)
+    )
     moments = RunningMoments()
     history: list[float] = []
 
@@ -137,22 +144,48 @@ def run(cfg: PPOStage) -> Path:
         first_step, history = state["step"], state["reward_history"]
 
     def save_checkpoint(step: int) -> None:
-        with ckpt.atomic_directory(ckpt.step_dir(root, step), fingerprint, step, main=accelerator.is_main_process,
-                                   token=str(step), barrier=accelerator.wait_for_everyone) as tmp:
+        with ckpt.atomic_directory(
+            ckpt.step_dir(root, step),
+            fingerprint,
+            step,
+            main=accelerator.is_main_process,
+            token=str(step),
+            barrier=accelerator.wait_for_everyone,
+        ) as tmp:
             accelerator.save_state(str(tmp / "accelerate"))  # weights and optimiser (ZeRO shards on every rank)
-            torch.save({"step": step, "scheduler": scheduler.state_dict(), "kl_controller": kl_ctl.state_dict(),
-                        "reward_moments": moments.state_dict(), "rng": ckpt.save_rng_states(generator),
-                        "reward_history": history}, tmp / f"ppo_state_rank{accelerator.process_index}.pt")
+            torch.save(
+                {
+                    "step": step,
+                    "scheduler": scheduler.state_dict(),
+                    "kl_controller": kl_ctl.state_dict(),
+                    "reward_moments": moments.state_dict(),
+                    "rng": ckpt.save_rng_states(generator),
+                    "reward_history": history,
+                },
+                tmp / f"ppo_state_rank{accelerator.process_index}.pt",
+            )
         if accelerator.is_main_process:
             ckpt.prune(root, t.save_total_limit)
 
     if accelerator.is_main_process:
         write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=accelerator.is_main_process,
-                      resume_step=first_step if resume_from is not None else None)
+    tracker = Tracker(
+        cfg.tracking,
+        output_dir,
+        cfg.model_dump(mode="json"),
+        enabled=accelerator.is_main_process,
+        resume_step=first_step if resume_from is not None else None,
+    )
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    logger.info("ppo: %d prompts, %d steps of %d x %d rollouts, value=%s, lora=%s", len(prompts), total_steps,
-                per_rank, world, cfg.value.mode, cfg.model.lora is not None)
+    logger.info(
+        "ppo: %d prompts, %d steps of %d x %d rollouts, value=%s, lora=%s",
+        len(prompts),
+        total_steps,
+        per_rank,
+        world,
+        cfg.value.mode,
+        cfg.model.lora is not None,
+    )
 
     def reduce_mean(value: torch.Tensor) -> float:
         return accelerator.reduce(value.detach().float().to(device), reduction="mean").item()
@@ -168,10 +201,21 @@ def run(cfg: PPOStage) -> Path:
         query, query_mask = query.to(device), query_mask.to(device)
         unwrapped = accelerator.unwrap_model(model)
         with gathered_weights(accelerator, model, unwrapped.policy):  # ZeRO-3: gather once, not per decoding step
-            rollout = sample(unwrapped.policy, query, query_mask, max_new_tokens=cfg.rollout.max_new_tokens,
-                             temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-                             eos_id=eos_id, pad_id=pad_id, generator=generator, all_done=_all_done(accelerator),
-                             decoder=cfg.rollout.decoder, stats=True)
+            rollout = sample(
+                unwrapped.policy,
+                query,
+                query_mask,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                temperature=cfg.rollout.temperature,
+                top_k=cfg.rollout.top_k,
+                top_p=cfg.rollout.top_p,
+                eos_id=eos_id,
+                pad_id=pad_id,
+                generator=generator,
+                all_done=_all_done(accelerator),
+                decoder=cfg.rollout.decoder,
+                stats=True,
+            )
         response = rollout.tokens
         mask, has_eos = response_mask(response, eos_id)
         batch = Batch(query, query_mask, response, mask.to(device), has_eos)
@@ -188,12 +232,14 @@ def run(cfg: PPOStage) -> Path:
         entropy = F.masked_mean(rollout.entropy.to(device), batch.response_mask)
         with torch.no_grad():
             _, old_values = model(input_ids, attention_mask, position_ids, length, logits=False)
-            ref_logprobs = _ref_logprobs(ref_policy, unwrapped.policy, input_ids, attention_mask, position_ids,
-                                         length, temperature, response)
+            ref_logprobs = _ref_logprobs(
+                ref_policy, unwrapped.policy, input_ids, attention_mask, position_ids, length, temperature, response
+            )
         prompt_texts = [last_user_message(prompts[i]) for i in index]
         response_texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-        term_scores = {term.name: term.score(batch, prompt_texts, response_texts, tokenizer).to(device)
-                       for term in terms}
+        term_scores = {
+            term.name: term.score(batch, prompt_texts, response_texts, tokenizer).to(device) for term in terms
+        }
         scores = sum(term.weight * term_scores[term.name] for term in terms)
         raw_total = scores.clone()
         if cfg.rollout.missing_eos_penalty is not None:
@@ -206,8 +252,9 @@ def run(cfg: PPOStage) -> Path:
         _check_finite("reward", scores)
 
         # Advantages: KL-penalised per-token rewards, GAE, whitening over every rank's tokens.
-        rewards, kl = F.kl_penalized_rewards(scores, old_logprobs, ref_logprobs, batch.response_mask,
-                                             kl_ctl.value, cfg.kl.estimator)
+        rewards, kl = F.kl_penalized_rewards(
+            scores, old_logprobs, ref_logprobs, batch.response_mask, kl_ctl.value, cfg.kl.estimator
+        )
         advantages, returns = F.gae_advantages(rewards, old_values, batch.response_mask, u.gamma, u.lam)
         if u.whiten_advantages:
             mean, var = _global_moments(advantages, batch.response_mask, accelerator)
@@ -228,10 +275,12 @@ def run(cfg: PPOStage) -> Path:
                     ids, att, pos = part.sequence()
                     new_logits, new_values = model(ids, att, pos, length)
                     new_logprobs = F.logprobs_from_logits(new_logits / temperature, part.response)
-                    pg_loss, pg_stats = F.policy_loss(new_logprobs, old_logprobs[rows], advantages[rows],
-                                                      part.response_mask, u.cliprange)
-                    vf_loss, vf_stats = F.value_loss(new_values, old_values[rows], returns[rows],
-                                                     part.response_mask, cfg.value.cliprange)
+                    pg_loss, pg_stats = F.policy_loss(
+                        new_logprobs, old_logprobs[rows], advantages[rows], part.response_mask, u.cliprange
+                    )
+                    vf_loss, vf_stats = F.value_loss(
+                        new_values, old_values[rows], returns[rows], part.response_mask, cfg.value.cliprange
+                    )
                     loss = pg_loss + cfg.value.coef * vf_loss
                     _check_finite("loss", loss)
                     accelerator.backward(loss)
@@ -241,9 +290,13 @@ def run(cfg: PPOStage) -> Path:
                     if accelerator.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad()
-                for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss),
-                                   ("policy/clipfrac", pg_stats["clipfrac"]), ("policy/approx_kl", pg_stats["approx_kl"]),
-                                   ("value/clipfrac", vf_stats["clipfrac"])):
+                for key, value in (
+                    ("loss/policy", pg_loss),
+                    ("loss/value", vf_loss),
+                    ("policy/clipfrac", pg_stats["clipfrac"]),
+                    ("policy/approx_kl", pg_stats["approx_kl"]),
+                    ("value/clipfrac", vf_stats["clipfrac"]),
+                ):
                     stats.setdefault(key, []).append(float(value.detach()))
         model.eval()
         update_time = time.perf_counter() - update_started
@@ -255,9 +308,13 @@ def run(cfg: PPOStage) -> Path:
         kl_ctl.update(mean_kl, per_rank * world)
         kl_alarm = cfg.kl.alarm is not None and mean_kl > cfg.kl.alarm
         if kl_alarm:
-            logger.error("ppo step %d: mean KL per sequence %.2f exceeds kl.alarm=%.2f: the policy is drifting far "
-                         "from the reference (raise kl.coef, lower training.learning_rate, or use kl.adaptive)",
-                         step + 1, mean_kl, cfg.kl.alarm)
+            logger.error(
+                "ppo step %d: mean KL per sequence %.2f exceeds kl.alarm=%.2f: the policy is drifting far "
+                "from the reference (raise kl.coef, lower training.learning_rate, or use kl.adaptive)",
+                step + 1,
+                mean_kl,
+                cfg.kl.alarm,
+            )
         lengths = batch.response_mask.sum(1)
         step_time = time.perf_counter() - step_started
         generated = accelerator.reduce(lengths.sum().to(device), reduction="sum").item()
@@ -298,15 +355,28 @@ def run(cfg: PPOStage) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         # Everything generates here (policy and reference): gather both once rather than per layer and token.
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
-            results.update(evaluate_against_reference(
-                unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator))
+            results.update(
+                evaluate_against_reference(
+                    unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator
+                )
+            )
         tracker.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=total_steps)
     tracker.close()
     if accelerator.is_main_process:
-        write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents=parents,
-                       results=results, started=started)
-        logger.info("ppo finished: reward %.3f -> %.3f; final policy in %s", results["reward_first_10pct"],
-                    results["reward_last_10pct"], final_dir)
+        write_manifest(
+            output_dir,
+            cfg,
+            data=data_hashes(cfg.data.train, cfg.data.eval),
+            parents=parents,
+            results=results,
+            started=started,
+        )
+        logger.info(
+            "ppo finished: reward %.3f -> %.3f; final policy in %s",
+            results["reward_first_10pct"],
+            results["reward_last_10pct"],
+            final_dir,
+        )
     accelerator.wait_for_everyone()
     return output_dir
 
@@ -321,8 +391,9 @@ def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
     if init is None:
         raise ValueError("ppo: value.mode 'critic' needs value.init or a learned reward source to start from")
     parents["value"] = check_parent(init)
-    critic = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1,
-                                                                trust_remote_code=cfg.model.trust_remote_code)
+    critic = AutoModelForSequenceClassification.from_pretrained(
+        init, num_labels=1, trust_remote_code=cfg.model.trust_remote_code
+    )
     return {"critic": critic}
 
 
@@ -382,8 +453,14 @@ def _trend(history: list[float]) -> dict[str, float]:
 
 
 def _samples(prompts: list[str], responses: list[str], scores: dict[str, torch.Tensor], n: int = 4) -> list[dict]:
-    return [{"prompt": prompts[i], "response": responses[i],
-             **{name: round(float(value[i]), 3) for name, value in scores.items()}} for i in range(min(n, len(prompts)))]
+    return [
+        {
+            "prompt": prompts[i],
+            "response": responses[i],
+            **{name: round(float(value[i]), 3) for name, value in scores.items()},
+        }
+        for i in range(min(n, len(prompts)))
+    ]
 
 
 def _progress(total: int, enabled: bool):
@@ -405,9 +482,17 @@ def _progress(total: int, enabled: bool):
 
     def log_line(step: int, metrics: dict) -> None:
         if enabled:
-            logger.info("ppo step %d/%d: reward %.3f, kl %.3f, kl_coef %.3f, length %.1f, eos %.2f, %.1f tok/s",
-                        step + 1, total, metrics["reward/total"], metrics["kl"], metrics["kl_coef"],
-                        metrics["response/length"], metrics["response/eos_rate"], metrics["tokens_per_s"])
+            logger.info(
+                "ppo step %d/%d: reward %.3f, kl %.3f, kl_coef %.3f, length %.1f, eos %.2f, %.1f tok/s",
+                step + 1,
+                total,
+                metrics["reward/total"],
+                metrics["kl"],
+                metrics["kl_coef"],
+                metrics["response/length"],
+                metrics["response/eos_rate"],
+                metrics["tokens_per_s"],
+            )
 
     return log_line
 
@@ -421,7 +506,7 @@ def _save_policy(accelerator, model, tokenizer, final_dir: Path, state_dict: dic
     if accelerator.is_main_process:
         policy = accelerator.unwrap_model(model).policy
         prefix = "policy."
-        policy_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        policy_state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         final_dir.mkdir(parents=True, exist_ok=True)
         policy.save_pretrained(final_dir, state_dict=policy_state, safe_serialization=True)
         tokenizer.padding_side = "right"

@@ -52,14 +52,18 @@ def run(cfg: RewardStage) -> Path:
     start = resume_point(cfg, {"model": parent})
     tokenizer = load_tokenizer(cfg.model, model_path)
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, num_labels=1, revision=cfg.model.revision, dtype=torch_dtype(cfg.model),
+        model_path,
+        num_labels=1,
+        revision=cfg.model.revision,
+        dtype=torch_dtype(cfg.model),
         trust_remote_code=cfg.model.trust_remote_code,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     if is_main_process():
         write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(),
-                      resume_step=start.step)
+    tracker = Tracker(
+        cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(), resume_step=start.step
+    )
 
     args = RewardConfig(
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
@@ -80,12 +84,20 @@ def run(cfg: RewardStage) -> Path:
     quiet_printer(trainer)
     dropped = len(train) - len(trainer.train_dataset)
     if dropped:
-        logger.warning("reward: %d of %d training pairs are longer than data.max_length=%d and were dropped",
-                       dropped, len(train), cfg.data.max_length)
+        logger.warning(
+            "reward: %d of %d training pairs are longer than data.max_length=%d and were dropped",
+            dropped,
+            len(train),
+            cfg.data.max_length,
+        )
     if evaluation is not None and len(evaluation) > len(trainer.eval_dataset):
-        logger.warning("reward: %d of %d held-out pairs are longer than data.max_length=%d: the Trainer's eval loss "
-                       "leaves them out (the final held-out accuracy scores them whole)",
-                       len(evaluation) - len(trainer.eval_dataset), len(evaluation), cfg.data.max_length)
+        logger.warning(
+            "reward: %d of %d held-out pairs are longer than data.max_length=%d: the Trainer's eval loss "
+            "leaves them out (the final held-out accuracy scores them whole)",
+            len(evaluation) - len(trainer.eval_dataset),
+            len(evaluation),
+            cfg.data.max_length,
+        )
 
     # Train.
     train_output = trainer.train(resume_from_checkpoint=start.path)
@@ -93,22 +105,38 @@ def run(cfg: RewardStage) -> Path:
 
     # Save, then measure the saved model.
     save_final(trainer, tokenizer, output_dir / FINAL)
-    results = {"train_loss": train_output.training_loss, "steps": trainer.state.global_step,
-               "train_pairs": len(train), "train_pairs_dropped_too_long": dropped,
-               "resumed_from_step": start.step, **launch_summary(trainer)}
+    results = {
+        "train_loss": train_output.training_loss,
+        "steps": trainer.state.global_step,
+        "train_pairs": len(train),
+        "train_pairs_dropped_too_long": dropped,
+        "resumed_from_step": start.step,
+        **launch_summary(trainer),
+    }
     if is_main_process() and evaluation is not None:
         with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition it
             final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
         held_out = preference_accuracy(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)
         results.update({f"eval_{k}": v for k, v in held_out.items()})
-        logger.info("reward: held-out preference accuracy %.3f over %d pairs, mean margin %.3f",
-                    held_out["accuracy"], held_out["pairs"], held_out["margin_mean"])
-    tracker.log({f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)},
-                step=trainer.state.global_step)
+        logger.info(
+            "reward: held-out preference accuracy %.3f over %d pairs, mean margin %.3f",
+            held_out["accuracy"],
+            held_out["pairs"],
+            held_out["margin_mean"],
+        )
+    tracker.log(
+        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=trainer.state.global_step
+    )
     tracker.close()
     if is_main_process():
-        write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents={"model": parent},
-                       results=results, started=started)
+        write_manifest(
+            output_dir,
+            cfg,
+            data=data_hashes(cfg.data.train, cfg.data.eval),
+            parents={"model": parent},
+            results=results,
+            started=started,
+        )
     # The other ranks wait while the main process evaluates and writes the manifest, so that a later stage finds a
     # complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
     trainer.accelerator.wait_for_everyone()

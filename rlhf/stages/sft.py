@@ -48,8 +48,9 @@ def run(cfg: SFTStage) -> Path:
     model = load_causal_lm(cfg.model, model_path)
     if is_main_process():
         write_recipe(cfg, output_dir)
-    tracker = Tracker(cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(),
-                      resume_step=start.step)
+    tracker = Tracker(
+        cfg.tracking, output_dir, cfg.model_dump(mode="json"), enabled=is_main_process(), resume_step=start.step
+    )
 
     args = SFTConfig(
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
@@ -79,8 +80,13 @@ def run(cfg: SFTStage) -> Path:
         # SFTTrainer drops rows that truncation to max_length leaves without a single trained token.
         dropped = len(rows) - len(kept) if rows is not None and kept is not None and not cfg.packing else 0
         if dropped:
-            logger.warning("sft: %d of %d %s rows have no response tokens left within data.max_length=%d and were "
-                           "dropped", dropped, len(rows), which, cfg.data.max_length)
+            logger.warning(
+                "sft: %d of %d %s rows have no response tokens left within data.max_length=%d and were dropped",
+                dropped,
+                len(rows),
+                which,
+                cfg.data.max_length,
+            )
 
     # Train.
     train_output = trainer.train(resume_from_checkpoint=start.path)
@@ -101,13 +107,24 @@ def run(cfg: SFTStage) -> Path:
         "eval_rows": len(evaluation) if evaluation is not None else 0,
         **launch_summary(trainer),
     }
-    tracker.log({f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)},
-                step=trainer.state.global_step)
+    tracker.log(
+        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=trainer.state.global_step
+    )
     tracker.close()
     if is_main_process():
-        write_manifest(output_dir, cfg, data=data_hashes(cfg.data.train, cfg.data.eval), parents={"model": parent},
-                       results=results, started=started)
+        write_manifest(
+            output_dir,
+            cfg,
+            data=data_hashes(cfg.data.train, cfg.data.eval),
+            parents={"model": parent},
+            results=results,
+            started=started,
+        )
     trainer.accelerator.wait_for_everyone()  # a later stage on any rank reads the manifest the main process wrote
-    logger.info("sft finished: eval loss %s -> %s; final model in %s", results["eval_loss_start"],
-                results["eval_loss_end"], output_dir / FINAL)
+    logger.info(
+        "sft finished: eval loss %s -> %s; final model in %s",
+        results["eval_loss_start"],
+        results["eval_loss_end"],
+        output_dir / FINAL,
+    )
     return output_dir

@@ -9,8 +9,15 @@ from rlhf.bench import flops as F
 from tests.conftest import REPO_ROOT
 
 # embedded:tiny's dimensions: hidden 128, MLP 256, 2 layers, 4 query heads and 2 key/value heads of 32.
-TINY = SimpleNamespace(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=2048, head_dim=32)
+TINY = SimpleNamespace(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=2048,
+    head_dim=32,
+)
 
 
 def test_matmul_params_by_hand():
@@ -39,8 +46,12 @@ def test_trl_accounting_sums_its_passes():
     out = F.trl_accounting(TINY, TINY, [g, g], epochs=4)
     pol = 2 * (2 * F.matmul_params(TINY, True) * 7 + F.attn_flops_fwd(TINY, 7, 7))
     val = 2 * (2 * F.matmul_params(TINY, False) * 7 + F.attn_flops_fwd(TINY, 7, 7))
-    assert out == {"gen": 2 * F.generation_flops(TINY, g), "ref": 2 * pol, "rm_value": 4 * val,
-                   "train": 2 * 4 * 3 * (pol + val)}
+    assert out == {
+        "gen": 2 * F.generation_flops(TINY, g),
+        "ref": 2 * pol,
+        "rm_value": 4 * val,
+        "train": 2 * 4 * 3 * (pol + val),
+    }
 
 
 def test_same_formula_as_the_reference_script():
@@ -50,8 +61,14 @@ def test_same_formula_as_the_reference_script():
     spec = importlib.util.spec_from_file_location("trl_ppo_baseline", script)
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)
-    small = SimpleNamespace(hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8,
-                            num_key_value_heads=8, vocab_size=2048)
+    small = SimpleNamespace(
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        vocab_size=2048,
+    )
     for cfg in (TINY, small):
         for head in (True, False):
             assert F.matmul_params(cfg, head) == reference.matmul_params(cfg, head)

@@ -7,8 +7,16 @@ from rlhf.bench.flops import head_flops, trunk_flops
 from rlhf.bench.instrument import Instrumentation
 from rlhf.tracking import Tracker
 
-CONFIG = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-              num_key_value_heads=1, head_dim=8, pad_token_id=0)
+CONFIG = dict(
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=8,
+    pad_token_id=0,
+)
 
 
 def test_passes_are_attributed_and_counted(tmp_path):
@@ -17,16 +25,30 @@ def test_passes_are_attributed_and_counted(tmp_path):
         reward = LlamaForSequenceClassification(LlamaConfig(**CONFIG, num_labels=1)).requires_grad_(False)
     ids = torch.randint(1, 64, (2, 5))
     with torch.no_grad():  # a prefill and one decode step with a cache: one generation of 2 tokens
-        out = policy(input_ids=ids, attention_mask=torch.ones(2, 5), past_key_values=DynamicCache(),
-                     use_cache=True, logits_to_keep=1)
-        policy(input_ids=ids[:, :1], attention_mask=torch.ones(2, 6), past_key_values=out.past_key_values,
-               use_cache=True, logits_to_keep=1)
+        out = policy(
+            input_ids=ids,
+            attention_mask=torch.ones(2, 5),
+            past_key_values=DynamicCache(),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        policy(
+            input_ids=ids[:, :1],
+            attention_mask=torch.ones(2, 6),
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         reward(input_ids=ids)
     policy(input_ids=ids).logits.sum().backward()
     cfg = policy.config
     assert [(g.batch, g.prompt, g.steps) for g in ins.generations] == [(2, 5, 2)]
-    assert [p[:5] for p in ins.passes] == [("policy", "generate", 2, 5, 5), ("policy", "generate", 2, 1, 6),
-                                           ("reward", "score", 2, 5, 5), ("policy", "update", 2, 5, 5)]
+    assert [p[:5] for p in ins.passes] == [
+        ("policy", "generate", 2, 5, 5),
+        ("policy", "generate", 2, 1, 6),
+        ("reward", "score", 2, 5, 5),
+        ("policy", "update", 2, 5, 5),
+    ]
     assert ins.passes[-1][-1] == 3 * trunk_flops(cfg, 2, 5, 5)
     assert ins.heads[-1][-1] == 3 * head_flops(10, 16, 64)
     summary = ins.forward_summary()
@@ -41,12 +63,24 @@ def test_lean_decoder_steps_are_counted_like_model_calls():
 
     with Instrumentation() as ins:
         policy = LlamaForCausalLM(LlamaConfig(**CONFIG)).eval()
-        sample(policy, torch.randint(1, 64, (2, 5)), torch.ones(2, 5, dtype=torch.long), max_new_tokens=3,
-               temperature=0, top_k=0, top_p=1.0, eos_id=-1, pad_id=0)
+        sample(
+            policy,
+            torch.randint(1, 64, (2, 5)),
+            torch.ones(2, 5, dtype=torch.long),
+            max_new_tokens=3,
+            temperature=0,
+            top_k=0,
+            top_p=1.0,
+            eos_id=-1,
+            pad_id=0,
+        )
     cfg = policy.config
     assert [(g.batch, g.prompt, g.steps) for g in ins.generations] == [(2, 5, 3)]
-    assert [p[:5] for p in ins.passes] == [("policy", "generate", 2, 5, 5), ("policy", "generate", 2, 1, 6),
-                                           ("policy", "generate", 2, 1, 7)]
+    assert [p[:5] for p in ins.passes] == [
+        ("policy", "generate", 2, 5, 5),
+        ("policy", "generate", 2, 1, 6),
+        ("policy", "generate", 2, 1, 7),
+    ]
     assert ins.passes[1][-1] == trunk_flops(cfg, 2, 1, 6)
     assert [h[-1] for h in ins.heads] == [head_flops(2, 16, 64)] * 3  # last position only
 

@@ -21,8 +21,14 @@ SOURCE = """def run(cfg):
 def test_phases_follow_the_timing_statements(tmp_path):
     source = tmp_path / "ppo.py"
     source.write_text(SOURCE)
-    assert phase_boundaries(source) == [(0, "setup"), (3, "rollout"), (6, "score"), (8, "update"), (11, "log"),
-                                        (12, "save")]
+    assert phase_boundaries(source) == [
+        (0, "setup"),
+        (3, "rollout"),
+        (6, "score"),
+        (8, "update"),
+        (11, "log"),
+        (12, "save"),
+    ]
     raw = tmp_path / "raw.txt"
     raw.write_text(
         "<module> (bench.py:1);run (rlhf/stages/ppo.py:5);sample (rlhf/ppo/rollout.py:9);forward (linear.py:3) 6\n"

@@ -5,9 +5,18 @@ import json
 from rlhf.bench import results
 
 PPO_MEASURES = {
-    "settings": {"size": "tiny"}, "train_s": 1.0, "flops": 10, "achieved_gflops": 1e-8, "pct_of_ceiling": 0.1,
-    "matmul_ceiling_gflops": {"before": 100.0, "after": 110.0}, "peak_rss_mb": 500.0, "episodes_per_s": 8.0,
-    "gen_tokens_per_s": 384.0, "phase_s": {"generation": 0.5}, "forward_s": {}, "flops_trl_accounting": {},
+    "settings": {"size": "tiny"},
+    "train_s": 1.0,
+    "flops": 10,
+    "achieved_gflops": 1e-8,
+    "pct_of_ceiling": 0.1,
+    "matmul_ceiling_gflops": {"before": 100.0, "after": 110.0},
+    "peak_rss_mb": 500.0,
+    "episodes_per_s": 8.0,
+    "gen_tokens_per_s": 384.0,
+    "phase_s": {"generation": 0.5},
+    "forward_s": {},
+    "flops_trl_accounting": {},
 }
 
 

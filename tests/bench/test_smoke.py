@@ -13,9 +13,25 @@ from tests.conftest import REPO_ROOT
 @pytest.mark.slow
 def test_ppo_harness_smoke(tmp_path):
     results_file = tmp_path / "results.jsonl"
-    proc = subprocess.run([sys.executable, "scripts/bench.py", "ppo", "--size", "tiny", "--episodes", "16",
-                           "--models", str(tmp_path / "models"), "--results", str(results_file)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench.py",
+            "ppo",
+            "--size",
+            "tiny",
+            "--episodes",
+            "16",
+            "--models",
+            str(tmp_path / "models"),
+            "--results",
+            str(results_file),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads(proc.stdout)
     assert missing_fields(rec) == []

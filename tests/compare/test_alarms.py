@@ -12,23 +12,37 @@ P = 60
 
 def reference(rng: np.random.Generator) -> dict[str, np.ndarray]:
     length = rng.uniform(30, 50, P)
-    return {"proxy": rng.normal(0.0, 0.5, P), "judge": 0.8 + rng.normal(0, 0.03, P), "length": length,
-            "eos": (rng.random(P) < 0.9).astype(float), "repetition": np.zeros(P)}
+    return {
+        "proxy": rng.normal(0.0, 0.5, P),
+        "judge": 0.8 + rng.normal(0, 0.03, P),
+        "length": length,
+        "eos": (rng.random(P) < 0.9).astype(float),
+        "repetition": np.zeros(P),
+    }
 
 
 def hacked(rng: np.random.Generator) -> dict[str, np.ndarray]:
     # Longer replies: the proxy pays for every extra token while the judge marks them down.
     length = rng.uniform(50, 90, P)
-    return {"proxy": 0.1 * (length - 40) + rng.normal(0, 0.3, P), "judge": 0.8 - 0.004 * (length - 40)
-            + rng.normal(0, 0.03, P), "length": length, "eos": (rng.random(P) < 0.9).astype(float),
-            "repetition": np.zeros(P)}
+    return {
+        "proxy": 0.1 * (length - 40) + rng.normal(0, 0.3, P),
+        "judge": 0.8 - 0.004 * (length - 40) + rng.normal(0, 0.03, P),
+        "length": length,
+        "eos": (rng.random(P) < 0.9).astype(float),
+        "repetition": np.zeros(P),
+    }
 
 
 def clean(rng: np.random.Generator) -> dict[str, np.ndarray]:
     # Better on both scores, length and ending unchanged.
     length = rng.uniform(30, 50, P)
-    return {"proxy": 1.0 + rng.normal(0, 0.5, P), "judge": 0.85 + rng.normal(0, 0.03, P), "length": length,
-            "eos": (rng.random(P) < 0.9).astype(float), "repetition": np.zeros(P)}
+    return {
+        "proxy": 1.0 + rng.normal(0, 0.5, P),
+        "judge": 0.85 + rng.normal(0, 0.03, P),
+        "length": length,
+        "eos": (rng.random(P) < 0.9).astype(float),
+        "repetition": np.zeros(P),
+    }
 
 
 def fired(scores: dict, corpus: dict | None = None) -> set[tuple[str, str]]:

@@ -26,9 +26,22 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_quick_form_builds_a_compare_recipe(tmp_path):
     for name in ("rm", "judge_rm"):
         (tmp_path / name / "final").mkdir(parents=True)
-    args = parse("--models", "sft=embedded:tiny", f"ppo={tmp_path}", "--prompts", str(PROMPTS),
-                 "--reward", str(tmp_path / "rm" / "final"), "--judge", "brand_voice", f"{tmp_path / 'judge_rm' / 'final'}",
-                 "--out", str(tmp_path / "out"), "samples_per_prompt=3", "rollout.max_new_tokens=16")
+    args = parse(
+        "--models",
+        "sft=embedded:tiny",
+        f"ppo={tmp_path}",
+        "--prompts",
+        str(PROMPTS),
+        "--reward",
+        str(tmp_path / "rm" / "final"),
+        "--judge",
+        "brand_voice",
+        f"{tmp_path / 'judge_rm' / 'final'}",
+        "--out",
+        str(tmp_path / "out"),
+        "samples_per_prompt=3",
+        "rollout.max_new_tokens=16",
+    )
     recipe = command.load(args)
     assert isinstance(recipe, CompareStage)
     assert [(m.name, m.path) for m in recipe.models] == [("sft", "embedded:tiny"), ("ppo", str(tmp_path))]
@@ -36,7 +49,9 @@ def test_quick_form_builds_a_compare_recipe(tmp_path):
     assert [(p.name, p.model) for p in recipe.proxy] == [("learned", str(tmp_path / "rm" / "final"))]
     # A function judge is named after its module, a directory judge after its stage directory (final/'s parent).
     assert [(j.name, j.function or j.model) for j in recipe.judges] == [
-        ("brand_voice", "brand_voice"), ("judge_rm", str(tmp_path / "judge_rm" / "final"))]
+        ("brand_voice", "brand_voice"),
+        ("judge_rm", str(tmp_path / "judge_rm" / "final")),
+    ]
     assert recipe.samples_per_prompt == 3 and recipe.rollout.max_new_tokens == 16
     assert recipe.output_dir == str(tmp_path / "out")
 
@@ -45,11 +60,25 @@ def test_quick_form_refuses_its_mistakes(tmp_path):
     with pytest.raises(RecipeError, match="--judge, --out"):
         command.load(parse("--models", "a=embedded:tiny", "--prompts", str(PROMPTS)))
     with pytest.raises(RecipeError, match="write NAME=PATH"):
-        command.load(parse("--models", "embedded:tiny", "--prompts", str(PROMPTS), "--judge", "brand_voice",
-                           "--out", str(tmp_path)))
+        command.load(
+            parse(
+                "--models", "embedded:tiny", "--prompts", str(PROMPTS), "--judge", "brand_voice", "--out", str(tmp_path)
+            )
+        )
     with pytest.raises(RecipeError, match="give no recipe"):
-        command.load(parse("recipe.yaml", "--models", "a=embedded:tiny", "--prompts", str(PROMPTS), "--judge",
-                           "brand_voice", "--out", str(tmp_path)))
+        command.load(
+            parse(
+                "recipe.yaml",
+                "--models",
+                "a=embedded:tiny",
+                "--prompts",
+                str(PROMPTS),
+                "--judge",
+                "brand_voice",
+                "--out",
+                str(tmp_path),
+            )
+        )
     with pytest.raises(RecipeError, match="needs a recipe"):
         command.load(parse())
 
@@ -68,7 +97,19 @@ def test_other_stage_recipes_are_refused(tmp_path):
 
 
 def test_validate_a_compare_recipe_without_loading_models(tmp_path, capsys):
-    code = main(["compare", "--models", "a=embedded:tiny", f"b={tmp_path}/missing", "--prompts", str(PROMPTS),
-                 "--judge", "brand_voice", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "compare",
+            "--models",
+            "a=embedded:tiny",
+            f"b={tmp_path}/missing",
+            "--prompts",
+            str(PROMPTS),
+            "--judge",
+            "brand_voice",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     assert "model directory not found" in capsys.readouterr().err

@@ -15,9 +15,14 @@ PIPELINE = Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "pi
 
 
 def compare(**extra) -> dict:
-    return {"stage": "compare", "output_dir": "out",
-            "models": [{"name": "sft", "path": "/m/sft"}, {"name": "ppo", "path": "/m/ppo"}],
-            "prompts": {"path": "prompts.jsonl"}, "judges": [{"name": "rules", "function": "brand_voice"}], **extra}
+    return {
+        "stage": "compare",
+        "output_dir": "out",
+        "models": [{"name": "sft", "path": "/m/sft"}, {"name": "ppo", "path": "/m/ppo"}],
+        "prompts": {"path": "prompts.jsonl"},
+        "judges": [{"name": "rules", "function": "brand_voice"}],
+        **extra,
+    }
 
 
 def test_the_shipped_pipeline_ends_with_compare_and_resolves_its_references(tmp_path):
@@ -29,8 +34,11 @@ def test_the_shipped_pipeline_ends_with_compare_and_resolves_its_references(tmp_
     assert section.prompts.path == str(PIPELINE.parent / "data" / "eval_prompts.jsonl")  # relative to the recipe
     resolved = resolve_references(section, recipe)
     paths = {m.name: m.path for m in resolved.models}
-    assert paths == {"base": "embedded:tiny", "sft": str(tmp_path / "sft" / "final"),
-                     "ppo": str(tmp_path / "ppo" / "final")}
+    assert paths == {
+        "base": "embedded:tiny",
+        "sft": str(tmp_path / "sft" / "final"),
+        "ppo": str(tmp_path / "ppo" / "final"),
+    }
     assert resolved.proxy[0].model == str(tmp_path / "reward" / "final")
     assert resolved.judges[0].function == "brand_voice"
 
@@ -54,16 +62,19 @@ def test_defaults_and_relative_prompts(tmp_path):
     assert (stage.samples_per_prompt, stage.confidence, stage.proxy) == (1, 0.95, [])
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"reference": "base"}, "reference 'base' is not one of the models"),
-    ({"models": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "model names must be unique"),
-    ({"proxy": [{"name": "rm", "function": "brand_voice"}]}, "must be independent"),
-    ({"judges": [{"name": "rules", "function": "brand_voice", "weight": 2.0}]}, "a weight has no meaning"),
-    ({"judges": [{"name": "kl", "function": "brand_voice"}]}, "reserved"),
-    ({"rollout": {"missing_eos_penalty": 1.0}}, "missing_eos_penalty"),
-    ({"judges": []}, "judges"),
-    ({"sample_per_prompt": 2}, "did you mean 'samples_per_prompt'"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"reference": "base"}, "reference 'base' is not one of the models"),
+        ({"models": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "model names must be unique"),
+        ({"proxy": [{"name": "rm", "function": "brand_voice"}]}, "must be independent"),
+        ({"judges": [{"name": "rules", "function": "brand_voice", "weight": 2.0}]}, "a weight has no meaning"),
+        ({"judges": [{"name": "kl", "function": "brand_voice"}]}, "reserved"),
+        ({"rollout": {"missing_eos_penalty": 1.0}}, "missing_eos_penalty"),
+        ({"judges": []}, "judges"),
+        ({"sample_per_prompt": 2}, "did you mean 'samples_per_prompt'"),
+    ],
+)
 def test_bad_compare_recipes_are_refused(extra, message):
     with pytest.raises(RecipeError, match=message):
         validate_recipe(compare(**extra))

@@ -27,7 +27,14 @@ def test_too_short_or_empty_replies_repeat_nothing():
 
 def test_corpus_distinct_falls_when_replies_are_the_same():
     same = [diversity.words("thanks for waiting, your order ships today")] * 4
-    varied = [diversity.words(t) for t in ("thanks for waiting", "your order ships today", "a refund is on its way",
-                                           "happy trails from the team")]
+    varied = [
+        diversity.words(t)
+        for t in (
+            "thanks for waiting",
+            "your order ships today",
+            "a refund is on its way",
+            "happy trails from the team",
+        )
+    ]
     assert diversity.corpus_distinct_n(same, 2) == pytest.approx(0.25)
     assert diversity.corpus_distinct_n(varied, 2) == 1.0

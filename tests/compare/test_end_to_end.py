@@ -39,17 +39,42 @@ def reward_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report_dir(reward_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("compare") / "report"
-    code = main(["compare", "--models", "base=embedded:tiny", "other=embedded:tiny", "--prompts", str(PROMPTS),
-                 "--reward", str(reward_model), "--judge", "brand_voice", "--out", str(out),
-                 "prompts.max_prompts=6", "rollout.max_new_tokens=10", "samples_per_prompt=2",
-                 "bootstrap_resamples=200", "batch_size=16"])
+    code = main(
+        [
+            "compare",
+            "--models",
+            "base=embedded:tiny",
+            "other=embedded:tiny",
+            "--prompts",
+            str(PROMPTS),
+            "--reward",
+            str(reward_model),
+            "--judge",
+            "brand_voice",
+            "--out",
+            str(out),
+            "prompts.max_prompts=6",
+            "rollout.max_new_tokens=10",
+            "samples_per_prompt=2",
+            "bootstrap_resamples=200",
+            "batch_size=16",
+        ]
+    )
     assert code == 0
     return out
 
 
 def test_outputs_exist_and_html_is_self_contained(report_dir):
-    for name in ("report.md", "report.html", "results.json", "responses.jsonl", "recipe.yaml", "manifest.json",
-                 "plots/score_distributions.png", "plots/reward_vs_kl.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "results.json",
+        "responses.jsonl",
+        "recipe.yaml",
+        "manifest.json",
+        "plots/score_distributions.png",
+        "plots/reward_vs_kl.png",
+    ):
         assert (report_dir / name).is_file(), name
     assert (report_dir / "plots" / "score_distributions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (report_dir / "report.html").read_text()

@@ -12,9 +12,18 @@ PAD, EOS = 0, 2
 
 
 def llama(**overrides) -> LlamaForCausalLM:
-    settings = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=2, max_position_embeddings=64, pad_token_id=PAD, eos_token_id=EOS,
-                    bos_token_id=1)
+    settings = dict(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=1,
+    )
     settings.update(overrides)
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(**settings)).eval()
@@ -35,14 +44,26 @@ def step_logits(decoder, steps: int = 6) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"num_key_value_heads": 4},
-    {"attention_bias": True, "mlp_bias": True},
-    {"tie_word_embeddings": True},
-    {"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16}},
-], ids=["gqa", "mha", "biases", "tied", "llama3-rope"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"num_key_value_heads": 4},
+        {"attention_bias": True, "mlp_bias": True},
+        {"tie_word_embeddings": True},
+        {
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 10000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            }
+        },
+    ],
+    ids=["gqa", "mha", "biases", "tied", "llama3-rope"],
+)
 @torch.no_grad()
 def test_lean_decoder_matches_model_forward_every_step(overrides):
     model = llama(**overrides)
@@ -103,8 +124,20 @@ def test_sampled_logprobs_and_entropy_match_a_full_forward(decoder):
     model = llama()
     temperature = 0.7
     query, mask = left_pad(PROMPTS, PAD)
-    out = sample(model, query, mask, max_new_tokens=20, temperature=temperature, top_k=0, top_p=1.0, eos_id=EOS,
-                 pad_id=PAD, generator=torch.Generator().manual_seed(2), decoder=decoder, stats=True)
+    out = sample(
+        model,
+        query,
+        mask,
+        max_new_tokens=20,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        eos_id=EOS,
+        pad_id=PAD,
+        generator=torch.Generator().manual_seed(2),
+        decoder=decoder,
+        stats=True,
+    )
     resp_mask, has_eos = response_mask(out.tokens, EOS)
     batch = Batch(query, mask, out.tokens, resp_mask, has_eos)
     ids, attention, pos = batch.sequence()
@@ -120,5 +153,15 @@ def test_sampled_logprobs_and_entropy_match_a_full_forward(decoder):
 def test_stats_need_a_sampling_distribution():
     query, mask = left_pad(PROMPTS, PAD)
     with pytest.raises(ValueError, match="temperature > 0"):
-        sample(llama(), query, mask, max_new_tokens=2, temperature=0, top_k=0, top_p=1.0, eos_id=EOS, pad_id=PAD,
-               stats=True)
+        sample(
+            llama(),
+            query,
+            mask,
+            max_new_tokens=2,
+            temperature=0,
+            top_k=0,
+            top_p=1.0,
+            eos_id=EOS,
+            pad_id=PAD,
+            stats=True,
+        )

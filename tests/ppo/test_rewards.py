@@ -45,8 +45,10 @@ def test_learned_reward_on_sampled_ids_equals_scoring_the_rendered_text():
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
-    prompts = [[{"role": "user", "content": "Where is my order #123?"}],
-               [{"role": "user", "content": "Hi, the tent arrived torn. What now?"}]]
+    prompts = [
+        [{"role": "user", "content": "Where is my order #123?"}],
+        [{"role": "user", "content": "Hi, the tent arrived torn. What now?"}],
+    ]
     replies = ["Sorry about the wait, I've chased it.", "I'm sorry! I'll send a new tent today."]
     eos = tokenizer.eos_token_id
     response_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] + [eos] for r in replies]

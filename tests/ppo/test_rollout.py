@@ -23,9 +23,13 @@ def test_left_pad_and_positions():
 
 
 def test_batch_sequence_concatenates_and_masks_padding():
-    batch = Batch(query=torch.tensor([[PAD, 3]]), query_mask=torch.tensor([[0, 1]]),
-                  response=torch.tensor([[4, EOS, PAD]]), response_mask=torch.tensor([[1.0, 1, 0]]),
-                  has_eos=torch.tensor([True]))
+    batch = Batch(
+        query=torch.tensor([[PAD, 3]]),
+        query_mask=torch.tensor([[0, 1]]),
+        response=torch.tensor([[4, EOS, PAD]]),
+        response_mask=torch.tensor([[1.0, 1, 0]]),
+        has_eos=torch.tensor([True]),
+    )
     ids, attention, pos = batch.sequence()
     assert ids.tolist() == [[PAD, 3, 4, EOS, PAD]]
     assert attention.tolist() == [[0, 1, 1, 1, 0]]
@@ -61,8 +65,14 @@ def test_batched_left_padded_sampling_matches_one_by_one(tiny):
     """Left padding, position ids and the KV cache must not change what each row generates."""
     model, tokenizer = tiny
     prompts = [[5, 9, 30, 41, 7, 12], [33, 8], [100, 101, 102]]
-    settings = dict(max_new_tokens=12, temperature=0, top_k=0, top_p=1.0, eos_id=tokenizer.eos_token_id,
-                    pad_id=tokenizer.pad_token_id)
+    settings = dict(
+        max_new_tokens=12,
+        temperature=0,
+        top_k=0,
+        top_p=1.0,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+    )
     query, query_mask = left_pad(prompts, tokenizer.pad_token_id)
     batched = sample(model, query, query_mask, **settings)
     for row, prompt in enumerate(prompts):
@@ -74,18 +84,42 @@ def test_batched_left_padded_sampling_matches_one_by_one(tiny):
 def test_sampling_matches_transformers_generate(tiny):
     model, tokenizer = tiny
     query = torch.tensor([[5, 9, 30, 41]])
-    ours = sample(model, query, torch.ones_like(query), max_new_tokens=10, temperature=0, top_k=0, top_p=1.0,
-                  eos_id=-1, pad_id=tokenizer.pad_token_id)
-    theirs = model.generate(query, attention_mask=torch.ones_like(query), max_new_tokens=10, do_sample=False,
-                            eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
+    ours = sample(
+        model,
+        query,
+        torch.ones_like(query),
+        max_new_tokens=10,
+        temperature=0,
+        top_k=0,
+        top_p=1.0,
+        eos_id=-1,
+        pad_id=tokenizer.pad_token_id,
+    )
+    theirs = model.generate(
+        query,
+        attention_mask=torch.ones_like(query),
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert ours[0].tolist() == theirs[0, 4:].tolist()
 
 
 def test_tokens_after_eos_are_padding(tiny):
     model, tokenizer = tiny
     query, query_mask = left_pad([[5, 9], [30, 41, 7]], tokenizer.pad_token_id)
-    response = sample(model, query, query_mask, max_new_tokens=40, temperature=1.5, top_k=0, top_p=1.0,
-                      eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                      generator=torch.Generator().manual_seed(1))
+    response = sample(
+        model,
+        query,
+        query_mask,
+        max_new_tokens=40,
+        temperature=1.5,
+        top_k=0,
+        top_p=1.0,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        generator=torch.Generator().manual_seed(1),
+    )
     mask, _ = response_mask(response, tokenizer.eos_token_id)
     assert (response[mask == 0] == tokenizer.pad_token_id).all()

@@ -36,8 +36,9 @@ GOOD_PROMPTS = [{"prompt": f"prompt {i} about tents"} for i in range(6)]
 def recipe_file(tmp_path: Path) -> Callable[..., Path]:
     """Writes a stage recipe into tmp_path (data paths relative to it) and returns its path."""
 
-    def make(stage: str = "sft", train: list[Any] | None = None, eval_rows: list[Any] | None = None,
-             **sections: Any) -> Path:
+    def make(
+        stage: str = "sft", train: list[Any] | None = None, eval_rows: list[Any] | None = None, **sections: Any
+    ) -> Path:
         default = {"sft": GOOD_SFT, "reward": GOOD_PREFS, "ppo": GOOD_PROMPTS}[stage]
         write_jsonl(tmp_path / "train.jsonl", default if train is None else train)
         data = {"train": "train.jsonl", "max_length": 64, "max_prompt_length": 32}

@@ -46,15 +46,25 @@ def test_chosen_equals_rejected(recipe_file, cli):
 
 
 def test_wrong_role_order(recipe_file, cli):
-    row = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
-                        {"role": "assistant", "content": "c"}]}
+    row = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "c"},
+        ]
+    }
     err = refused(cli, recipe_file("sft", train=[row]))
     assert "row 1, field 'messages[1].role': two 'user' messages in a row: roles must alternate" in err
 
 
 def test_conversation_not_ending_with_assistant(recipe_file, cli):
-    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                        {"role": "user", "content": "c"}]}
+    row = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ]
+    }
     err = refused(cli, recipe_file("sft", train=[row]))
     assert "row 1, field 'messages': the conversation must end with an assistant message" in err
 
@@ -104,16 +114,23 @@ def test_reward_source_pointing_at_the_sft_stage(tmp_path, cli):
     write_jsonl(tmp_path / "sft.jsonl", GOOD_SFT)
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "q"}])
     recipe = tmp_path / "pipeline.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "run_dir": str(tmp_path / "run"),
-        "sft": {"data": {"train": "sft.jsonl"}},
-        "ppo": {"model": {"name_or_path": "stage:sft"}, "data": {"train": "prompts.jsonl", "max_length": 64,
-                                                                  "max_prompt_length": 32},
-                "rewards": [{"name": "learned", "model": "stage:sft"}]},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(tmp_path / "run"),
+                "sft": {"data": {"train": "sft.jsonl"}},
+                "ppo": {
+                    "model": {"name_or_path": "stage:sft"},
+                    "data": {"train": "prompts.jsonl", "max_length": 64, "max_prompt_length": 32},
+                    "rewards": [{"name": "learned", "model": "stage:sft"}],
+                },
+            }
+        )
+    )
     err = refused(cli, recipe)
-    assert ("ppo.rewards.0.model refers to 'stage:sft', but a reward source must be a reward model: "
-            "use 'stage:reward'") in err
+    assert (
+        "ppo.rewards.0.model refers to 'stage:sft', but a reward source must be a reward model: use 'stage:reward'"
+    ) in err
 
 
 # ---- Warnings: the run goes on, the counts are printed (and logged at the start of `rlhf run`).
@@ -137,16 +154,23 @@ def test_ppo_prompts_shared_with_held_out_prompts_of_another_stage(tmp_path):
     write_jsonl(tmp_path / "sft.jsonl", GOOD_SFT)
     write_jsonl(tmp_path / "sft_eval.jsonl", [chat("prompt 2 about tents", "an answer")])
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"prompt {i} about tents"} for i in range(4)])
-    recipe = PipelineRecipe.model_validate({
-        "run_dir": str(tmp_path / "run"),
-        "sft": {"data": {"train": str(tmp_path / "sft.jsonl"), "eval": str(tmp_path / "sft_eval.jsonl")}},
-        "ppo": {"model": {"name_or_path": "stage:sft"}, "data": {"train": str(tmp_path / "prompts.jsonl")},
-                "rewards": [{"name": "rules", "function": "brand_voice"}]},
-    })
+    recipe = PipelineRecipe.model_validate(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "sft": {"data": {"train": str(tmp_path / "sft.jsonl"), "eval": str(tmp_path / "sft_eval.jsonl")}},
+            "ppo": {
+                "model": {"name_or_path": "stage:sft"},
+                "data": {"train": str(tmp_path / "prompts.jsonl")},
+                "rewards": [{"name": "rules", "function": "brand_voice"}],
+            },
+        }
+    )
     report = examine(recipe, tokenizers=False)
     assert report.errors == []
-    assert any(w.startswith("1 prompts of ppo train (prompts.jsonl) also appear in sft eval (sft_eval.jsonl)")
-               for w in report.warnings)
+    assert any(
+        w.startswith("1 prompts of ppo train (prompts.jsonl) also appear in sft eval (sft_eval.jsonl)")
+        for w in report.warnings
+    )
 
 
 def test_over_long_rows_are_counted(recipe_file, cli):
@@ -161,21 +185,38 @@ def test_over_long_rows_are_counted(recipe_file, cli):
 def test_over_long_pairs_are_counted_as_dropped(tmp_path):
     long = "word " * 80
     write_jsonl(tmp_path / "prefs.jsonl", [*GOOD_PREFS, pair("q", long, "short")])
-    recipe = load_recipe_from(tmp_path, {"stage": "reward", "output_dir": "out",
-                                         "data": {"train": "prefs.jsonl", "max_length": 64, "max_prompt_length": 32}})
+    recipe = load_recipe_from(
+        tmp_path,
+        {
+            "stage": "reward",
+            "output_dir": "out",
+            "data": {"train": "prefs.jsonl", "max_length": 64, "max_prompt_length": 32},
+        },
+    )
     report = examine(recipe, tokenizers=False)
-    assert any("about 1 of 7 rows will be dropped: chosen or rejected is longer than data.max_length=64" in w
-               for w in report.warnings)
+    assert any(
+        "about 1 of 7 rows will be dropped: chosen or rejected is longer than data.max_length=64" in w
+        for w in report.warnings
+    )
     assert any("token lengths are estimates" in n for s in report.stages for n in s.notes)
 
 
 def test_over_long_prompts_are_counted_as_left_truncated(tmp_path):
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "short"}, {"prompt": "word " * 60}])
-    recipe = load_recipe_from(tmp_path, {"stage": "ppo", "output_dir": "out", "rewards": [
-        {"name": "rules", "function": "brand_voice"}], "data": {"train": "prompts.jsonl", "max_prompt_length": 32}})
+    recipe = load_recipe_from(
+        tmp_path,
+        {
+            "stage": "ppo",
+            "output_dir": "out",
+            "rewards": [{"name": "rules", "function": "brand_voice"}],
+            "data": {"train": "prompts.jsonl", "max_prompt_length": 32},
+        },
+    )
     report = examine(recipe, tokenizers=False)
-    assert any("1 of 2 rows are longer than data.max_prompt_length=32 tokens and will be left-truncated" in w
-               for w in report.warnings)
+    assert any(
+        "1 of 2 rows are longer than data.max_prompt_length=32 tokens and will be left-truncated" in w
+        for w in report.warnings
+    )
 
 
 def test_histogram_bins_up_to_the_limit_and_beyond():
@@ -222,18 +263,21 @@ def tokenizer_dir(path, template: str, **special) -> str:
 
 
 def test_chat_template_refusing_a_conversation(recipe_file, cli, tmp_path):
-    template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
-                "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+        "supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
     model = tokenizer_dir(tmp_path / "tok", template, eos_token="<eos>", pad_token="<eos>")
     system = {"messages": [{"role": "system", "content": "be nice"}, *GOOD_SFT[0]["messages"]]}
     err = refused(cli, recipe_file("sft", train=[GOOD_SFT[0], system]), f"model.name_or_path={model}")
-    assert (f"train.jsonl, row 2: the chat template (tokenizer of {model}) refuses this conversation: System role "
-            "not supported") in err
+    assert (
+        f"train.jsonl, row 2: the chat template (tokenizer of {model}) refuses this conversation: System role "
+        "not supported"
+    ) in err
 
 
 def test_tokenizer_without_pad_token_warns_before_the_run(recipe_file, cli, tmp_path):
-    model = tokenizer_dir(tmp_path / "tok", "{% for m in messages %}{{ m['content'] }}{% endfor %}",
-                          eos_token="<eos>")
+    model = tokenizer_dir(tmp_path / "tok", "{% for m in messages %}{{ m['content'] }}{% endfor %}", eos_token="<eos>")
     code, out, _ = cli("validate", recipe_file("sft"), f"model.name_or_path={model}")
     assert code == 0
     assert f"the tokenizer of {model} has no pad token: its EOS token '<eos>' will be used for padding" in out

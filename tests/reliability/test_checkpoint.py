@@ -103,8 +103,12 @@ def test_rng_states_round_trip_with_a_generator():
     torch.manual_seed(9)
     generator.manual_seed(9)
     checkpoint.load_rng_states(states, generator)
-    assert (random.random(), np.random.rand(), torch.rand(1).item(),
-            torch.rand(1, generator=generator).item()) == expected
+    assert (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generator).item(),
+    ) == expected
     with pytest.raises(ResumeError, match="no sampling-generator state"):
         checkpoint.load_rng_states({k: v for k, v in states.items() if k != "generator"}, generator)
 
@@ -113,9 +117,16 @@ def test_fingerprint_ignores_resume_irrelevant_keys_and_data_paths(tmp_path):
     base = checkpoint.resume_fingerprint(stage(tmp_path))
     moved = tmp_path / "moved.jsonl"
     moved.write_text((tmp_path / "train.jsonl").read_text())
-    same = stage(tmp_path, training__max_steps=50, training__logging_steps=3, training__save_steps=7,
-                 tracking__report_to=["tensorboard"], output_dir=str(tmp_path / "elsewhere"), resume=False,
-                 data__train=str(moved))
+    same = stage(
+        tmp_path,
+        training__max_steps=50,
+        training__logging_steps=3,
+        training__save_steps=7,
+        tracking__report_to=["tensorboard"],
+        output_dir=str(tmp_path / "elsewhere"),
+        resume=False,
+        data__train=str(moved),
+    )
     assert checkpoint.fingerprint_differences(base, checkpoint.resume_fingerprint(same)) == []
     assert base["length"] == {"training.max_steps": None, "training.epochs": 1.0}
 
@@ -123,8 +134,9 @@ def test_fingerprint_ignores_resume_irrelevant_keys_and_data_paths(tmp_path):
 def test_fingerprint_differences_name_the_changed_key_and_data(tmp_path):
     base = checkpoint.resume_fingerprint(stage(tmp_path), {"model": {"stage": "sft", "recipe_sha256": "a"}})
     (tmp_path / "train.jsonl").write_text('{"prompt": "a", "completion": "c"}\n')
-    changed = checkpoint.resume_fingerprint(stage(tmp_path, training__learning_rate=0.5),
-                                            {"model": {"stage": "sft", "recipe_sha256": "b"}})
+    changed = checkpoint.resume_fingerprint(
+        stage(tmp_path, training__learning_rate=0.5), {"model": {"stage": "sft", "recipe_sha256": "b"}}
+    )
     lines = checkpoint.fingerprint_differences(base, changed)
     assert "training.learning_rate: 1e-05 in the checkpoint, 0.5 now" in lines
     assert any(line.startswith("data file 'train' has different content") for line in lines)

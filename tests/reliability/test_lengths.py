@@ -42,8 +42,19 @@ def test_token_counts_match_transformers(tokenizers):
     assert light.pad_token == full.pad_token and light.eos_token == full.eos_token
 
 
-@pytest.mark.parametrize("spec", ["brand_voice", "nope", "os", "os.path", "reward_models.brand_voice:nope",
-                                  "reward_models.brand_voice:score", "json:dumps", "no_such_pkg.mod:f"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "brand_voice",
+        "nope",
+        "os",
+        "os.path",
+        "reward_models.brand_voice:nope",
+        "reward_models.brand_voice:score",
+        "json:dumps",
+        "no_such_pkg.mod:f",
+    ],
+)
 def test_preflight_reward_check_agrees_with_the_loader(spec):
     pytest.importorskip("torch")
     from rlhf.ppo.rewards import RewardError, load_reward_function

@@ -37,10 +37,21 @@ def sft_recipe(path: Path, output_dir: Path, **training) -> Path:
         "seed": 7,
         "output_dir": str(output_dir),
         "model": {"name_or_path": "embedded:tiny"},
-        "data": {"train": str(DATA / "sft_train.jsonl"), "max_length": 64, "max_prompt_length": 32,
-                 "max_train_rows": 16},
-        "training": {"learning_rate": 1.0e-3, "max_steps": STEPS, "batch_size": 2, "logging_steps": 1,
-                     "save_steps": 2, "save_total_limit": 3, **training},
+        "data": {
+            "train": str(DATA / "sft_train.jsonl"),
+            "max_length": 64,
+            "max_prompt_length": 32,
+            "max_train_rows": 16,
+        },
+        "training": {
+            "learning_rate": 1.0e-3,
+            "max_steps": STEPS,
+            "batch_size": 2,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "save_total_limit": 3,
+            **training,
+        },
         "tracking": {"report_to": ["none"]},
     }
     path.write_text(yaml.safe_dump(recipe))
@@ -72,8 +83,13 @@ def test_killed_sft_run_resumes_exactly(uninterrupted, tmp_path, cli, caplog):
     out = tmp_path / "out"
     recipe = sft_recipe(tmp_path / "sft.yaml", out)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "rlhf", "run", str(recipe)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlhf", "run", str(recipe)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = out / "checkpoints" / "checkpoint-2" / MARKER
     deadline = time.monotonic() + 240
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -119,8 +135,7 @@ def test_finished_stage_is_skipped(uninterrupted, tmp_path, cli, caplog):
     code, _, err = cli("run", sft_recipe(tmp_path / "sft.yaml", uninterrupted))
     assert code == 0, err
     assert "already holds a finished run of this recipe and data; skipping it" in caplog.text
-    assert [p.name for p in complete_checkpoints(uninterrupted / "checkpoints")] == [
-        "checkpoint-2", "checkpoint-4"]
+    assert [p.name for p in complete_checkpoints(uninterrupted / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
 
 
 def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path, cli, monkeypatch):
@@ -147,8 +162,9 @@ def test_non_finite_loss_stops_with_last_checkpoint_intact(tmp_path, cli, monkey
     assert [p.name for p in complete_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
     assert not (out / "final").exists() and not (out / "manifest.json").exists()
     assert all(torch.isfinite(t).all() for t in weights(out / "checkpoints" / "checkpoint-2").values())
-    assert math.isfinite(json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
-                        ["log_history"][-1]["loss"])
+    assert math.isfinite(
+        json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"][-1]["loss"]
+    )
 
 
 def test_reward_stage_resumes_exactly(tmp_path, cli):
@@ -156,11 +172,17 @@ def test_reward_stage_resumes_exactly(tmp_path, cli):
 
     def run(out: Path) -> Path:
         recipe = {
-            "stage": "reward", "seed": 3, "output_dir": str(out), "model": {"name_or_path": "embedded:tiny"},
-            "data": {"train": str(DATA / "prefs_train.jsonl"), "max_length": 128, "max_prompt_length": 64,
-                     "max_train_rows": 16},
-            "training": {"learning_rate": 1.0e-3, "max_steps": 4, "batch_size": 2, "logging_steps": 1,
-                         "save_steps": 2},
+            "stage": "reward",
+            "seed": 3,
+            "output_dir": str(out),
+            "model": {"name_or_path": "embedded:tiny"},
+            "data": {
+                "train": str(DATA / "prefs_train.jsonl"),
+                "max_length": 128,
+                "max_prompt_length": 64,
+                "max_train_rows": 16,
+            },
+            "training": {"learning_rate": 1.0e-3, "max_steps": 4, "batch_size": 2, "logging_steps": 1, "save_steps": 2},
             "tracking": {"report_to": ["none"]},
         }
         path = tmp_path / f"{out.name}.yaml"

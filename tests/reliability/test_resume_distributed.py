@@ -22,13 +22,30 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 def test_zero3_two_processes_resume_exactly(tmp_path):
     out = tmp_path / "out"
     recipe = tmp_path / "sft.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "stage": "sft", "seed": 7, "output_dir": str(out), "model": {"name_or_path": "embedded:tiny"},
-        "data": {"train": str(DATA / "sft_train.jsonl"), "max_length": 64, "max_prompt_length": 32,
-                 "max_train_rows": 32},
-        "training": {"learning_rate": 1.0e-3, "max_steps": 4, "batch_size": 2, "logging_steps": 1, "save_steps": 2},
-        "tracking": {"report_to": ["none"]},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "sft",
+                "seed": 7,
+                "output_dir": str(out),
+                "model": {"name_or_path": "embedded:tiny"},
+                "data": {
+                    "train": str(DATA / "sft_train.jsonl"),
+                    "max_length": 64,
+                    "max_prompt_length": 32,
+                    "max_train_rows": 32,
+                },
+                "training": {
+                    "learning_rate": 1.0e-3,
+                    "max_steps": 4,
+                    "batch_size": 2,
+                    "logging_steps": 1,
+                    "save_steps": 2,
+                },
+                "tracking": {"report_to": ["none"]},
+            }
+        )
+    )
     command = launch_command("zero3", ["-m", "rlhf", "run", str(recipe)])
     run(command, tmp_path / "first.log")
     shards = [p.name for p in (out / "checkpoints" / "checkpoint-2" / "global_step2").iterdir()]

@@ -27,8 +27,11 @@ def test_trust_remote_code_is_off_by_default_and_passed_to_every_loader():
     missing, forced = [], []
     for path in sorted((REPO_ROOT / "rlhf").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "from_pretrained"):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "from_pretrained"
+            ):
                 continue
             where = f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
             flag = next((k.value for k in node.keywords if k.arg == "trust_remote_code"), None)
@@ -60,12 +63,22 @@ def test_programmatic_rewards_come_from_reward_models_or_a_named_module():
 def test_unknown_reward_function_is_refused_before_the_run(tmp_path, cli):
     (tmp_path / "p.jsonl").write_text('{"prompt": "q"}\n')
     recipe = tmp_path / "ppo.yaml"
-    recipe.write_text(yaml.safe_dump({"stage": "ppo", "output_dir": str(tmp_path / "out"),
-                                      "data": {"train": "p.jsonl"}, "rewards": [{"name": "r", "function": "nope"}]}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "stage": "ppo",
+                "output_dir": str(tmp_path / "out"),
+                "data": {"train": "p.jsonl"},
+                "rewards": [{"name": "r", "function": "nope"}],
+            }
+        )
+    )
     code, _, err = cli("validate", recipe)
     assert code == 2
-    assert ("rewards.0.function: reward function 'nope': cannot import reward_models.nope (No module named "
-            "'reward_models.nope')") in err
+    assert (
+        "rewards.0.function: reward function 'nope': cannot import reward_models.nope (No module named "
+        "'reward_models.nope')"
+    ) in err
 
 
 def test_output_dir_escaping_the_working_directory(tmp_path, monkeypatch, recipe_file, cli):
@@ -75,8 +88,10 @@ def test_output_dir_escaping_the_working_directory(tmp_path, monkeypatch, recipe
     recipe = recipe_file("sft")
     code, _, err = cli("validate", recipe, "output_dir=../../elsewhere")
     assert code == 2
-    assert ("output path '../../elsewhere' leaves the working directory (it resolves to "
-            f"{tmp_path.parent / 'elsewhere'}); write it as an absolute path") in err
+    assert (
+        "output path '../../elsewhere' leaves the working directory (it resolves to "
+        f"{tmp_path.parent / 'elsewhere'}); write it as an absolute path"
+    ) in err
     assert cli("validate", recipe, "output_dir=../../elsewhere", "--allow-output-dir")[0] == 0
     assert cli("validate", recipe, "output_dir=runs/../runs/sft")[0] == 0  # '..' that stays inside is fine
     assert cli("validate", recipe, f"output_dir={tmp_path / 'abs'}")[0] == 0  # an absolute path is taken as meant
@@ -108,11 +123,30 @@ def test_pipeline_run_dir_holding_other_files(tmp_path):
 
 
 def test_scrub_secrets():
-    argv = ["rlhf", "run", "r.yaml", "wandb_api_key=abc123", "--hub_token", "xyz", f"tracking.run_name={SECRET}",
-            "--password=hunter2", "training.learning_rate=0.1", "model.name_or_path=org/model"]
-    assert scrub_secrets(argv) == ["rlhf", "run", "r.yaml", "wandb_api_key=***", "--hub_token", "***",
-                                   "tracking.run_name=***", "--password=***", "training.learning_rate=0.1",
-                                   "model.name_or_path=org/model"]
+    argv = [
+        "rlhf",
+        "run",
+        "r.yaml",
+        "wandb_api_key=abc123",
+        "--hub_token",
+        "xyz",
+        f"tracking.run_name={SECRET}",
+        "--password=hunter2",
+        "training.learning_rate=0.1",
+        "model.name_or_path=org/model",
+    ]
+    assert scrub_secrets(argv) == [
+        "rlhf",
+        "run",
+        "r.yaml",
+        "wandb_api_key=***",
+        "--hub_token",
+        "***",
+        "tracking.run_name=***",
+        "--password=***",
+        "training.learning_rate=0.1",
+        "model.name_or_path=org/model",
+    ]
 
 
 def test_no_secret_reaches_recipe_manifest_or_metrics(tmp_path, monkeypatch):
@@ -122,8 +156,9 @@ def test_no_secret_reaches_recipe_manifest_or_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
     monkeypatch.setattr(sys, "argv", ["rlhf", "run", "r.yaml", f"hf_token={SECRET}", f"tracking.run_name={SECRET}"])
     (tmp_path / "t.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
-    cfg = SFTStage.model_validate({"stage": "sft", "output_dir": str(tmp_path / "out"),
-                                   "data": {"train": str(tmp_path / "t.jsonl")}})
+    cfg = SFTStage.model_validate(
+        {"stage": "sft", "output_dir": str(tmp_path / "out"), "data": {"train": str(tmp_path / "t.jsonl")}}
+    )
     out = Path(cfg.output_dir)
     write_recipe(cfg, out)
     tracker = Tracker(cfg.tracking, out, cfg.model_dump(mode="json"))
@@ -139,9 +174,14 @@ def test_no_secret_reaches_recipe_manifest_or_metrics(tmp_path, monkeypatch):
 
 
 def test_yaml_is_only_read_with_safe_load():
-    unsafe = [f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
-              for root in ("rlhf", "reward_models", "scripts") for path in sorted((REPO_ROOT / root).rglob("*.py"))
-              for node in ast.walk(ast.parse(path.read_text()))
-              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml"
-              and node.attr in ("load", "load_all", "unsafe_load", "full_load", "Loader", "UnsafeLoader")]
+    unsafe = [
+        f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+        for root in ("rlhf", "reward_models", "scripts")
+        for path in sorted((REPO_ROOT / root).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "yaml"
+        and node.attr in ("load", "load_all", "unsafe_load", "full_load", "Loader", "UnsafeLoader")
+    ]
     assert unsafe == []

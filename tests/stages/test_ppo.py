@@ -58,7 +58,23 @@ def test_outputs_follow_the_contract(run_dir):
     assert model.config.vocab_size >= len(tokenizer)
     rows = [json.loads(line) for line in (ppo / "metrics.jsonl").read_text().splitlines()]
     logged = {key for row in rows for key in row}
-    for key in ("reward/total", "reward/learned", "reward/voice_rules", "kl", "kl_coef", "entropy", "loss/policy",
-                "loss/value", "policy/clipfrac", "value/clipfrac", "policy/approx_kl", "value/explained_variance",
-                "response/length", "response/eos_rate", "time/rollout", "time/update", "tokens_per_s"):
+    for key in (
+        "reward/total",
+        "reward/learned",
+        "reward/voice_rules",
+        "kl",
+        "kl_coef",
+        "entropy",
+        "loss/policy",
+        "loss/value",
+        "policy/clipfrac",
+        "value/clipfrac",
+        "policy/approx_kl",
+        "value/explained_variance",
+        "response/length",
+        "response/eos_rate",
+        "time/rollout",
+        "time/update",
+        "tokens_per_s",
+    ):
         assert key in logged, key

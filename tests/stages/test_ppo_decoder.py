@@ -16,9 +16,16 @@ pytestmark = pytest.mark.slow
 
 def _run(out: Path, decoder: str) -> list[dict]:
     recipe = {
-        "stage": "ppo", "seed": 3, "output_dir": str(out), "model": {"name_or_path": "embedded:tiny"},
-        "data": {"train": str(DATA / "ppo_prompts.jsonl"), "max_train_rows": 32, "max_prompt_length": 64,
-                 "max_length": 96},
+        "stage": "ppo",
+        "seed": 3,
+        "output_dir": str(out),
+        "model": {"name_or_path": "embedded:tiny"},
+        "data": {
+            "train": str(DATA / "ppo_prompts.jsonl"),
+            "max_train_rows": 32,
+            "max_prompt_length": 64,
+            "max_length": 96,
+        },
         "rewards": [{"name": "voice_rules", "function": "brand_voice"}],
         "value": {"mode": "head"},
         "rollout": {"max_new_tokens": 16, "temperature": 1.0, "decoder": decoder},

@@ -90,8 +90,13 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     recipe, out = _write_recipe(tmp_path, "run")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_command(recipe) + ["training.max_steps=2"], check=True, env=env, capture_output=True, timeout=600)
-    changed = subprocess.run(_command(recipe) + ["training.max_steps=2", "update.cliprange=0.3"], env=env,
-                             capture_output=True, text=True, timeout=600)
+    changed = subprocess.run(
+        _command(recipe) + ["training.max_steps=2", "update.cliprange=0.3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert changed.returncode != 0
     assert "update.cliprange" in changed.stderr and "resume=false" in changed.stderr
 
@@ -99,8 +104,13 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
 def test_kl_alarm_is_reported_loudly(tmp_path):
     recipe, out = _write_recipe(tmp_path, "alarm")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(_command(recipe) + ["training.max_steps=3", "training.learning_rate=0.05", "kl.alarm=0.001"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        _command(recipe) + ["training.max_steps=3", "training.learning_rate=0.05", "kl.alarm=0.001"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "exceeds kl.alarm=0.00" in run.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

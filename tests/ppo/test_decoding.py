@@ -79,7 +79,16 @@ def test_lean_decoder_matches_model_forward_every_step(overrides):
 
 
 @torch.no_grad()
-def test_lora_adapter_is_folded_into_the_packed_weights():
+def test_lean_decoder_matches_in_bfloat16():
+    model = llama().to(torch.bfloat16)
+    for ours, theirs in zip(step_logits(make_decoder(model, 3, 13)), step_logits(HFDecoder(model)), strict=True):
+        assert ours.dtype == torch.bfloat16
+        torch.testing.assert_close(ours, theirs, atol=1e-2, rtol=1e-2)
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+@torch.no_grad()
+def test_lora_adapter_is_folded_into_the_effective_weights():
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))

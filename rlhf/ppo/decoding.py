@@ -24,10 +24,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rlhf.ppo.models import base_model_of
+
 logger = logging.getLogger("rlhf")
 
 # Rotary variants whose tables depend on the position alone, so one table serves the whole rollout.
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
+# The linear layers of a Llama decoder layer, by submodule.
+_PROJECTIONS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 
 
 class HFDecoder:
@@ -43,22 +47,16 @@ class HFDecoder:
         from transformers import DynamicCache
 
         self.cache, self.attention_mask = DynamicCache(), query_mask.clone()
-        out = self.model(
-            input_ids=query,
-            attention_mask=self.attention_mask,
-            position_ids=position_ids,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.cache = out.past_key_values
-        return out.logits[:, -1, :]
+        return self._forward(query, position_ids)
 
     def step(self, tokens: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Appends one token per row; returns logits [B, V] predicting the next."""
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((tokens.shape[0], 1))], 1)
+        return self._forward(tokens[:, None], position_ids)
+
+    def _forward(self, ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         out = self.model(
-            input_ids=tokens[:, None],
+            input_ids=ids,
             attention_mask=self.attention_mask,
             position_ids=position_ids,
             past_key_values=self.cache,
@@ -73,7 +71,7 @@ def unsupported(model: nn.Module) -> str | None:
     """Why `LlamaDecoder` cannot run this model (None when it can)."""
     from transformers import LlamaForCausalLM
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model_of(model)
     if type(base) is not LlamaForCausalLM:  # subclasses may change the maths
         return f"{type(base).__name__} is not LlamaForCausalLM"
     config = base.config
@@ -92,10 +90,8 @@ def unsupported(model: nn.Module) -> str | None:
         return f"embed_tokens is {type(base.model.embed_tokens).__name__}"
     linears = {"lm_head": base.lm_head}
     for i, layer in enumerate(base.model.layers):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            linears[f"layers.{i}.self_attn.{name}"] = getattr(layer.self_attn, name)
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            linears[f"layers.{i}.mlp.{name}"] = getattr(layer.mlp, name)
+        for part, names in _PROJECTIONS.items():
+            linears.update({f"layers.{i}.{part}.{name}": getattr(getattr(layer, part), name) for name in names})
     for name, module in linears.items():
         if isinstance(module, nn.Linear) and not hasattr(module, "base_layer"):
             continue
@@ -130,7 +126,7 @@ class LlamaDecoder:
     """
 
     def __init__(self, model: nn.Module, batch: int, capacity: int):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model_of(model)
         config, body = base.config, base.model
         self.config = config
         self.heads = config.num_attention_heads
@@ -140,7 +136,7 @@ class LlamaDecoder:
         self.embed = body.embed_tokens.weight
         self.norm = body.norm.weight
         self.head = _linear(base.lm_head)
-        self.layers = [self._pack(layer) for layer in body.layers]
+        self.layers = [self._layer_weights(layer) for layer in body.layers]
         param = self.embed
         self.k_cache = [param.new_empty((batch, self.kv_heads, capacity, self.head_dim)) for _ in self.layers]
         self.v_cache = [param.new_empty((batch, self.kv_heads, capacity, self.head_dim)) for _ in self.layers]
@@ -151,14 +147,12 @@ class LlamaDecoder:
         self.valid = torch.zeros((batch, capacity), dtype=torch.bool, device=param.device)
         self.length = 0
 
-    def _pack(self, layer: nn.Module) -> dict:
-        attn, mlp = layer.self_attn, layer.mlp
-        return {
-            "ln1": layer.input_layernorm.weight,
-            "ln2": layer.post_attention_layernorm.weight,
-            **{name: _linear(getattr(attn, name)) for name in ("q_proj", "k_proj", "v_proj", "o_proj")},
-            **{name: _linear(getattr(mlp, name)) for name in ("gate_proj", "up_proj", "down_proj")},
-        }
+    @staticmethod
+    def _layer_weights(layer: nn.Module) -> dict:
+        weights = {"ln1": layer.input_layernorm.weight, "ln2": layer.post_attention_layernorm.weight}
+        for part, names in _PROJECTIONS.items():
+            weights.update({name: _linear(getattr(getattr(layer, part), name)) for name in names})
+        return weights
 
     def prefill(self, query: torch.Tensor, query_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Runs the prompt; returns logits [B, V] predicting the first response token."""

@@ -12,16 +12,20 @@ import torch
 from torch import nn
 
 
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The `transformers` model inside a PEFT wrapper (the model itself when it is not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def trunk_of(model: nn.Module) -> nn.Module:
     """The transformer body (no output head) of a causal LM or sequence classifier, looking through PEFT."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model_of(model)
     return getattr(base, base.base_model_prefix)
 
 
 def lm_head_of(model: nn.Module) -> nn.Module:
     """The output projection of a causal LM, looking through PEFT."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_output_embeddings()
+    return base_model_of(model).get_output_embeddings()
 
 
 def disable_dropout(model: nn.Module) -> None:

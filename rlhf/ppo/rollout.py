@@ -164,17 +164,15 @@ def sample(
         if stats:
             logp = torch.log_softmax(logits.float() / temperature, dim=-1)
             probs = logp.exp()
-            token = (
-                torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-                if shared
-                else next_token(logits, temperature, top_k, top_p, generator)
-            )
-            token = token.masked_fill(finished, pad_id)
+        if shared:
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            token = next_token(logits, temperature, top_k, top_p, generator)
+        token = token.masked_fill(finished, pad_id)
+        if stats:
             live = (~finished).to(logp.dtype)
             logprobs.append(logp.gather(-1, token[:, None]).squeeze(-1) * live)
             entropies.append(-(probs * logp).sum(-1) * live)
-        else:
-            token = next_token(logits, temperature, top_k, top_p, generator).masked_fill(finished, pad_id)
         tokens.append(token)
         finished |= token == eos_id
         done = bool(finished.all())

@@ -300,7 +300,6 @@ def run(cfg: PPOStage) -> Path:
                     stats.setdefault(key, []).append(float(value.detach()))
         model.eval()
         update_time = time.perf_counter() - update_started
-        allocator.trim()
 
         # Log.
         kl_per_sequence = F.masked_sum(kl, batch.response_mask, dim=1)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 STAGE_REF_PREFIX = "stage:"
+BASE_REF_SUFFIX = ".base"  # `stage:NAME.base` in a pipeline's compare models: the model stage NAME starts from
 EMBEDDED_PREFIX = "embedded:"
 REWARD_SOURCE_FIELDS = ("rewards.", "proxy.", "judges.")  # reference fields that must name a reward model
 
@@ -324,7 +325,9 @@ class CompareModelConfig(Block):
     path: str = Field(
         description=(
             "A model reference as in model.name_or_path: a directory (full weights or a PEFT adapter, which is "
-            "merged), a hub id, 'embedded:tiny', or 'stage:NAME' (a stage's final/ in a pipeline)."
+            "merged), a hub id, 'embedded:tiny', or 'stage:NAME' (a stage's final/ in a pipeline). In a pipeline, "
+            "'stage:NAME.base' is the model stage NAME starts from (its model.name_or_path), e.g. 'stage:sft.base' "
+            "for the base model; the pipeline replaces it by that value, which the compare stage's recipe.yaml shows."
         )
     )
 
@@ -470,6 +473,30 @@ class PipelineRecipe(Block):
                 section.setdefault("resume", data["resume"])
             data[name] = section
         return data
+
+    @model_validator(mode="after")
+    def _resolve_base_references(self) -> PipelineRecipe:
+        # `stage:sft.base` names whatever the sft section starts from, so the compared base follows an override of
+        # sft.model.name_or_path. It is replaced here, before anything reads the compare section, and the compare
+        # stage writes the replaced value into its recipe.yaml and report.
+        if self.compare is None:
+            return self
+        models, changed = list(self.compare.models), False
+        for i, model in enumerate(models):
+            if not (model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX)):
+                continue
+            name = model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)
+            source = getattr(self, name, None) if name in STAGES else None
+            if not isinstance(source, StageBase):
+                trained = ", ".join(n for n in ("sft", "reward", "ppo") if getattr(self, n) is not None) or "none"
+                raise ValueError(
+                    f"compare.models.{i}.path refers to '{model.path}', but '{name}' is not a training stage of this "
+                    f"pipeline (training stages: {trained})"
+                )
+            models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
+        if changed:
+            self.compare.models = models
+        return self
 
     @model_validator(mode="after")
     def _references_point_backwards(self) -> PipelineRecipe:

@@ -80,9 +80,27 @@ def make_accelerator(dtype: str | None = None, **kwargs: Any):
         PartialState(cpu=True, **({"backend": "gloo"} if world_size() > 1 else {}))
         if not using_deepspeed():
             kwargs.setdefault("cpu", True)
-    if using_deepspeed() and dtype in DEEPSPEED_PRECISION:
-        kwargs.setdefault("mixed_precision", DEEPSPEED_PRECISION[dtype])
+    if using_deepspeed():
+        kwargs["deepspeed_plugin"] = fresh_deepspeed_plugin()
+        if dtype in DEEPSPEED_PRECISION:
+            kwargs.setdefault("mixed_precision", DEEPSPEED_PRECISION[dtype])
     return Accelerator(**kwargs)
+
+
+def fresh_deepspeed_plugin():
+    """A DeepSpeed plugin read afresh from the launch's config file, its "auto" values still unfilled.
+
+    Accelerate keeps one process-wide AcceleratorState, and a new Accelerator reuses the plugin of the state already
+    there. An earlier stage of the same launch (the reward Trainer) has filled that plugin's "auto" values in place
+    with its own batch size, so a later stage would see numbers instead of "auto" and refuse its own micro-batch.
+    Dropping the accelerator state (not the process group, which PartialState keeps) and reading the config file
+    again gives each stage the launch's config as written, as the Trainer does for the sft and reward stages.
+    """
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DeepSpeedPlugin
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return DeepSpeedPlugin()
 
 
 @contextmanager

@@ -152,6 +152,11 @@ def _caption(results: dict[str, Any]) -> list[str]:
         "resamples; differences and win rates are paired on the same prompts",
         f"reference (KL, differences, alarms): {results['reference']}; proxy = training reward; "
         f"independent judges: {', '.join(results['judges'])}",
+        "models: "
+        + "; ".join(
+            f"{name} = {info['reference']}" + (f" ({info['path']})" if info["path"] != info["reference"] else "")
+            for name, info in results["models"].items()
+        ),
     ]
 
 

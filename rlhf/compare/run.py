@@ -5,7 +5,8 @@ model), score with the proxy and each judge (batched), KL to the reference, leng
 (`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`). Models are loaded one
 at a time next to the reference, so memory holds at most two policies plus the scorers.
 
-Runs on one process: under a multi-process launch rank 0 does the work and the other ranks return at once.
+Runs on one process: under a multi-process launch rank 0 does the work alone and the other ranks return at once
+(see `run`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,20 @@ def run(cfg: CompareStage) -> Path:
     `responses.jsonl` (every response with its scores), `recipe.yaml`, `metrics.jsonl` and `manifest.json` in
     `cfg.output_dir`.
     """
-    from rlhf.distributed import is_main_process
+    from rlhf.distributed import is_main_process, single_process_loading
 
     output_dir = Path(cfg.output_dir)
+    # Rank 0 compares alone, as one process that makes no collective call: its models are loaded whole, outside
+    # ZeRO-3's partitioning (which would broadcast to ranks that are not there), and sampled without synced_gpus.
+    # The other ranks return at once rather than wait in a barrier, which a long comparison would time out (the
+    # process group's 30-minute default); nothing after compare needs them.
     if not is_main_process():
         return output_dir
+    with single_process_loading():
+        return _compare(cfg, output_dir)
+
+
+def _compare(cfg: CompareStage, output_dir: Path) -> Path:
     started = time.time()
     output_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(cfg, output_dir)

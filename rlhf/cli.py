@@ -10,6 +10,8 @@ directory), with one `error:` message naming what to change; 1 training failed (
 
 Recipes are loaded and validated before anything heavy (torch, transformers) is imported, so a typo fails in
 milliseconds. The same commands run under `accelerate launch [options] -m rlhf run RECIPE ...`.
+
+Known third-party noise (`quiet_third_party`) is kept out of the log unless `-v` is given.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from rlhf.artifacts import ArtifactError, check_output_dir, check_references
@@ -49,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
             help="write into an output directory outside the working directory (via '..') or one that "
             "holds files rlhf did not write",
         )
+        _add_verbose_argument(sub)
     compare = commands.add_parser("compare", help="compare models on held-out prompts: report, intervals, alarms")
     compare_command.add_arguments(compare)
+    _add_verbose_argument(compare)
     _add_plan_arguments(commands.add_parser("plan", help="estimate per-device memory of each stage (docs/memory.md)"))
     args = parser.parse_args(argv)
-    _configure_logging()
+    verbose = getattr(args, "verbose", False)
+    _configure_logging(verbose)
     if args.command == "plan":
         return _plan(args)
 
@@ -70,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for line in checked:
         (logger.warning if "warning:" in line else logger.info)(line)
+    if not verbose:
+        from rlhf.tracking import unset_unused_wandb_mode
+
+        unset_unused_wandb_mode(recipe.selected_stages() if isinstance(recipe, PipelineRecipe) else [recipe])
     return _run(recipe)
 
 
@@ -193,8 +204,75 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging() -> None:
-    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
+def _add_verbose_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show everything: third-party warnings, load reports and progress bars that are filtered by default, "
+        "and rlhf's debug messages",
+    )
+
+
+def _configure_logging(verbose: bool = False) -> None:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    level = logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbose:
+        if main_process:
+            logger.setLevel(logging.DEBUG)
+        return
+    quiet_third_party()
+
+
+# Warnings that libraries raise about their own or each other's internals, as (category, message regex, module regex
+# of the code the warning is attributed to). Nothing in them is for the user of a run to act on.
+KNOWN_WARNINGS = (
+    # DeepSpeed's ZeRO calls torch.distributed's old collective names (reduce_scatter_tensor, all_gather_into_tensor):
+    # two lines per collective, rank and step.
+    (FutureWarning, r"`torch\.distributed\.\w+` is deprecated", r"torch\.distributed\."),
+    # transformers 5.24 renamed TrainingArguments' gradient_checkpointing to activation_checkpointing; the new name
+    # does not exist in the older releases the project supports, so the stages pass the old one.
+    (FutureWarning, r"`gradient_checkpointing(_kwargs)?` is deprecated", r"transformers\.training_args"),
+)
+
+# Rows of transformers' LOAD REPORT that a reward model or critic built from a causal LM always has: its new score
+# head is missing from the checkpoint, and the LM head is left out. Any other row (missing trunk weights, a size
+# mismatch) means a wrong checkpoint, and the report is kept.
+EXPECTED_LOAD_ROWS = (("score.", "MISSING"), ("lm_head.", "UNEXPECTED"))
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def quiet_third_party() -> None:
+    """Keeps known third-party noise out of this process's log (`-v` skips this).
+
+    Filtered: the warnings in `KNOWN_WARNINGS`, transformers' LOAD REPORT when it lists only the rows every reward
+    model built from a causal LM has (`EXPECTED_LOAD_ROWS`), and, when stderr is not a terminal, the progress bars
+    of transformers, the hub and datasets (a log file gets every redraw). wandb's offline banner is handled where the
+    recipe is known (`rlhf.tracking.unset_unused_wandb_mode`). Call before transformers or datasets is imported: the
+    progress-bar switches are read at import.
+    """
+    from rlhf.tracking import interactive
+
+    for category, message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    logging.getLogger("transformers.modeling_utils").addFilter(_unexpected_load_report)
+    if not interactive():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
+def _unexpected_load_report(record: logging.LogRecord) -> bool:
+    """False (drop) for a LOAD REPORT whose rows are all in `EXPECTED_LOAD_ROWS`; True for everything else."""
+    message = _ANSI.sub("", record.getMessage())
+    if "LOAD REPORT" not in message:
+        return True
+    table = message.split("\n\n")[0].splitlines()[1:]  # the title line, then the table up to the notes
+    rows = [[cell.strip() for cell in line.split("|")] for line in table if "|" in line]
+    rows = [row for row in rows if row[0] != "Key"]
+    expected = all(
+        any(row[0].startswith(prefix) and row[1] == status for prefix, status in EXPECTED_LOAD_ROWS) for row in rows
+    )
+    return not (rows and expected)

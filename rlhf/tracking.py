@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,16 @@ logger = logging.getLogger("rlhf")
 def interactive() -> bool:
     """Whether progress bars make sense (a terminal), rather than plain log lines (files, CI)."""
     return sys.stderr.isatty()
+
+
+def unset_unused_wandb_mode(stages: list) -> None:
+    """Drops WANDB_MODE from this process's environment when none of the stages reports to wandb.
+
+    transformers prints "[INFO] Running in WANDB offline mode" when it is imported with WANDB_MODE=offline, whatever
+    the run reports to; without wandb in any stage's `tracking.report_to` the variable matters to nothing else.
+    """
+    if not any("wandb" in stage.tracking.report_to for stage in stages):
+        os.environ.pop("WANDB_MODE", None)
 
 
 class Tracker:

@@ -70,7 +70,6 @@ def run(cfg: RewardStage) -> Path:
         max_length=cfg.data.max_length,
         center_rewards_coefficient=cfg.center_rewards_coefficient,
         eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
     )
     trainer = RewardTrainer(
         model=model,

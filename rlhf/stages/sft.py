@@ -60,7 +60,6 @@ def run(cfg: SFTStage) -> Path:
         assistant_only_loss=conversational,
         completion_only_loss=None if conversational else True,
         eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
         dataset_num_proc=None,
         # The first evaluation runs inside train(): before it, DeepSpeed ZeRO-1/2 has no engine to evaluate with.
         eval_on_start=evaluation is not None and start.step is None,

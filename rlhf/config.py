@@ -475,30 +475,6 @@ class PipelineRecipe(Block):
         return data
 
     @model_validator(mode="after")
-    def _resolve_base_references(self) -> PipelineRecipe:
-        # `stage:sft.base` names whatever the sft section starts from, so the compared base follows an override of
-        # sft.model.name_or_path. It is replaced here, before anything reads the compare section, and the compare
-        # stage writes the replaced value into its recipe.yaml and report.
-        if self.compare is None:
-            return self
-        models, changed = list(self.compare.models), False
-        for i, model in enumerate(models):
-            if not (model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX)):
-                continue
-            name = model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)
-            source = getattr(self, name, None) if name in STAGES else None
-            if not isinstance(source, StageBase):
-                trained = ", ".join(n for n in ("sft", "reward", "ppo") if getattr(self, n) is not None) or "none"
-                raise ValueError(
-                    f"compare.models.{i}.path refers to '{model.path}', but '{name}' is not a training stage of this "
-                    f"pipeline (training stages: {trained})"
-                )
-            models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
-        if changed:
-            self.compare.models = models
-        return self
-
-    @model_validator(mode="after")
     def _references_point_backwards(self) -> PipelineRecipe:
         present = [name for name in STAGES if getattr(self, name) is not None]
         if not present:
@@ -509,6 +485,8 @@ class PipelineRecipe(Block):
         for position, name in enumerate(present):
             for field, ref in stage_references(getattr(self, name)):
                 target = ref.removeprefix(STAGE_REF_PREFIX)
+                if name == "compare" and field.startswith("models.") and target.endswith(BASE_REF_SUFFIX):
+                    target = target.removesuffix(BASE_REF_SUFFIX)  # `stage:NAME.base`: the model NAME starts from
                 if target not in present[:position]:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
@@ -519,6 +497,23 @@ class PipelineRecipe(Block):
                         f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
                         "use 'stage:reward'"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_base_references(self) -> PipelineRecipe:
+        # `stage:sft.base` names whatever the sft section starts from, so the compared base follows an override of
+        # sft.model.name_or_path. It is replaced here, once `_references_point_backwards` has checked that it names
+        # an earlier stage, before anything reads the compare section; the compare stage writes the replaced value
+        # into its recipe.yaml and report.
+        if self.compare is None:
+            return self
+        models, changed = list(self.compare.models), False
+        for i, model in enumerate(models):
+            if model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX):
+                source = getattr(self, model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX))
+                models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
+        if changed:
+            self.compare.models = models
         return self
 
     def selected_stages(self) -> list[StageBase | CompareStage]:

@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for line in checked:
         (logger.warning if "warning:" in line else logger.info)(line)
-    if not verbose:
-        from rlhf.tracking import unset_unused_wandb_mode
+    if verbose:
+        return _run(recipe)
+    from rlhf.tracking import unused_wandb_mode_unset
 
-        unset_unused_wandb_mode(recipe.selected_stages() if isinstance(recipe, PipelineRecipe) else [recipe])
-    return _run(recipe)
+    with unused_wandb_mode_unset(recipe.selected_stages() if isinstance(recipe, PipelineRecipe) else [recipe]):
+        return _run(recipe)
 
 
 def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool = False) -> list[str]:
@@ -251,7 +252,7 @@ def quiet_third_party() -> None:
     Filtered: the warnings in `KNOWN_WARNINGS`, transformers' LOAD REPORT when it lists only the rows every reward
     model built from a causal LM has (`EXPECTED_LOAD_ROWS`), and, when stderr is not a terminal, the progress bars
     of transformers, the hub and datasets (a log file gets every redraw). wandb's offline banner is handled where the
-    recipe is known (`rlhf.tracking.unset_unused_wandb_mode`). Call before transformers or datasets is imported: the
+    recipe is known (`rlhf.tracking.unused_wandb_mode_unset`). Call before transformers or datasets is imported: the
     progress-bar switches are read at import.
     """
     from rlhf.tracking import interactive

@@ -12,6 +12,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,21 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def unset_unused_wandb_mode(stages: list) -> None:
-    """Drops WANDB_MODE from this process's environment when none of the stages reports to wandb.
+@contextmanager
+def unused_wandb_mode_unset(stages: list) -> Iterator[None]:
+    """Inside: WANDB_MODE is not in the environment when none of the stages reports to wandb (restored on exit).
 
     transformers prints "[INFO] Running in WANDB offline mode" when it is imported with WANDB_MODE=offline, whatever
     the run reports to; without wandb in any stage's `tracking.report_to` the variable matters to nothing else.
     """
+    saved = None
     if not any("wandb" in stage.tracking.report_to for stage in stages):
-        os.environ.pop("WANDB_MODE", None)
+        saved = os.environ.pop("WANDB_MODE", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["WANDB_MODE"] = saved
 
 
 class Tracker:

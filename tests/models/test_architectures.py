@@ -6,6 +6,9 @@ and the pipeline starts from that directory. Every stage's output must load, and
 decoder expected for the family: the lean KV-cache decoder for the families it covers, the model's own forward for
 GPT-2 and GPT-NeoX. Qwen2 runs ppo with a LoRA adapter. The runs are a few optimiser steps on a few rows: they check
 that the code paths work per architecture, not that training helps (tests/stages does that on the default model).
+
+The benchmark's Qwen2 workload (`scripts/bench.py ppo --arch qwen2`) is checked here too: the same function as the
+Llama one, on the lean decoder.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from rlhf.ppo import decoding
 from rlhf.recipe import load_recipe
 
 PIPELINE = Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "pipeline.yaml"
-
-pytestmark = pytest.mark.slow
 
 LLAMA_LAYOUT = dict(
     hidden_size=32,
@@ -112,6 +113,7 @@ def build(arch: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_pipeline_runs_on_each_architecture(arch, tokenizer_dir, tmp_path, monkeypatch, caplog):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -143,3 +145,24 @@ def test_pipeline_runs_on_each_architecture(arch, tokenizer_dir, tmp_path, monke
     chosen = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decoding: ")]
     expected = f"decoding: lean KV-cache decoder for {class_name}" if lean else f"decoding: {class_name}'s own forward"
     assert chosen and all(message.startswith(expected) for message in chosen), chosen
+
+
+def test_bench_qwen2_workload_is_the_llama_one_on_the_lean_decoder(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from rlhf.bench.models import prepare
+    from rlhf.ppo.decoding import LeanDecoder, make_decoder
+
+    llama, qwen2 = prepare("tiny", tmp_path / "llama"), prepare("tiny", tmp_path / "qwen2", arch="qwen2")
+    policy = AutoModelForCausalLM.from_pretrained(qwen2["policy"]).eval()
+    reference = AutoModelForCausalLM.from_pretrained(llama["policy"]).eval()
+    assert type(policy).__name__ == "Qwen2ForCausalLM"
+    assert policy.config.hidden_size == reference.config.hidden_size
+    assert policy.config.num_hidden_layers == reference.config.num_hidden_layers
+    assert AutoModelForSequenceClassification.from_pretrained(qwen2["reward"]).config.model_type == "qwen2"
+    ids = torch.arange(3, 40)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(policy(ids).logits, reference(ids).logits)
+    assert isinstance(make_decoder(policy, 1, 8), LeanDecoder)
+    assert prepare("tiny", tmp_path / "qwen2", arch="qwen2") == qwen2  # built once, then reused

@@ -208,9 +208,9 @@ class RolloutConfig(Block):
     )
     decoder: Literal["auto", "hf"] = Field(
         "auto",
-        description="Decoding path: 'auto' runs Llama-family models (LoRA included) through a lean KV-cache "
-        "decoder over their own weights and everything else through its own forward; 'hf' always uses the model's "
-        "own forward (same tokens, slower).",
+        description="Decoding path: 'auto' runs Llama, Mistral, Qwen2/3, Gemma 1/2/3 and Phi-3 models (LoRA "
+        "included) through a lean KV-cache decoder over their own weights and everything else through its own "
+        "forward (the choice is logged); 'hf' always uses the model's own forward (same tokens, slower).",
     )
 
 

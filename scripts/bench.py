@@ -2,7 +2,7 @@
 """Benchmarks our stages; ppo against TRL 1.10's PPOTrainer on the same machine (see docs/performance.md).
 
     python scripts/bench.py ppo --size tiny|small [--value critic|head] [--lora] [--gradient-checkpointing]
-                                [--episodes 256] [--repeats N]
+                                [--episodes 256] [--repeats N] [--arch llama|qwen2]
     python scripts/bench.py ppo --size tiny --baseline --repeats 3     # ours and TRL in alternation, ratios
     python scripts/bench.py ppo --size small --profile [--profile-tool auto|py-spy|torch|cprofile] [--native]
     python scripts/bench.py sft --size tiny [--max-steps 30]           # sft tokens/s on the brand-voice data
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ppo.add_argument("--lora", action="store_true", help="LoRA adapters on a shared base (ref = adapter off)")
     ppo.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
     ppo.add_argument("--episodes", type=int, default=256)
+    ppo.add_argument(
+        "--arch", choices=["llama", "qwen2"], default="llama", help="the workload's model family (same dims, weights)"
+    )
     ppo.add_argument("--baseline", action="store_true", help="alternate with TRL 1.10's PPOTrainer, print ratios")
     ppo.add_argument("--profile", action="store_true", help="profile one run instead of timing it")
     ppo.add_argument("--profile-tool", choices=["auto", "py-spy", "torch", "cprofile"], default="auto")
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             "episodes": args.episodes,
             "gradient_checkpointing": args.gradient_checkpointing,
             "models_root": str(models_root) if models_root else None,
+            "arch": args.arch,
         }
     else:
         options = {
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_steps": args.max_steps,
             "models_root": str(models_root) if models_root else None,
         }
+    if args.arch != "llama" and args.workload != "ppo":
+        parser.error("--arch applies to the ppo workload")
     if args.threads != 2:
         if args.baseline:
             parser.error("--baseline runs both sides with the reference's 2 threads")
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--baseline compares ppo with a separate critic, as the reference runs it")
         if args.episodes != 256:
             parser.error("--baseline: the reference always runs 256 episodes")
-        root = prepare(args.size, models_root)["root"]
+        root = prepare(args.size, models_root, args.arch)["root"]
         ours, trl, pairs = baseline.alternate(
             args.size, options, args.repeats, root, log=_err, keep=lambda rec: record([rec])
         )

@@ -124,6 +124,7 @@ def _ppo(
     profile: str | None = None,
     profile_dir: str | None = None,
     gradient_checkpointing: bool = False,
+    arch: str = "llama",
 ) -> dict:
     import torch
     from transformers import AutoConfig
@@ -134,7 +135,7 @@ def _ppo(
     from rlhf.config import PPOStage
     from rlhf.stages import ppo
 
-    models = prepare(size, Path(models_root) if models_root else None)
+    models = prepare(size, Path(models_root) if models_root else None, arch)
     data_file = tmp / "prompts.jsonl"
     data_file.write_text("".join(json.dumps(row) + "\n" for row in prompt_rows()))
     recipe = ppo_recipe(
@@ -181,6 +182,7 @@ def _ppo(
             **PPO_SETTINGS,
             "episodes": episodes,
             "size": size,
+            "arch": arch,
             "value": value,
             "lora": lora,
             "gradient_checkpointing": gradient_checkpointing,

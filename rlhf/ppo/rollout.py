@@ -139,14 +139,15 @@ def sample(
     """Samples responses with the KV cache; returns [B, R] ids with the pad id after each row's EOS.
 
     Args:
-        model: A causal LM (called with `past_key_values`, `position_ids` and `logits_to_keep` on the "hf" path).
+        model: A causal LM (called with its cache, `position_ids` and `logits_to_keep` on the "hf" path).
         query, query_mask: Left-padded prompts.
         max_new_tokens, temperature, top_k, top_p: Decoding settings (temperature 0: greedy).
         eos_id, pad_id: End-of-sequence and padding ids.
         generator: The seeded sampling generator.
         all_done: In a multi-process launch, takes this rank's "finished" flag and returns whether every rank is
             finished, so ranks keep stepping together (each forward is collective under ZeRO-3).
-        decoder: "auto" (the lean Llama path where it applies, see `rlhf.ppo.decoding`) or "hf".
+        decoder: "auto" (the lean KV-cache decoder where it applies: Llama, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3;
+            see `rlhf.ppo.decoding`) or "hf" (the model's own forward).
         stats: Also return each token's log-probability and entropy (a `Sampled`); needs temperature > 0.
     """
     from rlhf.ppo.decoding import make_decoder

@@ -87,6 +87,14 @@ class DataConfig(Block):
     )
     max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use only the first N held-out rows (quick runs).")
+    margin_from_scores: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Reward stage, rows with `score_chosen` and `score_rejected` (UltraFeedback): each pair's margin in the "
+            "Bradley-Terry loss is this factor times (score_chosen - score_rejected); null ignores the scores."
+        ),
+    )
 
     _resolve = field_validator("train", "eval")(_resolve_data_path)
 
@@ -184,6 +192,17 @@ class SFTStage(StageBase):
 
     stage: Literal["sft"] = Field(description="The stage this recipe runs.")
     packing: bool = Field(False, description="Pack several short examples into one sequence of max_length tokens.")
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> SFTStage:
+        return _no_score_margin(self)
+
+
+def _no_score_margin(stage: SFTStage | PPOStage) -> SFTStage | PPOStage:
+    """Refuses `data.margin_from_scores` outside the reward stage, where nothing would read it."""
+    if stage.data.margin_from_scores is not None:
+        raise ValueError(f"data.margin_from_scores applies to the reward stage's pairs only, not to {stage.stage}")
+    return stage
 
 
 class RewardStage(StageBase):
@@ -297,6 +316,10 @@ class PPOStage(StageBase):
     value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings.")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="PPO update settings.")
     log_samples_every: int = Field(10, gt=0, description="Log a small table of prompts and responses every N steps.")
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> PPOStage:
+        return _no_score_margin(self)
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PPOStage:

@@ -333,6 +333,9 @@ def classify_preference(
         chosen = parse_hh_transcript(row["chosen"], source, number, "chosen")
         rejected = parse_hh_transcript(row["rejected"], source, number, "rejected")
         out["prompt"], out["chosen"], out["rejected"] = _split_shared_prefix(chosen, rejected, source, number)
+        for side in ("chosen", "rejected"):
+            if out[side][-1]["role"] != "assistant":
+                raise DataError(source, number, side, "HH-RLHF transcript: ends with a 'Human:' turn, not a reply")
         label = "HH-RLHF transcripts (parsed into prompt + chosen/rejected messages)"
     else:
         if has_prompt:

@@ -68,6 +68,13 @@ class ModelConfig(Block):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Parameter dtype for training and inference (float32 on CPU)."
     )
+    chat_template: str | None = Field(
+        None,
+        description=(
+            "A Jinja chat template that replaces the tokenizer's (for base models that have none, e.g. Pythia); it is "
+            "saved with the stage's tokenizer, so later stages built on it use it too. Null: the tokenizer's own."
+        ),
+    )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights; null disables.")
 
 
@@ -81,6 +88,9 @@ class DataConfig(Block):
         None, description="Held-out data (same format as train): eval loss, preference accuracy, or eval prompts."
     )
     split: str = Field("train", description="Split to read when `train` is a hub dataset.")
+    eval_split: str = Field(
+        "test", description="Split to read when `eval` is a hub dataset (e.g. 'validation' where there is no 'test')."
+    )
     max_length: int = Field(256, gt=8, description="Maximum tokens per example (prompt + response).")
     max_prompt_length: int = Field(
         128, gt=0, description="Maximum prompt tokens (ppo); longer prompts are left-truncated."

@@ -152,10 +152,14 @@ def _examine_stage(
     for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
         if source is not None and is_data_file(source):
             scans.append(scan_file(source, stage.stage, role, limit, data.margin_from_scores))
-    files = ", ".join(s.described() for s in scans) or "hub dataset (checked when loaded)"
-    hub = [s for s in (data.train, data.eval) if s is not None and not is_data_file(s)]
-    if scans and hub:
-        files += f"; hub {', '.join(hub)} (checked when loaded)"
+    files = ", ".join(s.described() for s in scans)
+    hub = [
+        f"{source} [{split}]"
+        for source, split in ((data.train, data.split), (data.eval, data.eval_split))
+        if source is not None and not is_data_file(source)
+    ]
+    if hub:  # named, not fetched: `rlhf validate` stays offline
+        files += ("; " if files else "") + f"hub {', '.join(hub)} (checked when loaded)"
     report = StageReport(
         stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; output {stage.output_dir}"
     )

@@ -30,7 +30,7 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
     else:
         from datasets import load_dataset as hub_load
 
-        split = data.split if which == "train" else "test"
+        split = data.split if which == "train" else data.eval_split
         rows = hub_load(source, split=split)
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))

@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
-LOCK := requirements/lock.txt
+LOCK ?= requirements/lock.txt
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 FAST := -m "not slow and not distributed"
 TESTS ?= $(FAST)

@@ -6,7 +6,7 @@
 # Not in CI (they install the newest releases from the registry):
 #   make test-latest   fast tier against the newest releases of everything but torch (TESTS= for the whole suite)
 #   make test-oldest   fast tier against the pyproject lower bound of transformers, the rest newest
-#   make test-drift    both of the above
+#   make test-drift    both of the above (make -k test-drift runs the second even when the first fails)
 #   make lock          the whole suite against the newest releases, then rewrites requirements/lock.txt from them
 PYTHON ?= python3
 VENV ?= .venv

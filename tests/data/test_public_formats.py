@@ -261,3 +261,54 @@ def test_validate_refuses_a_malformed_hh_transcript_with_one_located_error(tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert f"{tmp_path / 'train.jsonl'}, row 2, field 'chosen': HH-RLHF transcript: turn 2" in lines[0]
     assert "Traceback" not in err
+
+
+# The reward stage trains on them -------------------------------------------------------------------------------------
+
+
+def hh_rows(n: int) -> list[dict]:
+    """n distinct HH pairs (the shared turns vary, so no row repeats another)."""
+    return [{side: text.replace("seams", f"seams ({i})") for side, text in HH_ROW.items()} for i in range(n)]
+
+
+def uf_rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        prompt = f"How do I waterproof boots, pair {i}?"
+        rows.append(
+            {
+                **UF_ROW,
+                "prompt": prompt,
+                "chosen": [user(prompt), UF_ROW["chosen"][1]],
+                "rejected": [user(prompt), UF_ROW["rejected"][1]],
+                "score_rejected": float(i % 5),
+            }
+        )
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rows", "data"), [(hh_rows(8), {}), (uf_rows(8), {"margin_from_scores": 0.5})], ids=["hh", "ultrafeedback-margin"]
+)
+def test_reward_stage_trains_on_public_formats(tmp_path, capsys, rows, data):
+    from rlhf.recipe import load_recipe
+    from rlhf.stages.hf_trainer import load_dataset
+
+    recipe = reward_recipe(tmp_path, rows, max_length=128, **data)
+    train = load_dataset(load_recipe(recipe).data, "reward")  # what the trainer receives
+    assert isinstance(train[0]["prompt"], list) and train[0]["chosen"][0]["role"] == "assistant"
+    assert ("margin" in train.column_names) == ("margin_from_scores" in data)
+    overrides = [
+        "training.max_steps=2",
+        "training.batch_size=4",
+        "training.save_steps=null",
+        "training.logging_steps=1",
+    ]
+    code = main(["run", str(recipe), *overrides])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stage"] == "reward"
+    losses = [json.loads(line).get("loss") for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [loss for loss in losses if loss is not None], "no training loss was logged"

@@ -69,6 +69,13 @@ class ModelConfig(Block):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Parameter dtype for training and inference (float32 on CPU)."
     )
+    chat_template: str | None = Field(
+        None,
+        description=(
+            "A Jinja chat template that replaces the tokenizer's (for base models that have none, e.g. Pythia); it is "
+            "saved with the stage's tokenizer, so later stages built on it use it too. Null: the tokenizer's own."
+        ),
+    )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights; null disables.")
 
 
@@ -82,12 +89,23 @@ class DataConfig(Block):
         None, description="Held-out data (same format as train): eval loss, preference accuracy, or eval prompts."
     )
     split: str = Field("train", description="Split to read when `train` is a hub dataset.")
+    eval_split: str = Field(
+        "test", description="Split to read when `eval` is a hub dataset (e.g. 'validation' where there is no 'test')."
+    )
     max_length: int = Field(256, gt=8, description="Maximum tokens per example (prompt + response).")
     max_prompt_length: int = Field(
         128, gt=0, description="Maximum prompt tokens (ppo); longer prompts are left-truncated."
     )
     max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows (quick runs).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use only the first N held-out rows (quick runs).")
+    margin_from_scores: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Reward stage, rows with `score_chosen` and `score_rejected` (UltraFeedback): each pair's margin in the "
+            "Bradley-Terry loss is this factor times (score_chosen - score_rejected); null ignores the scores."
+        ),
+    )
 
     _resolve = field_validator("train", "eval")(_resolve_data_path)
 
@@ -185,6 +203,17 @@ class SFTStage(StageBase):
 
     stage: Literal["sft"] = Field(description="The stage this recipe runs.")
     packing: bool = Field(False, description="Pack several short examples into one sequence of max_length tokens.")
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> SFTStage:
+        return _no_score_margin(self)
+
+
+def _no_score_margin(stage: SFTStage | PPOStage) -> SFTStage | PPOStage:
+    """Refuses `data.margin_from_scores` outside the reward stage, where nothing would read it."""
+    if stage.data.margin_from_scores is not None:
+        raise ValueError(f"data.margin_from_scores applies to the reward stage's pairs only, not to {stage.stage}")
+    return stage
 
 
 class RewardStage(StageBase):
@@ -298,6 +327,10 @@ class PPOStage(StageBase):
     value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings.")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="PPO update settings.")
     log_samples_every: int = Field(10, gt=0, description="Log a small table of prompts and responses every N steps.")
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> PPOStage:
+        return _no_score_margin(self)
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PPOStage:

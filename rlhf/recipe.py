@@ -40,9 +40,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"recipe file not found: {path}")
     try:
         # safe_load: a recipe is data, never a way to construct arbitrary Python objects.
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    except UnicodeDecodeError as err:
+        line = path.read_bytes().count(b"\n", 0, err.start) + 1
+        raise RecipeError(
+            f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}): re-save it as UTF-8"
+        ) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     for override in overrides:

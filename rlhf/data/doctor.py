@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PipelineRecipe, PPOStage, StageBase, is_data_file
-from rlhf.data.formats import NORMALIZERS, DataError, read_rows
+from rlhf.data.formats import DataError, classify, read_rows
 from rlhf.data.lengths import WORDS_TO_TOKENS, load_doctor_tokenizer, measure_lengths, token_counter
 
 MAX_LISTED = 10  # errors listed per file before "... and N more"
@@ -41,10 +41,18 @@ class Scan:
     rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    formats: dict[str, int] = field(default_factory=dict)  # format name -> rows in it (`rlhf.data.formats.classify`)
 
     @property
     def name(self) -> str:
         return Path(self.path).name
+
+    def described(self) -> str:
+        """'train.jsonl: 320 rows (format: messages)', naming every format found when rows differ."""
+        if len(self.formats) <= 1:
+            return f"{self.name}: {len(self.rows)} rows" + "".join(f" (format: {name})" for name in self.formats)
+        found = "; ".join(f"{name}: {count} rows" for name, count in self.formats.items())
+        return f"{self.name}: {len(self.rows)} rows (formats: {found})"
 
 
 @dataclass
@@ -143,11 +151,15 @@ def _examine_stage(
     scans = []
     for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
         if source is not None and is_data_file(source):
-            scans.append(scan_file(source, stage.stage, role, limit))
-    files = ", ".join(f"{s.name}: {len(s.rows)} rows" for s in scans) or "hub dataset (checked when loaded)"
-    hub = [s for s in (data.train, data.eval) if s is not None and not is_data_file(s)]
-    if scans and hub:
-        files += f"; hub {', '.join(hub)} (checked when loaded)"
+            scans.append(scan_file(source, stage.stage, role, limit, data.margin_from_scores))
+    files = ", ".join(s.described() for s in scans)
+    hub = [
+        f"{source} [{split}]"
+        for source, split in ((data.train, data.split), (data.eval, data.eval_split))
+        if source is not None and not is_data_file(source)
+    ]
+    if hub:  # named, not fetched: `rlhf validate` stays offline
+        files += ("; " if files else "") + f"hub {', '.join(hub)} (checked when loaded)"
     report = StageReport(
         stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; output {stage.output_dir}"
     )
@@ -182,19 +194,29 @@ def _examine_stage(
     return report, scans
 
 
-def scan_file(path: str, kind: str, role: str, limit: int | None = None) -> Scan:
-    """Reads and checks the rows a stage will use from one file, collecting every problem (not just the first)."""
+def scan_file(
+    path: str, kind: str, role: str, limit: int | None = None, margin_from_scores: float | None = None
+) -> Scan:
+    """Reads and checks the rows a stage will use from one file, collecting every problem (not just the first).
+
+    Args:
+        path: The data file.
+        kind: 'sft', 'reward' or 'ppo' (compare's prompts are 'ppo').
+        role: 'train', 'eval' or 'compare'.
+        limit: Read only the first N usable rows (`max_train_rows` etc.).
+        margin_from_scores: The reward stage's `data.margin_from_scores`.
+    """
     scan = Scan(path, kind, role)
-    normalize = NORMALIZERS[kind]
     formats: dict[frozenset, int] = {}
     margins = 0
     try:
         for number, row in read_rows(path):
             try:
-                record = normalize(row, path, number)
+                record, label = classify(kind, row, path, number, margin_from_scores=margin_from_scores)
             except DataError as err:
                 _record_error(scan, str(err))
                 continue
+            scan.formats[label] = scan.formats.get(label, 0) + 1
             formats.setdefault(frozenset(record) - {"margin"}, number)
             margins += "margin" in record
             scan.rows.append((number, record))

@@ -32,9 +32,10 @@ class LightTokenizer:
 
     Args:
         files: Paths of the files in TOKENIZER_FILES that exist (tokenizer.json is required).
+        chat_template: A template that replaces the tokenizer's own (`model.chat_template`).
     """
 
-    def __init__(self, files: dict[str, Path]):
+    def __init__(self, files: dict[str, Path], chat_template: str | None = None):
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(files["tokenizer.json"]))
@@ -46,6 +47,7 @@ class LightTokenizer:
             template = files["chat_template.jinja"].read_text(encoding="utf-8")
         if isinstance(template, list):  # named templates: use the default one
             template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        template = chat_template or template
         self.chat_template = template
         self._template = _compile(template) if template else None
 
@@ -117,6 +119,7 @@ def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> 
     `stage:NAME` references are followed to the model the referenced stage starts from (it saves that tokenizer).
     """
     ref = stage.model.name_or_path
+    template = stage.model.chat_template  # `model.chat_template` replaces the tokenizer's, as in load_tokenizer
     seen = set()
     while ref.startswith(STAGE_REF_PREFIX) and pipeline is not None and ref not in seen:
         seen.add(ref)
@@ -124,6 +127,7 @@ def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> 
         if target is None:
             break
         ref = target.model.name_or_path
+        template = template or target.model.chat_template  # an earlier stage saves its template with its tokenizer
     if ref.startswith(STAGE_REF_PREFIX):
         return None, f"{ref} is not built yet"
     if ref.startswith(EMBEDDED_PREFIX):
@@ -138,7 +142,7 @@ def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> 
     if "tokenizer.json" not in files:
         return None, f"no tokenizer.json of {ref} on disk (not downloaded, or a slow-only tokenizer)"
     try:
-        return LightTokenizer(files), f"tokenizer of {ref}"
+        return LightTokenizer(files, template), f"tokenizer of {ref}"
     except Exception as err:  # an unreadable file only means "estimate instead"; the run reports load errors
         return None, f"the tokenizer files of {ref} could not be read ({type(err).__name__}: {err})"
 

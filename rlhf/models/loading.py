@@ -43,6 +43,8 @@ def load_tokenizer(cfg: ModelConfig, path: str | None = None, padding_side: str 
     tokenizer = AutoTokenizer.from_pretrained(
         path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, padding_side=padding_side
     )
+    if cfg.chat_template is not None:
+        tokenizer.chat_template = cfg.chat_template
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(f"the tokenizer of {path} has neither a pad nor an EOS token; add a pad token")

@@ -19,22 +19,25 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
     from datasets import Dataset
 
     from rlhf.config import is_data_file
-    from rlhf.data.formats import NORMALIZERS
+    from rlhf.data.formats import classify
 
     source = data.train if which == "train" else data.eval
     limit = data.max_train_rows if which == "train" else data.max_eval_rows
     if source is None:
         return None
     if is_data_file(source):
-        records = load_records(source, kind, max_rows=limit)
+        records = load_records(source, kind, max_rows=limit, margin_from_scores=data.margin_from_scores)
     else:
         from datasets import load_dataset as hub_load
 
-        split = data.split if which == "train" else "test"
+        split = data.split if which == "train" else data.eval_split
         rows = hub_load(source, split=split)
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))
-        records = [NORMALIZERS[kind](dict(row), f"{source}[{split}]", i + 1) for i, row in enumerate(rows)]
+        records = [
+            classify(kind, dict(row), f"{source}[{split}]", i + 1, margin_from_scores=data.margin_from_scores)[0]
+            for i, row in enumerate(rows)
+        ]
     keys = {frozenset(r) - {"margin"} for r in records}
     if len(keys) > 1:
         raise DataError(

@@ -192,7 +192,7 @@ def _buffers(
     """DeepSpeed's communication buckets and, under ZeRO-3, the weights gathered for the layers being computed.
 
     `frozen` are the shapes of partitioned inference engines (ppo's ref_policy and reward models under ZeRO-3):
-    they gather layer by layer like the trained models, but hold no gradients for the buckets.
+    they gather like the trained models, one engine at a time, and hold no gradients for the buckets.
     """
     out: dict[str, float] = {}
     width = DTYPE_BYTES[dtype]
@@ -207,10 +207,16 @@ def _buffers(
         buckets = min(buckets, sum(m.trainable for _, m in trained))
     out["zero buckets"] = buckets * width
     if launch.zero_stage == 3:
-        shapes = [s for s, _ in trained] + list(frozen)
-        largest = max(max(s.layer_parameters(), s.vocab_size * s.hidden_size) for s in shapes)
-        total = sum(s.parameters("lm") for s in shapes)
-        out["zero3 gathered"] = min(total, largest + launch.prefetch_bucket) * width
+        # The trained models are one engine (ppo's policy and value run in one forward); every frozen model is an
+        # engine of its own, gathered and released while it runs alone: the largest of these working sets counts.
+        engines = [[s for s, _ in trained]] + [[s] for s in frozen]
+        out["zero3 gathered"] = width * max(
+            min(
+                sum(s.parameters("lm") for s in engine),
+                max(max(s.layer_parameters(), s.vocab_size * s.hidden_size) for s in engine) + launch.prefetch_bucket,
+            )
+            for engine in engines
+        )
     return out
 
 

@@ -149,7 +149,6 @@ def model_memory(
     *,
     trainable: bool,
     lora: LoraConfig | None = None,
-    prepared: bool = True,
 ) -> ModelMemory:
     """Weights, gradients and AdamW states of one model on one device.
 
@@ -158,8 +157,6 @@ def model_memory(
         head: 'lm' or 'score'.
         trainable: Whether an optimiser trains it (frozen models hold weights only).
         lora: Adapters on a frozen base: only they get gradients and optimiser states.
-        prepared: Whether the model goes through DeepSpeed (ZeRO-3 partitions only those; ppo moves its frozen
-            ref_policy and reward models to every device whole).
     """
     params = shape.parameters(head)
     adapters = shape.lora_parameters(lora) if lora is not None else 0
@@ -167,10 +164,9 @@ def model_memory(
     width = DTYPE_BYTES[dtype]
     grad_width = LORA_BYTES if adapters else width
     weights = params * width + adapters * LORA_BYTES
-    if prepared:
-        weights /= launch.partitions("weights")
+    weights /= launch.partitions("weights")
     found = ModelMemory(role, params + adapters, train_params, weights)
-    if prepared and launch.offload_params:
+    if launch.offload_params:
         found.offloaded, found.weights = found.weights, 0.0
     if not trainable:
         return found
@@ -187,9 +183,17 @@ def model_memory(
 
 
 def _buffers(
-    launch: LaunchSpec, trained: list[tuple[ModelShape, ModelMemory]], dtype: str, device: str
+    launch: LaunchSpec,
+    trained: list[tuple[ModelShape, ModelMemory]],
+    dtype: str,
+    device: str,
+    frozen: list[ModelShape] = (),
 ) -> dict[str, float]:
-    """DeepSpeed's communication buckets and, under ZeRO-3, the weights gathered for the layers being computed."""
+    """DeepSpeed's communication buckets and, under ZeRO-3, the weights gathered for the layers being computed.
+
+    `frozen` are the shapes of partitioned inference engines (ppo's ref_policy and reward models under ZeRO-3):
+    they gather like the trained models, one engine at a time, and hold no gradients for the buckets.
+    """
     out: dict[str, float] = {}
     width = DTYPE_BYTES[dtype]
     if launch.zero_stage is None:
@@ -203,9 +207,16 @@ def _buffers(
         buckets = min(buckets, sum(m.trainable for _, m in trained))
     out["zero buckets"] = buckets * width
     if launch.zero_stage == 3:
-        largest = max(max(s.layer_parameters(), s.vocab_size * s.hidden_size) for s, _ in trained)
-        total = sum(s.parameters("lm") for s, _ in trained)
-        out["zero3 gathered"] = min(total, largest + launch.prefetch_bucket) * width
+        # The trained models are one engine (ppo's policy and value run in one forward); every frozen model is an
+        # engine of its own, gathered and released while it runs alone: the largest of these working sets counts.
+        engines = [[s for s, _ in trained]] + [[s] for s in frozen]
+        out["zero3 gathered"] = width * max(
+            min(
+                sum(s.parameters("lm") for s in engine),
+                max(max(s.layer_parameters(), s.vocab_size * s.hidden_size) for s in engine) + launch.prefetch_bucket,
+            )
+            for engine in engines
+        )
     return out
 
 
@@ -276,21 +287,16 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
                 head * 8 / launch.partitions("optimizer"),
             )
         )
+    # The frozen models go through `rlhf.distributed.prepare_frozen`: replicas without ZeRO-3, inference engines
+    # partitioned like the trained models under ZeRO-3 (their weights divide by the processes too).
+    frozen = []
     if lora is None:  # with LoRA, ref_policy is the policy with its adapter disabled: no second copy
-        models.append(model_memory("ref_policy", policy_shape, "lm", dtype, launch, trainable=False, prepared=False))
+        frozen.append(("ref_policy", policy_shape, "lm"))
     for source in cfg.rewards:
         if source.model is not None:
-            models.append(
-                model_memory(
-                    f"reward/{source.name}",
-                    shapes[f"reward/{source.name}"],
-                    "score",
-                    dtype,
-                    launch,
-                    trainable=False,
-                    prepared=False,
-                )
-            )
+            frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "score"))
+    for role, shape, head in frozen:
+        models.append(model_memory(role, shape, head, dtype, launch, trainable=False))
 
     seq = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
     response, batch = cfg.rollout.max_new_tokens, t.batch_size
@@ -308,13 +314,14 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
         "kv cache": policy_shape.kv_cache_elements(batch * seq) * width,
         "scoring logits": 2 * batch * response * vocab * 4,
     }
-    return StagePlan(
-        "ppo",
-        models,
-        {"rollout": rollout, "update": update},
-        _buffers(launch, trained, dtype, device),
-        _overlap(launch, cfg),
-    )
+    if launch.zero_stage == 3:
+        # ppo gathers the whole policy (and its adapters) once for sampling (`gathered_weights`) instead of layer by
+        # layer per decoding step: a full copy beside the partition while the rollout lasts.
+        rollout["gathered policy"] = policy_shape.parameters("lm") * width
+        if lora is not None:
+            rollout["gathered policy"] += policy_shape.lora_parameters(lora) * LORA_BYTES
+    buffers = _buffers(launch, trained, dtype, device, [shape for _, shape, _ in frozen])
+    return StagePlan("ppo", models, {"rollout": rollout, "update": update}, buffers, _overlap(launch, cfg))
 
 
 def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,57 @@ import pytest
 from rlhf.config import TrackingConfig
 from rlhf.tracking import Tracker
 
-from .conftest import PIPELINE
+from .conftest import DATA_DIR
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def tensorboard_logged(log_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, str]]]:
+    """What a TensorBoard event file holds, read back with tensorboard's own reader: scalars and texts by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    texts = {
+        tag: {e.step: e.tensor_proto.string_val[0].decode() for e in events.Tensors(tag)}
+        for tag in events.Tags()["tensors"]
+    }
+    return scalars, texts
+
+
+def wandb_history(run_dir: Path) -> dict[int, dict]:
+    """The history rows of an offline wandb run, read back from its `.wandb` transaction log, by step.
+
+    The log is a LevelDB-style record log (a 7-byte header ':W&B' + magic + version, then 32 KiB blocks of records,
+    each with a 7-byte header: checksum, length, type 1 full / 2 first / 3 middle / 4 last); every record is a
+    `wandb_internal_pb2.Record` protobuf. wandb has no offline reader of its own that does not upload.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    [log] = run_dir.glob("*.wandb")
+    data = log.read_bytes()
+    assert data[:4] == b":W&B", f"{log} is not a wandb transaction log"
+    block, pos, pending, rows = 32768, 7, b"", {}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a record header is zero padding
+            pos += block - pos % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                row = {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
+                }
+                rows[row["_step"]] = row
+    return rows
 
 
 def test_metrics_jsonl_gets_one_object_per_logged_step(tmp_path):
@@ -55,36 +102,84 @@ def test_a_disabled_tracker_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_tensorboard_events_under_tb(tmp_path):
+def test_tensorboard_holds_the_logged_values(tmp_path):
     tracker = Tracker(TrackingConfig(report_to="tensorboard"), tmp_path, {"seed": 1})
-    tracker.log({"loss": 2.0}, step=1)
-    tracker.log_samples([{"prompt": "a | b", "response": "line\nbreak", "score": 0.5}], step=1)
+    tracker.log({"loss": 2.0, "reward/total": 0.25}, step=1)
+    tracker.log({"loss": 1.5, "reward/total": math.nan}, step=2)  # a non-finite value is not written
+    tracker.log_samples([{"prompt": "a | b", "response": "line\nbreak", "score": 0.5}], step=2)
     tracker.close()
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    scalars, texts = tensorboard_logged(tmp_path / "tb")
+    assert scalars == {"loss": {1: 2.0, 2: 1.5}, "reward/total": {1: 0.25}}
+    assert (
+        texts["samples/text_summary"][2]
+        == "| prompt | response | score |\n|---|---|---|\n| a \\| b | line break | 0.500 |\n"
+    )
+    assert '"seed": 1' in texts["recipe/text_summary"][0]
+
+
+def test_offline_wandb_holds_the_logged_values_and_the_sample_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tracker = Tracker(TrackingConfig(report_to="wandb", project="rlhf-tests"), tmp_path, {"seed": 1})
+    tracker.log({"loss": 2.0, "reward/total": 0.25}, step=1)
+    tracker.log({"loss": 1.5, "reward/total": math.inf}, step=2)
+    tracker.log_samples([{"prompt": "p", "response": "r", "score": 0.5}], step=3)
+    tracker.close()
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    history = wandb_history(run)
+    scalars = {
+        step: {k: v for k, v in row.items() if not k.startswith(("_", "samples/"))} for step, row in history.items()
+    }
+    assert scalars == {1: {"loss": 2.0, "reward/total": 0.25}, 2: {"loss": 1.5}, 3: {}}
+    # The sample table is logged at its step as a reference to a table file in the run's media folder.
+    assert (history[3]["samples/_type"], history[3]["samples/nrows"], history[3]["samples/ncols"]) == (
+        "table-file",
+        1,
+        3,
+    )
+    table = json.loads((run / "files" / history[3]["samples/path"]).read_text())
+    assert table == {"columns": ["prompt", "response", "score"], "data": [["p", "r", 0.5]]}
+
+
+# Two steps of ppo on embedded:tiny with the brand-voice rules as reward, reporting everywhere.
+PPO_RECIPE = """
+stage: ppo
+seed: 7
+output_dir: {out}
+model: {{name_or_path: embedded:tiny}}
+data: {{train: {data}/ppo_prompts.jsonl, max_train_rows: 16, max_prompt_length: 64, max_length: 80}}
+rewards:
+  - {{name: voice_rules, function: brand_voice, weight: 1.0}}
+value: {{mode: head}}
+rollout: {{max_new_tokens: 8}}
+update: {{epochs: 1}}
+training: {{batch_size: 4, max_steps: 2, save_steps: null}}
+log_samples_every: 1
+tracking: {{report_to: [tensorboard, wandb], project: rlhf-tests}}
+"""
 
 
 @pytest.mark.slow
-def test_a_tiny_run_reports_to_tensorboard_and_offline_wandb(tmp_path, monkeypatch):
+def test_a_ppo_run_logs_the_same_values_to_tensorboard_and_offline_wandb(tmp_path, monkeypatch):
     from rlhf.pipeline import run_recipe
     from rlhf.recipe import load_recipe
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    overrides = [
-        f"run_dir={tmp_path}",
-        "stages=[sft]",
-        "tracking.report_to=[tensorboard, wandb]",
-        "tracking.project=rlhf-tests",
-        "sft.data.max_train_rows=32",
-        "sft.data.eval=null",
-        "sft.training.max_steps=2",
-        "sft.training.batch_size=4",
-        "sft.training.logging_steps=1",
-        "sft.training.save_steps=null",
-    ]
-    [out] = run_recipe(load_recipe(PIPELINE, overrides))
-    assert list((out / "tb").glob("events.out.tfevents.*")), "no TensorBoard event file under tb/"
-    runs = list((out / "wandb").glob("offline-run-*"))
-    assert runs, f"no offline wandb run under {out / 'wandb'}"
-    assert list(runs[0].glob("*.wandb")), "the offline wandb run has no data file"
-    assert any("loss" in row for row in read_jsonl(out / "metrics.jsonl"))
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text(PPO_RECIPE.format(out=tmp_path / "ppo", data=DATA_DIR))
+    [out] = run_recipe(load_recipe(recipe))
+    logged = {row["step"]: row for row in read_jsonl(out / "metrics.jsonl") if "reward/total" in row}
+    assert sorted(logged) == [1, 2]
+    scalars, texts = tensorboard_logged(out / "tb")
+    [run] = (out / "wandb").glob("offline-run-*")
+    history = wandb_history(run)
+    for step, row in logged.items():
+        for key in ("reward/total", "reward/voice_rules", "kl", "loss/policy", "response/length"):
+            assert scalars[key][step] == pytest.approx(row[key], rel=1e-6), (step, key)  # TensorBoard keeps float32
+            assert history[step][key] == row[key], (step, key)
+        # Every step's samples: a table of prompts, responses and scores in both trackers.
+        assert texts["samples/text_summary"][step].startswith("| prompt | response |")
+        table = json.loads((run / "files" / history[step]["samples/path"]).read_text())
+        assert table["columns"][:2] == ["prompt", "response"] and "voice_rules" in table["columns"]
+        assert len(table["data"]) == history[step]["samples/nrows"] > 0

@@ -12,6 +12,10 @@ Each pass is attributed to a model and a phase:
   its passes count as `policy` passes of the score phase.
 * phase: `generate` (a KV cache was passed in), `update` (gradients enabled), `score` (anything else).
 
+The cache argument is read under each name transformers has given it: `past_key_values` (up to 5.23) and `cache`
+(5.24 renamed it, keeping the old name as a deprecated alias until 5.40). Reading only one name made the generation
+passes look like score passes on the other versions, so the benchmark silently stopped counting generation FLOPs.
+
 The hooks cost a few microseconds per model call (four per call), well under 1% of a decoding step of the tiny model.
 """
 
@@ -24,6 +28,25 @@ from typing import Any
 
 from rlhf.bench.flops import Generation, head_flops, trunk_flops
 from rlhf.bench.probe import status_kb
+
+# The KV-cache keyword of a transformers forward, newest name first (5.24 renamed `past_key_values` to `cache`).
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+def cache_argument(kwargs: dict[str, Any]) -> Any:
+    """Returns the KV cache passed to a transformers forward under either of its names, or None.
+
+    Args:
+        kwargs: The keyword arguments of the forward call, as a forward pre-hook sees them (before transformers'
+            own deprecation shim renames the old keyword).
+
+    Returns:
+        The cache object, or None when the call carries no cache.
+    """
+    for name in CACHE_KEYWORDS:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
 
 
 @dataclass
@@ -143,7 +166,7 @@ class Instrumentation:
             if ids is None:
                 ids = args[0] if args else kwargs.get("inputs_embeds")
             batch, n_q = ids.shape[0], ids.shape[1]
-            cache = kwargs.get("past_key_values")
+            cache = cache_argument(kwargs)
             mask = kwargs.get("attention_mask")
             if mask is not None and mask.dim() == 2:
                 n_kv = mask.shape[1]

@@ -1,5 +1,8 @@
 """Instrumentation attributes each forward pass to a model and a phase, with the FLOPs of its shapes."""
 
+import inspect
+
+import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -19,7 +22,20 @@ CONFIG = dict(
 )
 
 
-def test_passes_are_attributed_and_counted(tmp_path):
+# transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name stays as a deprecated alias).
+CACHE_IS_NAMED_CACHE = "cache" in inspect.signature(LlamaForCausalLM.forward).parameters
+SPELLINGS = [
+    "past_key_values",
+    pytest.param(
+        "cache",
+        marks=pytest.mark.skipif(not CACHE_IS_NAMED_CACHE, reason="this transformers has no `cache=` keyword"),
+    ),
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_passes_are_attributed_and_counted(spelling):
+    """A prefill, a cached decode step, a reward score and a training pass, with the cache under either name."""
     with Instrumentation() as ins:
         policy = LlamaForCausalLM(LlamaConfig(**CONFIG))
         reward = LlamaForSequenceClassification(LlamaConfig(**CONFIG, num_labels=1)).requires_grad_(False)
@@ -28,16 +44,16 @@ def test_passes_are_attributed_and_counted(tmp_path):
         out = policy(
             input_ids=ids,
             attention_mask=torch.ones(2, 5),
-            past_key_values=DynamicCache(),
             use_cache=True,
             logits_to_keep=1,
+            **{spelling: DynamicCache()},
         )
         policy(
             input_ids=ids[:, :1],
             attention_mask=torch.ones(2, 6),
-            past_key_values=out.past_key_values,
             use_cache=True,
             logits_to_keep=1,
+            **{spelling: out[spelling]},
         )
         reward(input_ids=ids)
     policy(input_ids=ids).logits.sum().backward()
@@ -55,6 +71,19 @@ def test_passes_are_attributed_and_counted(tmp_path):
     assert summary["generate"]["policy"]["calls"] == 2
     assert summary["score"]["reward"]["tokens"] == 10
     assert ins.total_flops() == sum(p[-1] for p in ins.passes) + sum(h[-1] for h in ins.heads)
+
+
+@pytest.mark.parametrize("spelling", ["past_key_values", "cache"])
+def test_cache_is_seen_under_either_keyword_at_the_body(spelling):
+    """The body's hook sees the keyword as the caller wrote it: transformers up to 5.23 passes `past_key_values`
+    down to the body, 5.24 passes `cache`. Both must count as generation, whatever the installed version."""
+    with Instrumentation() as ins:
+        policy = LlamaForCausalLM(LlamaConfig(**CONFIG))
+    ids = torch.randint(1, 64, (2, 5))
+    with torch.no_grad():
+        policy.model(input_ids=ids, attention_mask=torch.ones(2, 5), use_cache=True, **{spelling: DynamicCache()})
+    assert [(g.batch, g.prompt, g.steps) for g in ins.generations] == [(2, 5, 1)]
+    assert [p[:5] for p in ins.passes] == [("policy", "generate", 2, 5, 5)]
 
 
 def test_lean_decoder_steps_are_counted_like_model_calls():

@@ -27,7 +27,8 @@ def refused(cli, recipe, *overrides) -> str:
 
 def test_malformed_jsonl_line(recipe_file, cli):
     err = refused(cli, recipe_file("sft", train=[GOOD_SFT[0], '{"messages": [', GOOD_SFT[1]]))
-    assert "train.jsonl, row 2: not valid JSON (Expecting value at column 15)" in err
+    # Ours: file, row, what and the column; json's own wording between them is not ours to pin.
+    assert "train.jsonl, row 2: not valid JSON (" in err and " at column 15)" in err
 
 
 def test_missing_field(recipe_file, cli):
@@ -107,7 +108,7 @@ def test_unknown_recipe_key(recipe_file, cli):
 
 def test_wrong_type(recipe_file, cli):
     err = refused(cli, recipe_file("sft"), "training.batch_size=eight")
-    assert "training.batch_size: Input should be a valid integer" in err and "(got 'eight')" in err
+    assert "error: " in err and "training.batch_size: " in err and "(got 'eight')" in err  # pydantic words the middle
 
 
 def test_reward_source_pointing_at_the_sft_stage(tmp_path, cli):

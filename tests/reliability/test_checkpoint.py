@@ -50,7 +50,10 @@ def test_atomic_directory_appears_complete_only_after_the_block(tmp_path):
 
 def test_atomic_directory_failure_leaves_nothing_and_keeps_the_old_checkpoint(tmp_path):
     old = write(tmp_path, 2)
-    with pytest.raises(RuntimeError), checkpoint.atomic_directory(checkpoint.step_dir(tmp_path, 4), {}, 4) as tmp:
+    with (
+        pytest.raises(RuntimeError, match="killed mid-write"),
+        checkpoint.atomic_directory(checkpoint.step_dir(tmp_path, 4), {}, 4) as tmp,
+    ):
         (tmp / "state.bin").write_bytes(b"half")
         raise RuntimeError("killed mid-write")
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-2"]

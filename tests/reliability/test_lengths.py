@@ -56,7 +56,6 @@ def test_token_counts_match_transformers(tokenizers):
     ],
 )
 def test_preflight_reward_check_agrees_with_the_loader(spec):
-    pytest.importorskip("torch")
     from rlhf.ppo.rewards import RewardError, load_reward_function
 
     try:

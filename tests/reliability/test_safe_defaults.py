@@ -44,7 +44,6 @@ def test_trust_remote_code_is_off_by_default_and_passed_to_every_loader():
 
 
 def test_programmatic_rewards_come_from_reward_models_or_a_named_module():
-    pytest.importorskip("torch")
     from reward_models.brand_voice import score
     from rlhf.ppo.rewards import RewardError, load_reward_function
 

@@ -170,4 +170,8 @@ def test_prompt_completion_data(tmp_path):
     results = json.loads((out / "manifest.json").read_text())["results"]
     assert results["steps"] == 2 and results["train_rows"] == 16
     assert math.isfinite(results["train_loss"]) and math.isfinite(results["eval_loss_end"])
-    AutoModelForCausalLM.from_pretrained(out / "final")
+    trained, info = AutoModelForCausalLM.from_pretrained(out / "final", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    start = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:tiny"))
+    moved = [name for name, p in trained.named_parameters() if not p.equal(start.get_parameter(name))]
+    assert "model.layers.0.self_attn.q_proj.weight" in moved  # two steps trained the weights that were saved

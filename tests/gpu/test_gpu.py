@@ -1,0 +1,167 @@
+"""The `gpu` tier: what only a CUDA device can check. Skipped without one (tests/conftest.py); run by
+scripts/gpu_check.sh on a lent GPU machine.
+
+- the lean decoder against the model's own forward in bfloat16 on CUDA kernels (the CPU tier checks bf16 on the CPU);
+- a ppo run in bfloat16 on the GPU (the CPU tier trains in float32);
+- the memory planner against `torch.cuda.max_memory_allocated` of a real ppo run;
+- ZeRO-2 on one GPU through `accelerate launch`, where DeepSpeed is installed.
+
+The GPU machine lacks some of the project's dependencies (see scripts/gpu_check.sh): a test that needs one it cannot
+import is skipped with the reason, never failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from ..conftest import DATA_DIR
+
+pytestmark = pytest.mark.gpu
+
+# Rows of the planner check: embedded:small (21 M parameters) as policy, critic and reward model, float32.
+PPO_RECIPE = """
+stage: ppo
+seed: 7
+output_dir: {out}
+model: {{name_or_path: {model}, dtype: {dtype}}}
+data: {{train: {data}/ppo_prompts.jsonl, max_train_rows: 64, max_prompt_length: 40, max_length: 88}}
+rewards:
+  - {{name: learned, model: {reward}, weight: 1.0}}
+  - {{name: voice_rules, function: brand_voice, weight: 0.0}}
+value: {{mode: critic}}
+rollout: {{max_new_tokens: 48, temperature: 1.0}}
+update: {{epochs: 1, num_minibatches: 2}}
+training: {{learning_rate: 1.0e-4, batch_size: 16, max_steps: 2, save_steps: null}}
+tracking: {{report_to: [none]}}
+"""
+
+
+def needs(*modules: str) -> None:
+    """Skips the test when a dependency the GPU machine may lack is not importable."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (carry the wheels in .whl/: see scripts/gpu_check.sh)")
+
+
+def reward_model(model: str, out: Path) -> Path:
+    """A one-logit classifier on `model`'s trunk with a seeded head: the learned reward of the ppo runs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhf.models.loading import resolve_model_path
+
+    path = resolve_model_path(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    reward = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    reward.config.pad_token_id = tokenizer.pad_token_id
+    reward.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def ppo_recipe(tmp_path: Path, model: str, dtype: str) -> Path:
+    recipe = tmp_path / "ppo.yaml"
+    reward = reward_model(model, tmp_path / "reward")
+    recipe.write_text(PPO_RECIPE.format(out=tmp_path / "ppo", model=model, dtype=dtype, data=DATA_DIR, reward=reward))
+    return recipe
+
+
+def test_lean_decoder_matches_the_model_in_bfloat16_on_cuda():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.ppo.decoding import LlamaDecoder, make_decoder
+    from rlhf.ppo.rollout import positions
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    query = torch.randint(1, 512, (4, 12), device="cuda")
+    mask = torch.ones_like(query)
+    mask[0, :5] = 0  # left padding on two rows
+    mask[2, :2] = 0
+    query = query.masked_fill(mask == 0, 0)
+    ours, theirs = make_decoder(model, 4, 12 + 8, "auto"), make_decoder(model, 4, 12 + 8, "hf")
+    assert isinstance(ours, LlamaDecoder)
+    position_ids = positions(mask)
+    with torch.no_grad():
+        a, b = ours.prefill(query, mask, position_ids), theirs.prefill(query, mask, position_ids)
+        for _ in range(8):
+            assert a.dtype == torch.bfloat16
+            # bf16 keeps 8 bits of mantissa: the same maths in another order differs by a few units of the last place.
+            scale = b.float().abs().max()
+            assert (a.float() - b.float()).abs().max() <= 0.03 * scale
+            token = b.float().argmax(-1)  # both continue with the same tokens
+            position_ids = position_ids[:, -1:] + 1
+            a, b = ours.step(token, position_ids), theirs.step(token, position_ids)
+
+
+def test_ppo_trains_in_bfloat16_on_the_gpu(tmp_path):
+    needs("pydantic", "datasets")
+    import torch
+    from safetensors.torch import load_file
+
+    from rlhf.models.loading import resolve_model_path
+    from rlhf.pipeline import run_recipe
+    from rlhf.recipe import load_recipe
+
+    [out] = run_recipe(load_recipe(ppo_recipe(tmp_path, "embedded:tiny", "bfloat16")))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in rows if "loss/policy" in row]
+    assert len(steps) == 2
+    for row in steps:
+        for key in ("loss/policy", "loss/value", "kl", "entropy", "reward/total"):
+            assert row[key] is not None, (key, row)  # metrics.jsonl writes non-finite values as null
+    trained = load_file(out / "final" / "model.safetensors")
+    start = load_file(Path(resolve_model_path("embedded:tiny")) / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert trained[name].dtype == torch.bfloat16
+    assert not torch.equal(trained[name].float(), start[name].float())
+
+
+def test_planner_matches_measured_cuda_memory(tmp_path):
+    needs("pydantic", "datasets")
+    import torch
+
+    from rlhf.pipeline import run_recipe
+    from rlhf.planner import GIB, LaunchSpec, plan_stage
+    from rlhf.recipe import load_recipe
+
+    recipe = load_recipe(ppo_recipe(tmp_path, "embedded:small", "float32"))
+    planned = plan_stage(recipe, LaunchSpec("single", 1), device="cuda").total
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    run_recipe(recipe)
+    measured = torch.cuda.max_memory_allocated() - before
+    print(f"planner {planned / GIB:.3f} GiB, measured {measured / GIB:.3f} GiB ({planned / measured - 1:+.0%})")
+    assert abs(planned - measured) <= 0.25 * measured, (planned / GIB, measured / GIB)
+
+
+def test_zero2_on_one_gpu(tmp_path):
+    needs("pydantic", "datasets", "deepspeed")
+    from ..distributed.launching import child_env, launch_command, results, run
+
+    recipe = ppo_recipe(tmp_path, "embedded:tiny", "bfloat16")
+    env = child_env(CUDA_VISIBLE_DEVICES=None, DS_ACCELERATOR=None)  # the launched tests hide the GPU; not here
+    run(
+        launch_command("zero2", ["-m", "rlhf", "run", str(recipe)], num_processes=1),
+        tmp_path / "launch.log",
+        env=env,
+    )
+    found = results(tmp_path / "ppo")
+    assert (found["world_size"], found["distributed_type"], found["zero_stage"]) == (1, "DEEPSPEED", 2)
+    assert found["steps"] == 2

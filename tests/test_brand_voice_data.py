@@ -317,3 +317,31 @@ def test_generator_output_depends_on_seed(tmp_path):
         [sys.executable, str(GENERATOR), "--seed", "1", "--out", str(tmp_path)], check=True, capture_output=True
     )
     assert (tmp_path / "sft_train.jsonl").read_bytes() != (DATA_DIR / "sft_train.jsonl").read_bytes()
+
+
+# The loaders and the data doctor ------------------------------------------------------------------------------------
+
+
+def test_doctor_accepts_the_shipped_pipeline_data_with_its_metadata_columns():
+    from rlhf.data.doctor import examine
+    from rlhf.recipe import load_recipe
+
+    report = examine(load_recipe(REPO_ROOT / "recipes" / "brand_voice" / "pipeline.yaml"), tokenizers=False)
+    assert report.errors == []
+    assert report.warnings == []  # no held-out prompt in any training file, no duplicates
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "fields"),
+    [
+        ("sft_train", "sft", {"messages"}),
+        ("prefs_eval", "reward", {"prompt", "chosen", "rejected"}),
+        ("eval_prompts", "ppo", {"prompt"}),
+    ],
+)
+def test_loaders_read_every_row_and_leave_the_metadata_columns_out(name, kind, fields):
+    from rlhf.data.formats import load_records
+
+    records = load_records(str(DATA_DIR / f"{name}.jsonl"), kind)
+    assert len(records) == len(load_rows(name))
+    assert all(set(record) == fields for record in records)

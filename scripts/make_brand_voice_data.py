@@ -826,6 +826,20 @@ def _reply(parts: tuple[str, ...]) -> str:
     return _join(*parts) + "\n" + brand_voice.SIGN_OFF
 
 
+def _with_sentence(
+    parts: tuple[str, str, str, str], sentence: str, reference: str, rng: random.Random, *, before_action: bool = False
+) -> tuple[str, ...]:
+    """The parts with one more sentence: inserted, or half the time in place of the next step.
+
+    Replacing keeps the reply about as long as the on-voice one, so a reward model cannot learn "the longer reply is
+    the worse one" from these pairs; the next step is only replaced when it does not name the order or product.
+    """
+    greeting, ack, action, next_step = parts
+    replace = rng.random() < 0.5 and reference not in next_step
+    body = (sentence, action) if before_action else (action, sentence)
+    return (greeting, ack, *body) if replace else (greeting, ack, *body, next_step)
+
+
 def _off_voice_reply(message: dict, parts: tuple[str, str, str, str], violation: str, rng: random.Random) -> str:
     """Builds a reply that still answers the customer's intent but breaks a listed voice rule in the given way.
 
@@ -843,18 +857,20 @@ def _off_voice_reply(message: dict, parts: tuple[str, str, str, str], violation:
         clause = rng.choice(table["formal"]).format(**slots)
         return FORMAL_LETTER.format(ref=slots["ref"], clause=clause)
     if violation == "blaming":
-        return _join(greeting, ack, rng.choice(table["blame"]), action, next_step) + sign_off
+        return (
+            _join(*_with_sentence(parts, rng.choice(table["blame"]), slots["ref"], rng, before_action=True)) + sign_off
+        )
     if violation == "banned_phrase":
         if rng.random() < 0.5:
             return _join(greeting, ack, rng.choice(BANNED_OPENERS) + _lower_first(action), next_step) + sign_off
-        return _join(greeting, ack, action, rng.choice(BANNED_SENTENCES), next_step) + sign_off
+        return _join(*_with_sentence(parts, rng.choice(BANNED_SENTENCES), slots["ref"], rng)) + sign_off
     if violation == "jargon":
         jargon = rng.choice(JARGON_SENTENCES).format(case=rng.randint(100000, 999999))
-        return _join(greeting, ack, action, jargon, next_step) + sign_off
+        return _join(*_with_sentence(parts, jargon, slots["ref"], rng)) + sign_off
     if violation == "missing_signoff":
         return _join(greeting, ack, action, next_step) + rng.choice(OTHER_CLOSINGS)
     if violation == "over_promising":
-        return _join(greeting, ack, action, rng.choice(OVER_PROMISE_SENTENCES), next_step) + sign_off
+        return _join(*_with_sentence(parts, rng.choice(OVER_PROMISE_SENTENCES), slots["ref"], rng)) + sign_off
     if violation == "rambling":
         fillers = rng.sample(RAMBLING_FILLERS, len(RAMBLING_FILLERS))
         sentences = [ack, fillers.pop(), action, fillers.pop(), next_step]
@@ -865,18 +881,19 @@ def _off_voice_reply(message: dict, parts: tuple[str, str, str, str], violation:
     raise ValueError(f"unknown violation kind {violation!r}; expected one of {VIOLATIONS}")
 
 
-def _paraphrased_reply(parts: tuple[str, str, str, str], rule: str, held_out: bool, rng: random.Random) -> str:
+def _paraphrased_reply(
+    message: dict, parts: tuple[str, str, str, str], rule: str, held_out: bool, rng: random.Random
+) -> str:
     """A reply that breaks the voice in words the scorer does not list (see `PARAPHRASES`)."""
     greeting, ack, action, next_step = parts
+    reference = _reference(message["truth"]["intent"], message["truth"]["order_id"], message["truth"]["product"])
     # Entries 2, 5, 8 of each list are held out (prefs_eval only); training draws from the rest.
     pool = [p for i, p in enumerate(PARAPHRASES[rule]) if (i % 3 == 2) == held_out]
     if rule == "paraphrased_banned" and rng.random() < 0.5:
         openers = [p for i, p in enumerate(PARAPHRASE_OPENERS) if (i % 3 == 2) == held_out]
         return _reply((greeting, ack, rng.choice(openers) + _lower_first(action), next_step))
     sentence = rng.choice(pool).format(case=rng.randint(100000, 999999))
-    if rule == "paraphrased_blame":
-        return _reply((greeting, ack, sentence, action, next_step))
-    return _reply((greeting, ack, action, sentence, next_step))
+    return _reply(_with_sentence(parts, sentence, reference, rng, before_action=rule == "paraphrased_blame"))
 
 
 def _content_reply(message: dict, rule: str, rng: random.Random) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -941,7 +958,7 @@ def _pair(message: dict, category: str, rule: str, held_out: bool, rng: random.R
             wanted_on_voice = False
         elif category == "paraphrase":
             parts = _parts(message, rng)
-            chosen, rejected = _reply(parts), _paraphrased_reply(parts, rule, held_out, rng)
+            chosen, rejected = _reply(parts), _paraphrased_reply(message, parts, rule, held_out, rng)
             wanted_on_voice = True
         else:
             drawn = _content_reply(message, rule, rng)

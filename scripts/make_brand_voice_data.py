@@ -620,6 +620,22 @@ PARAPHRASES = {
     ],
 }
 
+# Optional on-voice closing sentences, added to a third of the replies, so correct replies are not a closed set of
+# templates (a reward model could otherwise call any unfamiliar sentence off-voice and pass the paraphrase category
+# without reading it). Split like the paraphrases: every third entry appears in prefs_eval only.
+EXTRA_SENTENCES = [
+    "If anything else comes up, just reply to this email.",
+    "Enjoy your next trip outdoors.",
+    "I hope the weekend weather is kind to you.",
+    "Let me know if there's anything else I can do.",
+    "Thanks again for shopping with us.",
+    "I hope this gets you back out on the trail soon.",
+    "Feel free to reply with any other questions.",
+    "We're always glad to hear from you.",
+    "Have a great time on your next hike.",
+]
+EXTRA_SHARE = 1 / 3
+
 CONTENT_RULES = ["wrong_name", "wrong_order", "wrong_product", "unfit_action", "vague"]
 SFT_VIOLATIONS = ["blaming", "banned_phrase", "jargon", "missing_signoff", "rambling", "over_promising"]
 
@@ -819,7 +835,12 @@ def _parts(message: dict, rng: random.Random, **overrides) -> tuple[str, str, st
     facts = {**message["truth"], **overrides}
     triple_intent = overrides.get("triple_intent", message["truth"]["intent"])
     triple = rng.choice(INTENTS[triple_intent]["on_voice"])
-    return (_greeting(facts["customer_name"], rng), *_fill(triple, message, facts))
+    greeting = _greeting(facts["customer_name"], rng)
+    ack, action, next_step = _fill(triple, message, facts)
+    if rng.random() < EXTRA_SHARE:
+        extras = [e for i, e in enumerate(EXTRA_SENTENCES) if (i % 3 == 2) == message["held_out"]]
+        next_step = f"{next_step} {rng.choice(extras)}"
+    return greeting, ack, action, next_step
 
 
 def _reply(parts: tuple[str, ...]) -> str:
@@ -1128,7 +1149,7 @@ def generate(out_dir: Path, seed: int = 0) -> dict[str, list[dict]]:
     splits = {}
     start = 0
     for name, size in SPLIT_SIZES.items():
-        splits[name] = pool[start : start + size]
+        splits[name] = [{**message, "held_out": name == "prefs_eval"} for message in pool[start : start + size]]
         start += size
     files = {
         "sft_train": _sft_rows(splits["sft_train"], rng),

@@ -47,19 +47,45 @@ def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_
     return scores
 
 
-def preference_accuracy(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32) -> dict[str, float]:
-    """Held-out preference accuracy (chosen scored above rejected; ties count as half) and mean reward margin."""
+def preference_scores(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32):
+    """The reward of every pair's chosen and rejected reply, as two float32 CPU tensors in pair order."""
     chosen = reward_scores(
         model, tokenizer, [render(tokenizer, p.get("prompt"), p["chosen"]) for p in pairs], batch_size
     )
     rejected = reward_scores(
         model, tokenizer, [render(tokenizer, p.get("prompt"), p["rejected"]) for p in pairs], batch_size
     )
+    return chosen, rejected
+
+
+def summarize_preferences(chosen, rejected) -> dict[str, float]:
+    """Preference accuracy (chosen scored above rejected; ties count as half) and mean reward margin."""
     wins = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
     return {
         "accuracy": wins.mean().item(),
         "margin_mean": (chosen - rejected).mean().item(),
         "chosen_mean": chosen.mean().item(),
         "rejected_mean": rejected.mean().item(),
-        "pairs": len(pairs),
+        "pairs": len(chosen),
     }
+
+
+def accuracy_by_category(chosen, rejected, categories: list[str | None]) -> dict[str, dict[str, float]]:
+    """Preference accuracy, mean margin and pair count per category, in category-name order.
+
+    Args:
+        chosen: Reward of each pair's chosen reply (1-D tensor).
+        rejected: Reward of each pair's rejected reply, same order.
+        categories: Each pair's category; pairs whose category is None are left out.
+
+    Returns:
+        `{category: {"accuracy": ..., "margin": ..., "n": ...}}`; empty when no pair has a category.
+    """
+    if len(categories) != len(chosen):
+        raise ValueError(f"got {len(categories)} categories for {len(chosen)} pairs; pass one per pair")
+    found: dict[str, dict[str, float]] = {}
+    for category in sorted({c for c in categories if c is not None}):
+        index = [i for i, c in enumerate(categories) if c == category]
+        summary = summarize_preferences(chosen[index], rejected[index])
+        found[category] = {"accuracy": summary["accuracy"], "margin": summary["margin_mean"], "n": len(index)}
+    return found

@@ -2,7 +2,10 @@
 
 The loss is the pairwise Bradley-Terry loss -log sigmoid(r_chosen - r_rejected - margin), the margin coming from an
 optional per-pair `margin` column. Held-out preference accuracy is measured after training on the saved final/
-model, so the number describes exactly what later stages load.
+model, so the number describes exactly what later stages load. When held-out rows carry a `category` column (the
+shipped brand-voice set: voice, content, paraphrase, other_intent, length_matched), accuracy, mean margin and pair
+count are also reported per category: in the log, in metrics.jsonl's final record and in the manifest's results
+under `accuracy_by_category`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import time
 from pathlib import Path
 
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
-from rlhf.config import RewardStage
+from rlhf.config import DataConfig, RewardStage, is_data_file
+from rlhf.data.formats import read_rows
 from rlhf.distributed import is_main_process, single_process_loading
 from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, resolve_model_path, torch_dtype
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
@@ -33,12 +37,13 @@ def run(cfg: RewardStage) -> Path:
     """Trains a reward model and returns the output directory.
 
     Leaves `final/` (loads with AutoModelForSequenceClassification), `recipe.yaml`, `metrics.jsonl` and
-    `manifest.json` (with held-out accuracy and mean margin) in `cfg.output_dir`.
+    `manifest.json` (with held-out accuracy and mean margin, per category when the held-out rows have one) in
+    `cfg.output_dir`.
     """
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.scoring import preference_accuracy
+    from rlhf.scoring import accuracy_by_category, preference_scores, summarize_preferences
 
     started = time.time()
     output_dir = Path(cfg.output_dir)
@@ -112,10 +117,12 @@ def run(cfg: RewardStage) -> Path:
         "resumed_from_step": start.step,
         **launch_summary(trainer),
     }
+    by_category: dict[str, dict[str, float]] = {}
     if is_main_process() and evaluation is not None:
         with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition it
             final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
-        held_out = preference_accuracy(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)
+        chosen, rejected = preference_scores(final, tokenizer, list(evaluation), batch_size=cfg.training.batch_size * 2)
+        held_out = summarize_preferences(chosen, rejected)
         results.update({f"eval_{k}": v for k, v in held_out.items()})
         logger.info(
             "reward: held-out preference accuracy %.3f over %d pairs, mean margin %.3f",
@@ -123,8 +130,25 @@ def run(cfg: RewardStage) -> Path:
             held_out["pairs"],
             held_out["margin_mean"],
         )
+        by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
+        if by_category:
+            results["accuracy_by_category"] = by_category
+        for category, found in by_category.items():
+            logger.info(
+                "reward: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f",
+                category,
+                found["accuracy"],
+                found["n"],
+                found["margin"],
+            )
+    per_category = {
+        f"final/eval_category/{category}/{key}": value
+        for category, found in by_category.items()
+        for key, value in found.items()
+    }
     tracker.log(
-        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=trainer.state.global_step
+        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_category,
+        step=trainer.state.global_step,
     )
     tracker.close()
     if is_main_process():
@@ -140,3 +164,25 @@ def run(cfg: RewardStage) -> Path:
     # complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def eval_categories(data: DataConfig, pairs: int) -> list[str | None]:
+    """The `category` of each of the first `pairs` held-out rows (None where a row has none), in file order.
+
+    The loaders keep only the columns training reads, so the category is read beside them from the same rows: a
+    local file row by row (`load_records` neither skips nor reorders rows), a hub dataset from its eval split.
+    """
+    if is_data_file(data.eval):
+        rows = (row for _, row in read_rows(data.eval))
+    else:
+        from datasets import load_dataset as hub_load
+
+        split = hub_load(data.eval, split="test")
+        rows = iter(split) if "category" in split.column_names else iter([{}] * len(split))
+    found = []
+    for row in rows:
+        if len(found) == pairs:
+            break
+        category = row.get("category")
+        found.append(str(category) if category not in (None, "") else None)
+    return found

@@ -80,7 +80,8 @@ def match_rates(results: dict[str, Any]) -> Section | None:
         "Intent match and name match",
         f"share of replies whose rule score is at least {threshold:g}: 'intent' = the reply serves the customer's "
         "intent (the prompt's recorded intent where the prompt file has it); 'name' = among messages the customer "
-        "signed, the reply greets that name; 95% bootstrap interval over prompts, n = replies the rule applies to",
+        f"signed, the reply greets that name; {results['confidence']:.0%} bootstrap interval over prompts, n = replies "
+        "the rule applies to",
         tables=[("", ["model", *[f"{r} match ({j})" for j, r in columns]], rows)],
     )
 

@@ -243,7 +243,7 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
             _md_table(["model", *header], [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["differences"]]),
         ]
     for section in breakdown.sections(results):
-        out += ["", f"## {section.title}", "", f"_{section.note}_" if section.note else ""]
+        out += ["", f"## {section.title}", ""] + ([f"_{section.note}_", ""] if section.note else [])
         for caption, header, rows in section.tables:
             out += ([f"**{caption}**", ""] if caption else []) + [
                 _md_table(header, [[f"{c[0]} {c[1]}".strip() for c in row] for row in rows]),

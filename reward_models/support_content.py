@@ -305,7 +305,7 @@ _ORDER_PATTERN = re.compile(r"(?<![\w#])#?(\d{4,7})(?![\w])")
 _GREETING_PATTERN = re.compile(r"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))[ ,]+([a-z][a-z'-]*)")
 # A first-person commitment: "I've sent", "we'll ship", "I have arranged", "I'm sending". "I'm sorry" is not one.
 _COMMITMENT_PATTERN = re.compile(
-    r"\b(?:i|we)(?:'ve| have| will|'ll| am going to|'m going to|'re going to)\b(?! (?:a |any |been sorry))"
+    r"\b(?:i|we)(?:'ve| have| will|'ll| am going to|'m going to|'re going to)\b(?! (?:a|an|any|no|been) )"
     r"|\b(?:i|we)(?:'m| am|'re| are) (?!sorry|so |really |truly |afraid)\w+ing\b"
 )
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -458,24 +458,29 @@ def _action_rule(intent: str | None, response: str) -> float:
     return 0.5 if committed else (0.25 if fitting and intent is not None else 0.0)
 
 
-def _well_formed(line: str, own_line: bool) -> bool:
-    words = line.split()
-    if own_line and len(words) <= 6 and line[:1].isupper() and line[-1] not in ".!?":
-        return True  # a greeting ("Hi Maya,") or a sign-off on its own line
-    if not (3 <= len(words) <= 40) or line[-1] not in ".!?" or not (line[0].isupper() or line[0].isdigit()):
+def _well_formed(sentence: str) -> bool:
+    words = sentence.split()
+    if not (3 <= len(words) <= 40) or sentence[-1] not in ".!?" or not (sentence[0].isupper() or sentence[0].isdigit()):
         return False
     lowered = [w.lower().strip(",;:") for w in words]
     return all(a != b for a, b in zip(lowered, lowered[1:], strict=False))
 
 
 def _coherence_rule(response: str) -> float:
-    pieces = []
-    for line in response.strip().splitlines():
-        parts = [s.strip() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s.strip()]
-        pieces += [(part, len(parts) == 1) for part in parts]
-    if not pieces:
+    lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+    verdicts = []
+    for number, line in enumerate(lines):
+        short = len(line.split()) <= 6 and line[:1].isupper()
+        if number == 0 and len(lines) > 1 and short and line.endswith(","):
+            verdicts.append(True)  # a greeting line: "Hi Maya,"
+            continue
+        if number == len(lines) - 1 and number > 0 and short and lines[number - 1][-1] in ".!?":
+            verdicts.append(True)  # a sign-off line after a finished sentence (a cut-off reply has none)
+            continue
+        verdicts += [_well_formed(s.strip()) for s in re.split(r"(?<=[.!?])\s+", line) if s.strip()]
+    if not verdicts:
         return 0.0
-    formed = sum(_well_formed(text, own_line) for text, own_line in pieces) / len(pieces)
+    formed = sum(verdicts) / len(verdicts)
     words = _WORD.findall(_normalise(response))
     grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     repeated = 1 - len(set(grams)) / len(grams) if grams else 0.0

@@ -172,3 +172,8 @@ def test_prefers_chosen_on_the_shipped_content_pairs():
         right, wrong = sc.score([prompt, prompt], [chosen, rejected], [info, info])
         wins.append(1.0 if right > wrong else 0.5 if right == wrong else 0.0)
     assert sum(wins) / len(wins) >= 0.75, f"{sum(wins) / len(wins):.3f} over {len(wins)} content pairs"
+
+
+def test_a_reply_cut_off_after_the_greeting_is_not_a_sign_off():
+    assert rules("Hi Maya,\nI'm sorry order")["coherence"] == 0.5  # the greeting passes, the cut-off line does not
+    assert rules("Hi Maya,\nI've sent a new tent today.\nHappy trails, the team")["coherence"] == 1.0

@@ -15,8 +15,9 @@ A gold judge that reads the prompt. It scores what a reply says, not how it soun
 - `order`: order numbers and products from the message are repeated correctly: any wrong or invented order number
   or product scores 0; a correct one 1; not mentioning them 0.5. None when the message has neither.
 - `action`: the reply commits to a concrete action (a first-person "I've ..." / "I'll ..." sentence) that fits the
-  intent (1); a commitment that does not fit the intent 0.5; a fitting word without any commitment 0.25; sympathy
-  alone 0.
+  intent (1); a fitting commitment next to one that belongs to another intent ("I've set up a free repair" for a
+  complaint about staff), or only commitments that name no intent, 0.5; only commitments that belong to another
+  intent, or a fitting word without any commitment, 0.25; sympathy alone 0.
 - `coherence`: the share of well-formed sentences (capitalised, 3-40 words, ending in . ! or ?, no doubled words;
   short greeting and sign-off lines pass), scaled down for looping text (repeated word 4-grams). A reply cut off
   mid-sentence has a malformed last sentence.
@@ -446,16 +447,34 @@ def _sentences(response: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_SPLIT.split(response.strip()) if s.strip()]
 
 
+def _misfits(intent: str, sentence: str) -> bool:
+    """A sentence about another intent only: none of this intent's cues, some cue of another intent."""
+    if _hits(_REPLY[intent], sentence):
+        return False
+    own_cues = {cue for cue, _ in _REPLY[intent]}
+    return any(_hits(_REPLY[o], sentence) - own_cues for o in INTENTS if o != intent)
+
+
 def _action_rule(intent: str | None, response: str) -> float:
-    committed, fitting = False, False
+    fitting, neutral, misfit, mentions = False, False, False, False
     for sentence in _sentences(_normalise(response)):
-        commits = _COMMITMENT_PATTERN.search(sentence) is not None
         fits = intent is None or bool(_hits(_REPLY[intent], sentence))
-        if commits and fits:
-            return 1.0
-        committed |= commits
-        fitting |= fits
-    return 0.5 if committed else (0.25 if fitting and intent is not None else 0.0)
+        mentions |= fits
+        if _COMMITMENT_PATTERN.search(sentence) is None:
+            continue
+        if fits:
+            fitting = True
+        elif _misfits(intent, sentence):
+            misfit = True  # e.g. "I've set up a free repair" in answer to a complaint about rude staff
+        else:
+            neutral = True
+    if fitting:
+        return 0.5 if misfit else 1.0
+    if neutral:
+        return 0.5
+    if misfit:
+        return 0.25
+    return 0.25 if mentions and intent is not None else 0.0
 
 
 def _well_formed(sentence: str) -> bool:

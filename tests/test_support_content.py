@@ -42,7 +42,7 @@ def test_a_reply_to_another_intent_fails_the_intent_rule():
         "inbox.\nHappy trails, the Ridgeline team"
     )
     assert rules(other)["intent"] == 0.0
-    assert rules(other)["action"] == 0.5  # a commitment, but not one that fits a late parcel
+    assert rules(other)["action"] == 0.25  # a commitment, but one that belongs to another intent
     assert sc.score([PROMPT], [other], [INFO])[0] < sc.score([PROMPT], [GOOD], [INFO])[0] - 0.3
 
 
@@ -78,6 +78,13 @@ def test_wrong_order_number_or_product_scores_zero():
     assert rules(silent)["order"] == 0.5
     assert rules(GOOD, {**INFO, "order_id": None, "product": None})["order"] == 0.0  # invented number and product
     assert rules("Hi Maya,\nI'm sorry.", {**INFO, "order_id": None, "product": None})["order"] is None
+
+
+def test_an_action_for_another_intent_next_to_a_fitting_one_halves_the_action_rule():
+    mixed = GOOD.replace(" and I'll email you the tracking link today.", ". I've also reset your account password.")
+    assert rules(mixed)["action"] == 0.5
+    neutral = "Hi Maya,\nI'm sorry about this. I'll look into it and write back.\nHappy trails, the Ridgeline team"
+    assert rules(neutral)["action"] == 0.5
 
 
 def test_sympathy_without_a_concrete_action_fails_the_action_rule():
@@ -155,13 +162,17 @@ def test_prefers_the_right_reply_to_an_on_voice_reply_to_another_message():
     assert sum(wins) / len(wins) >= 0.9
 
 
+CONTENT_RULES = {"other_intent", "wrong_name", "wrong_order", "wrong_product", "unfit_action", "vague"}
+"""The `rule` values of preference rows whose rejected reply is wrong on content (both replies on-voice)."""
+
+
 def test_prefers_chosen_on_the_shipped_content_pairs():
     """On the regenerated data, pairs whose category is about content (both replies on-voice, the rejected one
     wrong on content) must go to the chosen reply far above chance, with the rows' ground truth as info."""
     rows = _rows("prefs_eval.jsonl")
-    content = [r for r in rows if "category" in r and r["category"] != "voice" and "voice" not in r["category"]]
+    content = [r for r in rows if r.get("rule") in CONTENT_RULES]
     if not content:
-        pytest.skip("prefs_eval.jsonl has no content categories yet (the data regeneration of issue 11 adds them)")
+        pytest.skip("prefs_eval.jsonl has no content rules yet (the data regeneration of issue 11 adds them)")
     columns = ("intent", "customer_name", "order_id", "product")
     wins = []
     for row in content:
@@ -171,7 +182,7 @@ def test_prefers_chosen_on_the_shipped_content_pairs():
         rejected = row["rejected"][-1]["content"] if isinstance(row["rejected"], list) else row["rejected"]
         right, wrong = sc.score([prompt, prompt], [chosen, rejected], [info, info])
         wins.append(1.0 if right > wrong else 0.5 if right == wrong else 0.0)
-    assert sum(wins) / len(wins) >= 0.75, f"{sum(wins) / len(wins):.3f} over {len(wins)} content pairs"
+    assert sum(wins) / len(wins) >= 0.9, f"{sum(wins) / len(wins):.3f} over {len(wins)} content pairs"
 
 
 def test_a_reply_cut_off_after_the_greeting_is_not_a_sign_off():

@@ -1,8 +1,10 @@
 """The compare stage: every model answers the same held-out prompts, is scored, measured and reported.
 
-Shape: load prompts and scorers -> for each model: sample (the ppo stage's batched rollout code, one seed for every
-model), score with the proxy and each judge (batched), KL to the reference, length, EOS, diversity -> statistics
-(`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`). Models are loaded one
+Shape: load prompts (with each row's other columns, the `info` that reward functions may take) and scorers -> for
+each model: sample (the ppo stage's batched rollout code, one seed for every model), score with the proxy and each
+judge (batched; per rule where a judge's module has `explain`), KL to the reference, length, EOS, diversity ->
+statistics (`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`, with the judge
+sections of `rlhf.compare.breakdown` and the provenance of `rlhf.compare.provenance`). Models are loaded one
 at a time next to the reference, so memory holds at most two policies plus the scorers.
 
 Runs on one process: under a multi-process launch rank 0 does the work and the other ranks return at once.
@@ -115,6 +117,7 @@ def generate_and_score(
     """
     import torch
 
+    from rlhf.compare.provenance import shared_with_training
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
     from rlhf.ppo.rewards import build_reward_terms, last_user_message, same_tokenizer
@@ -256,63 +259,6 @@ def _explainers(judge_terms: list) -> dict[str, tuple[Any, bool]]:
     return out
 
 
-def shared_with_training(cfg: CompareStage, proxy_terms: list, judge_terms: list) -> list[dict[str, Any]]:
-    """For every proxy term and judge: what it shares with the signal the policy was trained on.
-
-    A programmatic scorer states it itself (its module's `SHARES_WITH_TRAINING`; "not declared" without one); a
-    learned reward model was trained on preference pairs, named by the data hashes in its stage's manifest.
-    """
-    from rlhf.ppo.rewards import reward_module
-
-    sources = {s.name: s for s in [*cfg.proxy, *cfg.judges]}
-    out = []
-    for role, terms in (("proxy", proxy_terms), ("judge", judge_terms)):
-        for term in terms:
-            entry: dict[str, Any] = {"name": term.name, "role": role, "source": sources[term.name].function}
-            if term.function is not None:
-                statement = getattr(reward_module(term.function), "SHARES_WITH_TRAINING", None)
-                entry["statement"] = statement if isinstance(statement, str) else "not declared"
-            else:
-                manifest = _stage_manifest(sources[term.name].model)
-                data = (manifest or {}).get("data") or {}
-                entry["source"] = sources[term.name].model
-                entry["data"] = data
-                hashes = ", ".join(f"{Path(path).name} sha256 {digest[:12]}" for path, digest in data.items())
-                entry["statement"] = "trained on the preference pairs" + (f" ({hashes})" if hashes else "")
-            out.append(entry)
-    return out
-
-
-def _stage_manifest(model_dir: str | None) -> dict[str, Any] | None:
-    """The manifest of the stage that wrote `model_dir` (a final/ directory), or None."""
-    if model_dir is None:
-        return None
-    path = Path(model_dir).parent / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def reward_accuracy(cfg: CompareStage) -> dict[str, dict[str, Any]]:
-    """Held-out accuracy of each learned proxy, overall and per category, from its reward stage's manifest."""
-    out = {}
-    for source in cfg.proxy:
-        manifest = _stage_manifest(source.model)
-        if manifest is None or manifest.get("stage") != "reward":
-            continue
-        results = manifest.get("results") or {}
-        out[source.name] = {
-            "model": source.model,
-            "accuracy": results.get("eval_accuracy"),
-            "pairs": results.get("eval_pairs"),
-            "accuracy_by_category": results.get("accuracy_by_category") or {},
-        }
-    return out
-
-
 def _for_tokenizer(terms: list, same_tokens: bool) -> list:
     # A learned scorer reads sampled ids directly only when the sampling model shares its tokenizer; otherwise it
     # scores decoded text, which is always correct.
@@ -324,6 +270,7 @@ def summarise(
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[dict]]:
     """Statistics, alarms and the side-by-side samples; returns (results.json content, measures, samples)."""
     from rlhf.compare.alarms import candidates, check_alarms
+    from rlhf.compare.provenance import reward_accuracy
     from rlhf.compare.stats import analyse, rule_estimates
 
     measures = generated["measures"]

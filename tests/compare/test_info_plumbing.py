@@ -100,3 +100,40 @@ training: {{learning_rate: 1.0e-4, batch_size: 4, max_steps: 5}}
     )  # eval: both models
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert "eval_policy_content_mean" in manifest["results"]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ppo_info_follows_each_ranks_share_of_the_batch(tmp_path):
+    """Two DDP processes: each scores its own share of every step with the rows' own metadata (the probe raises
+    otherwise), and together they cover each step's global batch once."""
+    from tests.distributed.launching import child_env, finish, launch_command, start
+
+    train = _write_prompts(tmp_path / "train.jsonl", 16)
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text(
+        f"""
+stage: ppo
+seed: 3
+output_dir: {tmp_path / "out"}
+model: {{name_or_path: embedded:tiny}}
+data: {{train: {train}, max_prompt_length: 48, max_length: 64}}
+rewards:
+  - {{name: probe, function: "tests.compare.info_probe:score", weight: 1.0}}
+tracking: {{report_to: [none]}}
+value: {{mode: head}}
+rollout: {{max_new_tokens: 4, temperature: 1.0}}
+update: {{epochs: 1, num_minibatches: 1}}
+training: {{learning_rate: 1.0e-4, batch_size: 4, max_steps: 2, save_steps: null}}
+"""
+    )
+    log = tmp_path / "probe.log"
+    command = launch_command("ddp", ["-m", "rlhf", "run", str(recipe)])
+    finish([start(command, tmp_path / "launch.log", child_env(INFO_PROBE_LOG=str(log)))], [tmp_path / "launch.log"])
+    lines = [line.split() for line in log.read_text().splitlines()]
+    by_rank = {rank: [tag for r, tag in lines if r == rank] for rank in ("0", "1")}
+    assert len(by_rank["0"]) == len(by_rank["1"]) == 2 * 4  # 2 steps x 4 rollouts per rank
+    for step in range(2):
+        share0 = set(by_rank["0"][step * 4 : step * 4 + 4])
+        share1 = set(by_rank["1"][step * 4 : step * 4 + 4])
+        assert len(share0 | share1) == 8  # the ranks split the global batch of 8 distinct rows

@@ -13,6 +13,10 @@ import re
 
 COMPANY = "Ridgeline Outfitters"
 
+SHARES_WITH_TRAINING = (
+    "Its rule lists labelled the voice preference pairs, so it is the labeller for voice, not an independent judge."
+)
+
 SIGN_OFF = "Happy trails, the Ridgeline team"
 """The one exact closing line of every on-voice reply."""
 

@@ -1,8 +1,10 @@
 """Writing the compare report: `report.md`, a self-contained `report.html` (plots embedded as base64 PNG, inline
 CSS, no external links) and `plots/*.png`, from the numbers in results.json.
 
-Order in both files: alarms, summary with intervals, differences to the reference, win rates, length correlation,
-plots, side-by-side samples, notes.
+Order in both files: alarms, summary with intervals, differences to the reference, the judge sections of
+`rlhf.compare.breakdown` (match rates, rule breakdown, what each judge shares with training, reward accuracy per
+category), win rates, length correlation, plots, side-by-side samples, failures (each model's lowest replies on the
+content judge next to the reference's), notes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf.compare import plots
+from rlhf.compare import breakdown, plots
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -245,6 +247,14 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
             "",
             _md_table(["model", *header], [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["differences"]]),
         ]
+    for section in breakdown.sections(results):
+        out += ["", f"## {section.title}", ""] + ([f"_{section.note}_", ""] if section.note else [])
+        for caption, header, rows in section.tables:
+            out += ([f"**{caption}**", ""] if caption else []) + [
+                _md_table(header, [[f"{c[0]} {c[1]}".strip() for c in row] for row in rows]),
+                "",
+            ]
+        out += [f"- {_md_cell(item)}" for item in section.items]
     for score in results["scores"]:
         models, rows = _win_matrix(results, score)
         out += [
@@ -274,12 +284,32 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
         out += [f"**Prompt {sample['prompt_index']}:** {_md_cell(sample['prompt'])}", ""]
         rows = [[model, r["response"], _score_text(results, r)] for model, r in sample["responses"].items()]
         out += [_md_table(["model", "reply", "scores"], rows), ""]
+    if results.get("failures"):
+        out += [f"## {_failure_title(results)}", "", f"_{_failure_note(results)}_", ""]
+        for sample in results["failures"]:
+            out += [f"**{sample['model']}, prompt {sample['prompt_index']}:** {_md_cell(sample['prompt'])}", ""]
+            rows = [[model, r["response"], _score_text(results, r)] for model, r in sample["responses"].items()]
+            out += [_md_table(["model", "reply", "scores"], rows), ""]
     out += _notes(results, sections)
     return "\n".join(out) + "\n"
 
 
+def _failure_title(results: dict[str, Any]) -> str:
+    return f"Failures: the lowest replies on {results['failure_judge']}"
+
+
+def _failure_note(results: dict[str, Any]) -> str:
+    return (
+        f"for each model but {results['reference']}, its lowest-scoring replies on the judge "
+        f"'{results['failure_judge']}' (distinct prompts), next to {results['reference']}'s reply to the same "
+        "prompt; the samples above are typical replies, these are the worst"
+    )
+
+
 def _score_text(results: dict[str, Any], record: dict[str, Any]) -> str:
     parts = [f"{s} {record[s]:.3f}" for s in results["scores"] if s in record]
+    rules = [f"{key.split('/', 1)[1]} {value:.2f}" for key, value in record.items() if "/" in key and value is not None]
+    parts += [f"({', '.join(rules)})"] if rules else []
     parts += [f"KL {record['kl']:.2f}"] if "kl" in record else []
     parts += [f"{int(record['length'])} tok", "EOS" if record["eos"] else "no EOS"]
     return ", ".join(parts)
@@ -356,6 +386,21 @@ def _win_colour(rate: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
+def _html_sample(results: dict[str, Any], title: str, sample: dict) -> str:
+    replies = sample["responses"]
+    out = [
+        f"<div class='sample'><div class='prompt'>{_e(title)}: {_e(sample['prompt'])}</div>"
+        f"<div class='replies' style='grid-template-columns:repeat({len(replies)},1fr)'>"
+    ]
+    for model, record in replies.items():
+        out.append(
+            f"<div class='reply'><h3>{_e(model)}</h3><pre>{_e(record['response'])}</pre>"
+            f"<div class='scores'>{_e(_score_text(results, record))}</div></div>"
+        )
+    out.append("</div></div>")
+    return "".join(out)
+
+
 def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, bytes]) -> str:
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -381,6 +426,14 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
             "green/red: the interval excludes 0 for a score; bold: it excludes 0 for another measure</p>",
             _html_table(["model", *header], sections["differences"]),
         ]
+    for section in breakdown.sections(results):
+        out.append(
+            f"<h2>{_e(section.title)}</h2>" + (f"<p class='note'>{_e(section.note)}</p>" if section.note else "")
+        )
+        for caption, header, rows in section.tables:
+            out += ([f"<h3>{_e(caption)}</h3>"] if caption else []) + [_html_table(header, rows)]
+        if section.items:
+            out.append("<ul>" + "".join(f"<li>{_e(item)}</li>" for item in section.items) + "</ul>")
     out.append(
         "<h2>Win rates</h2><p class='note'>row beats column: sample k of each model on the same prompt "
         "(drawn with the same seed, so similar models often write the same reply: a tie); ties count half; "
@@ -413,17 +466,11 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
         out.append(f"<div class='figure'><img alt='{_e(name)}' src='data:image/png;base64,{data}'></div>")
     out.append("<h2>Samples</h2><p class='note'>the first sample of every model on the same prompt</p>")
     for sample in sections["samples"]:
-        replies = sample["responses"]
-        out.append(
-            f"<div class='sample'><div class='prompt'>Prompt {sample['prompt_index']}: {_e(sample['prompt'])}"
-            f"</div><div class='replies' style='grid-template-columns:repeat({len(replies)},1fr)'>"
-        )
-        for model, record in replies.items():
-            out.append(
-                f"<div class='reply'><h3>{_e(model)}</h3><pre>{_e(record['response'])}</pre>"
-                f"<div class='scores'>{_e(_score_text(results, record))}</div></div>"
-            )
-        out.append("</div></div>")
+        out.append(_html_sample(results, f"Prompt {sample['prompt_index']}", sample))
+    if results.get("failures"):
+        out.append(f"<h2>{_e(_failure_title(results))}</h2><p class='note'>{_e(_failure_note(results))}</p>")
+        for sample in results["failures"]:
+            out.append(_html_sample(results, f"{sample['model']}, prompt {sample['prompt_index']}", sample))
     notes = _notes(results, sections)[2:]
     out += ["<h2>Notes</h2><ul class='note'>"] + [f"<li>{_e(n.removeprefix('- '))}</li>" for n in notes]
     out.append("</ul></main></body></html>")

@@ -1,8 +1,10 @@
 """The compare stage: every model answers the same held-out prompts, is scored, measured and reported.
 
-Shape: load prompts and scorers -> for each model: sample (the ppo stage's batched rollout code, one seed for every
-model), score with the proxy and each judge (batched), KL to the reference, length, EOS, diversity -> statistics
-(`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`). Models are loaded one
+Shape: load prompts (with each row's other columns, the `info` that reward functions may take) and scorers -> for
+each model: sample (the ppo stage's batched rollout code, one seed for every model), score with the proxy and each
+judge (batched; per rule where a judge's module has `explain`), KL to the reference, length, EOS, diversity ->
+statistics (`rlhf.compare.stats`) -> alarms (`rlhf.compare.alarms`) -> report (`rlhf.compare.report`, with the judge
+sections of `rlhf.compare.breakdown` and the provenance of `rlhf.compare.provenance`). Models are loaded one
 at a time next to the reference, so memory holds at most two policies plus the scorers.
 
 Runs on one process: under a multi-process launch rank 0 does the work alone and the other ranks return at once
@@ -56,8 +58,8 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(cfg, output_dir)
 
-    prompts = load_prompts(cfg.prompts)
-    generated = generate_and_score(cfg, prompts)
+    prompts, infos = load_prompts(cfg.prompts)
+    generated = generate_and_score(cfg, prompts, infos)
     results, scores, samples = summarise(cfg, prompts, generated)
 
     from rlhf.compare.report import write_report
@@ -75,7 +77,7 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
         parents=generated["parents"],
         results={
             "report": report.name,
-            "alarms": [a["kind"] + ":" + a["model"] for a in results["alarms"]],
+            "alarms": [":".join(filter(None, (a["kind"], a["model"], a["judge"]))) for a in results["alarms"]],
             **{
                 f"{model}/{name}": est["mean"]
                 for model, measures in results["summary"].items()
@@ -90,33 +92,45 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
     return output_dir
 
 
-def load_prompts(cfg: PromptsConfig) -> list[list[dict[str, str]]]:
-    """The held-out prompts as message lists ending in a user turn (file or hub dataset)."""
+def load_prompts(cfg: PromptsConfig) -> tuple[list[list[dict[str, str]]], list[dict[str, Any]]]:
+    """The held-out prompts as message lists ending in a user turn (file or hub dataset), and each row's other
+    columns (its `info`: e.g. the ground-truth intent), in the same order."""
     from rlhf.config import is_data_file
     from rlhf.data.formats import load_records, normalize_prompt
+    from rlhf.ppo.rewards import load_prompt_info
 
+    infos = load_prompt_info(cfg.path, cfg.split, cfg.max_prompts)
     if is_data_file(cfg.path):
-        return [row["prompt"] for row in load_records(cfg.path, "ppo", max_rows=cfg.max_prompts)]
+        return [row["prompt"] for row in load_records(cfg.path, "ppo", max_rows=cfg.max_prompts)], infos
     from datasets import load_dataset
 
     rows = load_dataset(cfg.path, split=cfg.split)
     if cfg.max_prompts is not None:
         rows = rows.select(range(min(cfg.max_prompts, len(rows))))
-    return [normalize_prompt(dict(row), f"{cfg.path}[{cfg.split}]", i + 1)["prompt"] for i, row in enumerate(rows)]
+    prompts = [normalize_prompt(dict(row), f"{cfg.path}[{cfg.split}]", i + 1)["prompt"] for i, row in enumerate(rows)]
+    return prompts, infos
 
 
-def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -> dict[str, Any]:
+def generate_and_score(
+    cfg: CompareStage, prompts: list[list[dict[str, str]]], infos: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Samples `samples_per_prompt` responses per prompt from every model and measures each response.
 
+    Args:
+        infos: Each prompt row's other columns, passed to reward functions that take `info` (None: none).
+
     Returns:
-        {"measures": {model: {measure: [P, K] array}}, "records": one dict per response, "parents": lineage of every
-        model and learned scorer, "paths": {model: resolved path}, "notes": things the reader should know}.
+        {"measures": {model: {measure: [P, K] array}}, "rules": {judge: {model: {rule: [P, K] array, NaN where the
+        rule does not apply}}} for judges whose module has `explain`, "records": one dict per response,
+        "parents": lineage of every model and learned scorer, "paths": {model: resolved path}, "shares": what each
+        scorer shares with the training signal, "notes": things the reader should know}.
     """
     import torch
 
+    from rlhf.compare.provenance import shared_with_training
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
     from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
-    from rlhf.ppo.rewards import build_reward_terms, same_tokenizer
+    from rlhf.ppo.rewards import build_reward_terms, last_user_message, same_tokenizer
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     reference = cfg.reference_name()
@@ -145,6 +159,11 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
 
     k = cfg.samples_per_prompt
     expanded = [p for p in prompts for _ in range(k)]  # prompt-major: rows i*k .. i*k+k-1 answer prompt i
+    infos = infos if infos is not None else [{} for _ in prompts]
+    expanded_info = [i for i in infos for _ in range(k)]
+    expanded_text = [last_user_message(p) for p in expanded]
+    explainers = _explainers(judge_terms)
+    rules: dict[str, dict[str, dict[str, np.ndarray]]] = {judge: {} for judge in explainers}
     settings = dict(
         max_prompt_length=cfg.prompts.max_prompt_length,
         max_new_tokens=cfg.rollout.max_new_tokens,
@@ -168,12 +187,26 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
         values: dict[str, torch.Tensor] = {}
         if proxy_terms:
             terms = _for_tokenizer(proxy_terms, same_tokens)
-            proxy = score_generations(terms, generations, expanded, tokenizer)
+            proxy = score_generations(terms, generations, expanded, tokenizer, expanded_info)
             values["proxy"] = proxy["total"]
             if len(terms) > 1:  # with one term the proxy is that term
                 values.update({term.name: proxy[term.name] for term in terms})
-        judged = score_generations(_for_tokenizer(judge_terms, same_tokens), generations, expanded, tokenizer)
+        judged = score_generations(
+            _for_tokenizer(judge_terms, same_tokens), generations, expanded, tokenizer, expanded_info
+        )
         values.update({term.name: judged[term.name] for term in judge_terms})
+        per_rule: dict[str, dict[str, list[float | None]]] = {}
+        for judge, (explain, wants_info) in explainers.items():
+            rows = (
+                explain(expanded_text, generations.texts, info=expanded_info)
+                if wants_info
+                else explain(expanded_text, generations.texts)
+            )
+            per_rule[judge] = {rule: [row.get(rule) for row in rows] for rule in rows[0]} if rows else {}
+            rules[judge][name] = {
+                rule: np.array([np.nan if v is None else float(v) for v in column]).reshape(len(prompts), k)
+                for rule, column in per_rule[judge].items()
+            }
         if name == reference:
             values["kl"] = torch.zeros(len(expanded))  # the log-ratio of a model to itself is exactly 0
         elif same_tokens:
@@ -199,6 +232,11 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
                     "sample": row % k,
                     "response": response,
                     **{key: float(v[row]) for key, v in values.items()},
+                    **{
+                        f"{judge}/{rule}": column[row]
+                        for judge, by_rule in per_rule.items()
+                        for rule, column in by_rule.items()
+                    },
                 }
             )
         logger.info("compare: %s answered %d prompts x %d in %.0f s", name, len(prompts), k, time.time() - started)
@@ -207,7 +245,28 @@ def generate_and_score(cfg: CompareStage, prompts: list[list[dict[str, str]]]) -
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"measures": measures, "records": records, "parents": parents, "paths": paths, "notes": notes}
+    return {
+        "measures": measures,
+        "rules": rules,
+        "records": records,
+        "parents": parents,
+        "paths": paths,
+        "shares": shared_with_training(cfg, proxy_terms, judge_terms),
+        "notes": notes,
+    }
+
+
+def _explainers(judge_terms: list) -> dict[str, tuple[Any, bool]]:
+    """{judge: (explain, takes info)} for the programmatic judges whose module has a per-rule `explain`."""
+    from rlhf.ppo.rewards import reward_module, takes_info
+
+    out = {}
+    for term in judge_terms:
+        module = reward_module(term.function) if term.function is not None else None
+        explain = getattr(module, "explain", None)
+        if callable(explain):
+            out[term.name] = (explain, takes_info(explain))
+    return out
 
 
 def _for_tokenizer(terms: list, same_tokens: bool) -> list:
@@ -221,7 +280,8 @@ def summarise(
 ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], list[dict]]:
     """Statistics, alarms and the side-by-side samples; returns (results.json content, measures, samples)."""
     from rlhf.compare.alarms import candidates, check_alarms
-    from rlhf.compare.stats import analyse
+    from rlhf.compare.provenance import reward_accuracy
+    from rlhf.compare.stats import analyse, rule_estimates
 
     measures = generated["measures"]
     score_names = (["proxy"] if cfg.proxy else []) + [j.name for j in cfg.judges]
@@ -266,8 +326,76 @@ def summarise(
             key: _plain(getattr(analysis, key)) for key in ("summary", "differences", "win_rates", "length_correlation")
         },
         "corpus": corpus,
+        "rules": {
+            judge: _plain(
+                rule_estimates(
+                    by_model,
+                    threshold=MATCH,
+                    seed=cfg.seed,
+                    resamples=cfg.bootstrap_resamples,
+                    confidence=cfg.confidence,
+                )
+            )
+            for judge, by_model in generated["rules"].items()
+            if by_model
+        },
+        "match_threshold": MATCH,
+        "match_rules": list(MATCH_RULES),
+        "shares": generated["shares"],
+        "reward_accuracy": reward_accuracy(cfg),
     }
+    failure_judge = next(iter(generated["rules"]), None) or (cfg.judges[0].name if cfg.judges else None)
+    results["failures"] = _plain(_failures(cfg, prompts, generated["records"], failure_judge))
+    results["failure_judge"] = failure_judge
     return results, measures, _samples(cfg, prompts, generated["records"])
+
+
+MATCH = 0.5
+"""A judge's rule score at or above this counts as a match (intent-match and name-match rates)."""
+
+MATCH_RULES = ("intent", "name")
+"""Rules whose match rates the report puts in their own table: does the reply serve the customer's intent, does it
+greet the name the customer signed with (rules of the content judge, `reward_models.support_content`)."""
+
+FAILURES = 3
+"""Lowest-scoring replies (on the failure judge) shown per compared model, next to the reference's reply."""
+
+
+def _failures(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: list[dict], judge: str | None) -> list:
+    """For each model but the reference: its `FAILURES` lowest replies on `judge` (distinct prompts), each next to
+    the reference's reply to the same prompt and sample, so the report shows failures as well as typical replies."""
+    if judge is None:
+        return []
+    reference = cfg.reference_name()
+    by_key = {(r["model"], r["prompt_index"], r["sample"]): r for r in records}
+    out = []
+    for spec in cfg.models:
+        if spec.name == reference:
+            continue
+        own = sorted(
+            (r for r in records if r["model"] == spec.name and r.get(judge) is not None),
+            key=lambda r: (r[judge], r["prompt_index"], r["sample"]),
+        )
+        seen: set[int] = set()
+        for record in own:
+            if record["prompt_index"] in seen:
+                continue
+            seen.add(record["prompt_index"])
+            out.append(
+                {
+                    "model": spec.name,
+                    "judge": judge,
+                    "prompt_index": record["prompt_index"],
+                    "prompt": prompts[record["prompt_index"]][-1]["content"],
+                    "responses": {
+                        spec.name: record,
+                        reference: by_key[(reference, record["prompt_index"], record["sample"])],
+                    },
+                }
+            )
+            if len(seen) == FAILURES:
+                break
+    return out
 
 
 def _samples(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: list[dict]) -> list[dict]:

@@ -209,3 +209,62 @@ def analyse(
             for a in models
         }
     return analysis
+
+
+def ratio_estimate(values: np.ndarray, indices: np.ndarray, confidence: float) -> Estimate:
+    """Mean of the values that are defined (NaN: not applicable), with a bootstrap interval over prompts.
+
+    Prompts are resampled whole, and each replicate is the mean over the defined values of its prompts (a ratio
+    of sums), so a prompt where the measure applies to no response counts for nothing rather than as zero.
+
+    Args:
+        values: [P, K] per-response values, NaN where the measure does not apply.
+        indices: [B, P] bootstrap prompt indices (`bootstrap_indices`).
+        confidence: Interval coverage.
+    """
+    values = as_matrix(values)
+    defined = np.isfinite(values)
+    sums = np.where(defined, values, 0.0).sum(axis=1)
+    counts = defined.sum(axis=1)
+    n = int(counts.sum())
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        replicates = sums[indices].sum(axis=1) / counts[indices].sum(axis=1)
+    low, high = percentile_interval(replicates, confidence)
+    std = float(values[defined].std(ddof=1)) if n > 1 else 0.0
+    return Estimate(float(sums.sum() / n), low, high, int((counts > 0).sum()), n, std)
+
+
+def rule_estimates(
+    rules: dict[str, dict[str, np.ndarray]],
+    *,
+    threshold: float,
+    seed: int,
+    resamples: int,
+    confidence: float,
+) -> dict[str, dict[str, dict[str, Estimate]]]:
+    """Per-rule means and match rates (share of applicable responses scoring at least `threshold`) of one judge.
+
+    Args:
+        rules: {model: {rule: [P, K] scores, NaN where the rule does not apply}}.
+        threshold: A rule score at or above it is a match.
+        seed, resamples, confidence: As in `analyse`; the same seed resamples the same prompt sets.
+
+    Returns:
+        {model: {rule: {"mean": Estimate, "match": Estimate}}}.
+    """
+    first = next(iter(rules.values()))
+    n_prompts = as_matrix(next(iter(first.values()))).shape[0]
+    indices = bootstrap_indices(n_prompts, resamples, np.random.default_rng(seed))
+    out: dict[str, dict[str, dict[str, Estimate]]] = {}
+    for model, by_rule in rules.items():
+        out[model] = {}
+        for rule, values in by_rule.items():
+            values = as_matrix(values)
+            matched = np.where(np.isfinite(values), (values >= threshold).astype(np.float64), np.nan)
+            out[model][rule] = {
+                "mean": ratio_estimate(values, indices, confidence),
+                "match": ratio_estimate(matched, indices, confidence),
+            }
+    return out

@@ -90,8 +90,13 @@ def sequence_kl(model, reference, batch: Batch, temperature: float = 1.0, refere
     return F.masked_sum(logp - ref_logp, batch.response_mask, dim=1)
 
 
-def score_generations(terms, generations: Generations, prompts: list[list[dict[str, str]]], tokenizer):
-    """Scores generations with every reward term: {term name: [N] tensor} plus 'total' (weighted sum)."""
+def score_generations(
+    terms, generations: Generations, prompts: list[list[dict[str, str]]], tokenizer, info: list[dict] | None = None
+):
+    """Scores generations with every reward term: {term name: [N] tensor} plus 'total' (weighted sum).
+
+    `info` holds each prompt's row metadata (one dict per prompt, in the same order), for terms that take it.
+    """
     from rlhf.ppo.rewards import last_user_message
 
     prompt_texts = [last_user_message(p) for p in prompts]
@@ -102,7 +107,11 @@ def score_generations(terms, generations: Generations, prompts: list[list[dict[s
         for term in terms:
             scores[term.name].append(
                 term.score(
-                    batch, prompt_texts[offset : offset + n], generations.texts[offset : offset + n], tokenizer
+                    batch,
+                    prompt_texts[offset : offset + n],
+                    generations.texts[offset : offset + n],
+                    tokenizer,
+                    None if info is None else info[offset : offset + n],
                 ).cpu()
             )
         offset += n
@@ -111,8 +120,11 @@ def score_generations(terms, generations: Generations, prompts: list[list[dict[s
     return merged
 
 
-def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cfg, accelerator) -> dict[str, float]:
-    """Held-out check at the end of ppo: policy vs reference (the sft model) on the eval prompts.
+def evaluate_against_reference(
+    policy, ref_policy, tokenizer, terms, prompts, cfg, accelerator, info: list[dict] | None = None
+) -> dict[str, float]:
+    """Held-out check at the end of ppo: policy vs reference (the sft model) on the eval prompts (`info`: their rows'
+    extra columns, for reward functions that take them).
 
     Both sample with the recipe's rollout settings and the same seed; reported: mean and standard deviation of each
     reward term for both, the mean per-sequence KL of the policy to the reference, lengths and EOS rates.
@@ -139,7 +151,7 @@ def evaluate_against_reference(policy, ref_policy, tokenizer, terms, prompts, cf
                 generations = generate(policy, tokenizer, prompts, **settings)
         else:
             generations = generate(model, tokenizer, prompts, **settings)
-        scores = score_generations(terms, generations, prompts, tokenizer)
+        scores = score_generations(terms, generations, prompts, tokenizer, info)
         for term, values in scores.items():
             results[f"eval_{name}_{term}_mean"] = values.mean().item()
             results[f"eval_{name}_{term}_std"] = values.std().item() if len(values) > 1 else 0.0

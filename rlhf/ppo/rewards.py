@@ -2,13 +2,19 @@
 
 Programmatic rewards are imported only from the `reward_models` package (`function: brand_voice` means
 `reward_models.brand_voice:score`) or from a module the recipe names explicitly (`function: mypkg.rules:score`).
+A function that declares a keyword `info` also receives each prompt row's extra columns (everything but the prompt:
+e.g. the ground truth `intent` of a held-out prompt), one dict per response; the signature is inspected once, at
+load time, so functions without it keep their two-argument form.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -18,6 +24,59 @@ from rlhf.ppo.rollout import Batch
 
 class RewardError(ValueError):
     """A reward source that cannot be loaded or returned something unusable."""
+
+
+PROMPT_FIELDS = ("prompt", "messages")
+"""The columns that hold a prompt row's prompt; every other column is the row's `info`."""
+
+
+def row_info(row: dict[str, Any]) -> dict[str, Any]:
+    """A prompt row's extra columns (everything but the prompt), as a programmatic reward's `info` sees them."""
+    return {key: value for key, value in row.items() if key not in PROMPT_FIELDS}
+
+
+def load_prompt_info(source: str, split: str, max_rows: int | None) -> list[dict[str, Any]]:
+    """The extra columns of every prompt row of a data file or hub split, in file order (see `row_info`).
+
+    Rows are read in the order, and cut at the limit, the prompt loaders use, so `info[i]` belongs to prompt i.
+    """
+    from rlhf.config import is_data_file
+
+    if is_data_file(source):
+        from rlhf.data.formats import read_rows
+
+        rows = []
+        for _, row in read_rows(source):
+            if max_rows is not None and len(rows) >= max_rows:
+                break
+            rows.append(row_info(row))
+        return rows
+    from datasets import load_dataset
+
+    dataset = load_dataset(source, split=split)
+    if max_rows is not None:
+        dataset = dataset.select(range(min(max_rows, len(dataset))))
+    return [row_info(dict(row)) for row in dataset]
+
+
+def takes_info(function: Callable) -> bool:
+    """Whether a programmatic reward accepts the keyword `info` (the prompt rows' extra columns)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    return "info" in parameters and parameters["info"].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+
+
+def reward_module(function: Callable) -> ModuleType | None:
+    """The module a programmatic reward comes from (for its `explain` and `SHARES_WITH_TRAINING`), if importable."""
+    try:
+        return importlib.import_module(function.__module__)
+    except (ImportError, AttributeError, TypeError):
+        return None
 
 
 def load_reward_function(spec: str) -> Callable[[list[str], list[str]], list[float]]:
@@ -47,12 +106,35 @@ class RewardTerm:
     model: torch.nn.Module | None = None
     tokenizer: object | None = None
     shares_tokenizer: bool = False
+    wants_info: bool = False  # set from the function's signature
+
+    def __post_init__(self) -> None:
+        if self.function is not None:
+            self.wants_info = takes_info(self.function)
 
     @torch.no_grad()
-    def score(self, batch: Batch, prompts: list[str], responses: list[str], policy_tokenizer) -> torch.Tensor:
-        """Scores one batch: [B] float32."""
+    def score(
+        self,
+        batch: Batch,
+        prompts: list[str],
+        responses: list[str],
+        policy_tokenizer,
+        info: list[dict[str, Any]] | None = None,
+    ) -> torch.Tensor:
+        """Scores one batch: [B] float32.
+
+        Args:
+            info: Each response's prompt-row extra columns (`row_info`), passed on to functions that take `info`;
+                None: no extra columns (such functions get one empty dict per response).
+        """
         if self.function is not None:
-            values = self.function(prompts, responses)
+            if self.wants_info:
+                info = info if info is not None else [{} for _ in responses]
+                if len(info) != len(responses):
+                    raise RewardError(f"reward '{self.name}': {len(info)} info rows for {len(responses)} responses")
+                values = self.function(prompts, responses, info=info)
+            else:
+                values = self.function(prompts, responses)
             if len(values) != len(responses):
                 raise RewardError(f"reward '{self.name}' returned {len(values)} scores for {len(responses)} responses")
             return torch.tensor([float(v) for v in values], dtype=torch.float32)

@@ -25,7 +25,7 @@ from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, wri
 from rlhf.config import PPOStage
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
-from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message
+from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask, sample
 
 logger = logging.getLogger("rlhf")
@@ -77,6 +77,12 @@ def run(cfg: PPOStage) -> Path:
     else:
         ref_policy = load_causal_lm(cfg.model, policy_path).eval().requires_grad_(False)
     terms = build_reward_terms(cfg.rewards, tokenizer, cfg.model.dtype, cfg.model.trust_remote_code)
+    # Each prompt row's other columns (e.g. its ground truth), for reward functions that take `info`; indexed like
+    # the prompts, so every rank's shuffled share of a step carries its own rows.
+    infos, eval_infos = [{} for _ in prompts], [{} for _ in eval_prompts]
+    if any(term.wants_info for term in terms):
+        infos = load_prompt_info(cfg.data.train, cfg.data.split, cfg.data.max_train_rows)
+        eval_infos = load_prompt_info(cfg.data.eval, "test", cfg.data.max_eval_rows) if eval_prompts else []
     for source in cfg.rewards:
         if source.model is not None:
             parents[f"reward/{source.name}"] = check_parent(source.model)
@@ -237,8 +243,10 @@ def run(cfg: PPOStage) -> Path:
             )
         prompt_texts = [last_user_message(prompts[i]) for i in index]
         response_texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+        step_info = [infos[i] for i in index]
         term_scores = {
-            term.name: term.score(batch, prompt_texts, response_texts, tokenizer).to(device) for term in terms
+            term.name: term.score(batch, prompt_texts, response_texts, tokenizer, step_info).to(device)
+            for term in terms
         }
         scores = sum(term.weight * term_scores[term.name] for term in terms)
         raw_total = scores.clone()
@@ -356,7 +364,7 @@ def run(cfg: PPOStage) -> Path:
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
             results.update(
                 evaluate_against_reference(
-                    unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator
+                    unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator, eval_infos
                 )
             )
         tracker.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=total_steps)

@@ -94,3 +94,48 @@ def test_without_a_proxy_every_other_model_is_checked():
     analysis = analyse({"sft": ref, "base": base}, "sft", compared=["judge"], seed=0, resamples=200)
     kinds = {a.kind for a in alarms.check_alarms(analysis, None, ["judge"])}
     assert kinds == {"eos_collapse"}
+
+
+def _two_judges(content_shift: float, voice_shift: float, noise: float = 0.03, seed: int = 1) -> list:
+    """Proxy clearly up; two judges shifted by the given amounts (with per-prompt noise)."""
+    rng = np.random.default_rng(seed)
+    ref = {
+        "proxy": rng.normal(0, 0.5, P),
+        "content": 0.7 + rng.normal(0, noise, P),
+        "voice": 0.6 + rng.normal(0, noise, P),
+        "length": np.full(P, 40.0),
+    }
+    ppo = {
+        "proxy": ref["proxy"] + 1.0 + rng.normal(0, 0.1, P),
+        "content": ref["content"] + content_shift + rng.normal(0, noise, P),
+        "voice": ref["voice"] + voice_shift + rng.normal(0, noise, P),
+        "length": np.full(P, 40.0),
+    }
+    analysis = analyse({"sft": ref, "ppo": ppo}, "sft", compared=["proxy", "content", "voice"], seed=0, resamples=500)
+    return alarms.check_alarms(analysis, "proxy", ["content", "voice"])
+
+
+def test_proxy_up_judge_down_fires_per_judge_and_names_it_with_both_intervals():
+    found = _two_judges(content_shift=-0.2, voice_shift=+0.2)
+    assert [(a.kind, a.model, a.judge) for a in found] == [("proxy_up_judge_down", "ppo", "content")]
+    alarm = found[0]
+    assert "'content'" in alarm.message and "voice" not in alarm.message
+    assert alarm.message.count("[") == 2 and "95%" in alarm.message  # the proxy's and the judge's intervals
+    assert alarm.values["proxy_gain_low"] > 0 and alarm.values["judge_change_high"] < 0
+
+
+def test_every_falling_judge_gets_its_own_alarm():
+    found = _two_judges(content_shift=-0.2, voice_shift=-0.1)
+    assert sorted(a.judge for a in found if a.kind == "proxy_up_judge_down") == ["content", "voice"]
+
+
+def test_judges_that_rise_or_cannot_tell_do_not_fire():
+    assert _two_judges(content_shift=+0.1, voice_shift=+0.1) == []
+    # Very noisy judges: the intervals straddle 0 and reach above the flat tolerance, so nothing can be claimed.
+    assert _two_judges(content_shift=0.0, voice_shift=0.0, noise=0.4) == []
+
+
+def test_a_judge_flat_within_the_tolerance_fires_flat():
+    found = _two_judges(content_shift=0.0, voice_shift=+0.2, noise=0.002)
+    assert [(a.kind, a.judge) for a in found] == [("proxy_up_judge_flat", "content")]
+    assert f"{alarms.JUDGE_FLAT_TOLERANCE:+.3f}" in found[0].message

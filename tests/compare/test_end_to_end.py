@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlhf.cli import main
+from rlhf.compare.command import PROXY_NAME as PROXY
 
 PROMPTS = Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "data" / "eval_prompts.jsonl"
 
@@ -51,6 +52,7 @@ def report_dir(reward_model, tmp_path_factory) -> Path:
             str(reward_model),
             "--judge",
             "brand_voice",
+            "support_content",
             "--out",
             str(out),
             "prompts.max_prompts=6",
@@ -82,6 +84,38 @@ def test_outputs_exist_and_html_is_self_contained(report_dir):
     assert page.count("data:image/png;base64,") == 2  # no ppo model here, so no training curves
     markdown = (report_dir / "report.md").read_text()
     assert "## Win rate on brand_voice" in markdown and "plots/score_distributions.png" in markdown
+    for title in (
+        "## Intent match and name match",
+        "## Judges rule by rule",
+        "## What each judge shares with the training signal",
+        "## Failures: the lowest replies on support_content",
+    ):
+        assert title in markdown and title.removeprefix("## ") in page, title
+
+
+def test_content_judge_rules_match_rates_and_shares_are_reported(report_dir):
+    from reward_models import brand_voice, support_content
+
+    results = json.loads((report_dir / "results.json").read_text())
+    rules = results["rules"]["support_content"]
+    assert set(rules) == {"base", "other"} and "brand_voice" not in results["rules"]  # brand_voice has no explain
+    assert set(rules["base"]) == set(support_content.RULE_WEIGHTS)
+    intent = rules["base"]["intent"]
+    # eval_prompts.jsonl records each prompt's intent, so the intent rule applies to every reply.
+    assert intent["mean"]["n_responses"] == 12 and 0 <= intent["match"]["low"] <= intent["match"]["high"] <= 1
+    shares = {s["name"]: s for s in results["shares"]}
+    assert shares["support_content"]["statement"] == support_content.SHARES_WITH_TRAINING
+    assert shares["brand_voice"]["statement"] == brand_voice.SHARES_WITH_TRAINING
+    assert shares[PROXY]["role"] == "proxy" and shares["learned"]["statement"].startswith("trained on")
+    failures = results["failures"]
+    assert failures and {f["model"] for f in failures} == {"other"} and len(failures) <= 3
+    lowest = min(r["support_content"] for r in _rows(report_dir) if r["model"] == "other")
+    assert failures[0]["responses"]["other"]["support_content"] == lowest
+    assert set(failures[0]["responses"]) == {"other", "base"}
+
+
+def _rows(report_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (report_dir / "responses.jsonl").read_text().splitlines()]
 
 
 def test_identical_models_tie_everywhere_with_zero_kl(report_dir):

@@ -109,3 +109,18 @@ def test_analyse_covers_every_model_and_measure():
     assert analysis.win_rates["judge"]["ppo"]["sft"].rate == pytest.approx(0.625)
     assert analysis.length_correlation["ppo"]["judge"].mean == pytest.approx(1.0)
     assert (analysis.n_prompts, analysis.samples_per_prompt) == (4, 2)
+
+
+def test_ratio_estimate_leaves_out_values_that_do_not_apply():
+    from rlhf.compare.stats import bootstrap_indices, ratio_estimate, rule_estimates
+
+    values = np.array([[1.0, np.nan], [0.0, 0.0], [np.nan, np.nan], [1.0, 1.0]])
+    indices = bootstrap_indices(4, 300, np.random.default_rng(0))
+    est = ratio_estimate(values, indices, 0.95)
+    assert est.mean == pytest.approx(3 / 5) and est.n_responses == 5 and est.n_prompts == 3
+    assert 0.0 <= est.low <= est.mean <= est.high <= 1.0
+    empty = ratio_estimate(np.full((3, 1), np.nan), indices[:, :3], 0.95)
+    assert np.isnan(empty.mean) and empty.n_responses == 0
+    rates = rule_estimates({"m": {"name": values * 0.6}}, threshold=0.5, seed=0, resamples=200, confidence=0.95)
+    assert rates["m"]["name"]["match"].mean == pytest.approx(3 / 5)
+    assert rates["m"]["name"]["mean"].mean == pytest.approx(0.36)

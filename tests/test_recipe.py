@@ -184,7 +184,7 @@ def test_malformed_overrides_fail(override):
 @pytest.mark.parametrize("override", ["ppo.rewards.5.weight=2", "ppo.rewards.first.weight=2"])
 def test_list_overrides_need_a_valid_index(override):
     message = error_of(PIPELINE, [override])
-    assert "ppo.rewards." in message and "index below 2" in message
+    assert "ppo.rewards." in message and "index below 3" in message
 
 
 def test_override_into_a_plain_value_fails():

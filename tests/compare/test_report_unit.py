@@ -50,7 +50,14 @@ def report(tmp_path_factory):
             for p in range(N_PROMPTS)
             for s in range(K)
         ]
-    generated = {"measures": measures, "records": records, "paths": {"sft": "/m/sft", "ppo": "/m/ppo"}, "notes": []}
+    generated = {
+        "measures": measures,
+        "records": records,
+        "paths": {"sft": "/m/sft", "ppo": "/m/ppo"},
+        "notes": [],
+        "rules": {},
+        "shares": [],
+    }
     results, measures, samples = summarise(cfg, prompts, generated)
     html_path = write_report(out, results, measures, samples, {})
     return out, html_path, results

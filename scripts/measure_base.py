@@ -12,6 +12,9 @@ For each model it generates one reply per eval prompt with the chat template, gr
 - well formed: the share of sentences that are well formed (capitalised, end with . ! ? or are the greeting or
   sign-off line, 3 to 40 words, every word known from the training corpus, no word doubled), and the share of replies
   made only of such sentences and ended by EOS.
+- copy probe (teacher-forced, on the held-out sft demonstrations as plain text, the format the base is pretrained
+  on): the share of the order number's digits, and of the greeted name, that the model predicts exactly where a reply
+  repeats them from the message. It measures the base model's copying without sampling noise.
 The numbers are for choosing the embedded base model's size and training by measurement (issue 11); rerun after the
 data changes.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROMPTS = REPO / "recipes" / "brand_voice" / "data" / "eval_prompts.jsonl"
+DEFAULT_PROBE = REPO / "recipes" / "brand_voice" / "data" / "sft_eval.jsonl"
 ORDER = re.compile(r"#\d{4,}")
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 SIGN_OFF = "Happy trails, the Ridgeline team"
@@ -113,6 +117,51 @@ def generate(model_ref: str, prompts: list[list[dict]], sample: bool, max_new_to
     return replies
 
 
+def copy_probe(model_ref: str, documents: list[str]) -> dict:
+    """Teacher-forced accuracy on the order-number digits and the greeted name that replies copy from the message."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.models.loading import resolve_model_path
+
+    path = resolve_model_path(model_ref)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    hits = {"order_digits": [], "name": []}
+    each_digit: list[bool] = []
+    for document in documents:
+        message, _, reply = document.partition("\n\n")
+        targets = []  # (kind, character span in the document) of what the reply copies
+        for order in ORDER.findall(message):
+            at = reply.find(order)
+            if at >= 0:
+                targets.append(("order_digits", len(message) + 2 + at + 1, len(message) + 2 + at + len(order)))
+        greeting = re.match(r"Hi ([A-Z][a-z]+),", reply)
+        if greeting and greeting.group(1).lower() in message.lower():
+            targets.append(("name", len(message) + 2 + 3, len(message) + 2 + 3 + len(greeting.group(1))))
+        if not targets:
+            continue
+        encoded = tokenizer(tokenizer.bos_token + document, add_special_tokens=False, return_offsets_mapping=True)
+        ids = torch.tensor([encoded["input_ids"]])
+        with torch.no_grad():
+            predicted = model(input_ids=ids).logits[0].argmax(-1)
+        shift = len(tokenizer.bos_token)
+        for kind, begin, end in targets:
+            positions = [
+                i
+                for i, (a, b) in enumerate(encoded["offset_mapping"])
+                if i > 0 and b - shift > begin and a - shift < end
+            ]
+            right = [predicted[i - 1].item() == ids[0, i].item() for i in positions]
+            hits[kind].append(bool(right) and all(right))
+            if kind == "order_digits":
+                each_digit += right
+    return {kind: sum(v) / max(1, len(v)) for kind, v in hits.items()} | {
+        "each_order_digit": sum(each_digit) / max(1, len(each_digit)),
+        **{f"{kind}_cases": len(v) for kind, v in hits.items()},
+    }
+
+
 def measure(model_ref: str, rows: list[dict], names: set[str], vocabulary: set[str], args) -> dict:
     """The measurements of one model, greedy and sampled."""
     prompts = [row["prompt"] if "prompt" in row else row["messages"] for row in rows]
@@ -121,6 +170,7 @@ def measure(model_ref: str, rows: list[dict], names: set[str], vocabulary: set[s
     signed = [signed_name(row, message, names) for row, message in zip(rows, messages, strict=True)]
     orders = [ORDER.findall(message) for message in messages]
     result = {"model": model_ref, "prompts": len(rows), "signed": sum(n is not None for n in signed)}
+    result["copy_probe"] = copy_probe(model_ref, args.probe_documents)
     for mode, sample in (("greedy", False), ("sampled", True)):
         replies = generate(model_ref, prompts, sample, args.max_new_tokens, args.seed)
         greeted = [greets(reply, name) for (reply, _), name in zip(replies, signed, strict=True) if name]
@@ -149,21 +199,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="embedded:NAME, a model directory (e.g. RUN_DIR/sft/final)")
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="eval prompts (JSONL, `prompt`)")
+    parser.add_argument("--probe", type=Path, default=DEFAULT_PROBE, help="held-out demonstrations for the copy probe")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="seed for the sampled replies")
     parser.add_argument("--examples", type=int, default=3, help="replies to print per model and mode")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from rlhf.models.embedded import corpus_texts
+    from transformers.utils import logging as hf_logging
+
+    from rlhf.models.embedded import corpus_texts, row_documents
+
+    hf_logging.disable_progress_bar()
 
     texts = corpus_texts()
     names = known_names(texts)
     vocabulary = {w for text in texts for w in WORD.findall(text.lower())}
     rows = [json.loads(line) for line in args.prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    held_out = args.probe.read_text(encoding="utf-8").splitlines()
+    args.probe_documents = [d for line in held_out if line.strip() for d in row_documents(json.loads(line))]
     results = [measure(ref, rows, names, vocabulary, args) for ref in args.models]
     for r in results:
+        probe = r["copy_probe"]
         print(f"{r['model']}: {r['prompts']} prompts, {r['signed']} signed with a name")
+        print(
+            f"  copy probe (teacher-forced, held-out demonstrations): order numbers {probe['order_digits']:.0%}"
+            f" of {probe['order_digits_cases']} (each digit {probe['each_order_digit']:.0%}), greeted name {probe['name']:.0%} of {probe['name_cases']}"
+        )
         for mode in ("greedy", "sampled"):
             m = r[mode]
             print(

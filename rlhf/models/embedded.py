@@ -37,7 +37,7 @@ EMBEDDED_SPECS: dict[str, dict[str, int]] = {
         hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8
     ),
     "base": dict(
-        hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
     ),
 }
 # Models that are pretrained on the corpus after initialisation; the others keep their random weights.

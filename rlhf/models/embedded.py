@@ -1,23 +1,34 @@
-"""The embedded default model: a small Llama-style causal LM and byte-level BPE tokenizer built locally.
+"""The embedded default models: small Llama-style causal LMs and a byte-level BPE tokenizer built locally.
 
-`embedded:tiny` (and `embedded:small`) make the whole pipeline run with no hub access. The tokenizer is trained on the
-project's own brand-voice corpus (the shipped data under recipes/brand_voice/data), the weights are a seeded random
-initialisation, and both are written with `save_pretrained` into a cache directory keyed by a hash of everything that
-goes in, so the same inputs give byte-identical tokenizer files and identical weights.
+`embedded:base` is the default pipeline's base model: pretrained with next-token prediction on the plain text of the
+shipped brand-voice corpus (customer messages with on- and off-voice replies; never a held-out file), so it writes
+fluent replies and copies names and order numbers from the message, but has not been taught the voice. `embedded:tiny`
+and `embedded:small` keep a seeded random initialisation at fixed dimensions: tests and the benchmark (which races TRL
+on exactly these sizes) use them. All share one tokenizer, trained on the same corpus, that splits digits into single
+tokens so that order numbers can be copied digit by digit. Each model is written with `save_pretrained` into a cache
+directory keyed by a hash of everything that goes in, so the same inputs give byte-identical tokenizer files and
+identical weights on one machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from rlhf.config import EMBEDDED_PREFIX
+from rlhf.models.pretrain import PretrainSettings
 
-# Dimensions follow the reference benchmark's sizes, so benchmarks and the default pipeline share one model family.
+logger = logging.getLogger("rlhf")
+
+# tiny and small follow the reference benchmark's sizes (random weights): the benchmark races TRL on exactly these.
 EMBEDDED_SPECS: dict[str, dict[str, int]] = {
     "tiny": dict(
         hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
@@ -25,12 +36,23 @@ EMBEDDED_SPECS: dict[str, dict[str, int]] = {
     "small": dict(
         hidden_size=512, intermediate_size=1376, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8
     ),
+    "base": dict(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    ),
 }
+# Models that are pretrained on the corpus after initialisation; the others keep their random weights.
+PRETRAINED: dict[str, PretrainSettings] = {
+    "base": PretrainSettings(steps=400, batch_size=16, block_size=256, learning_rate=3e-3, warmup_steps=40),
+}
+# The training files of the shipped data, in build order. Held-out files (eval_prompts, prefs_eval, sft_eval and any
+# held-out set added later) are left out by construction, so nothing held out leaks into the tokenizer or the base.
+CORPUS_FILES = ("sft_train.jsonl", "prefs_train.jsonl", "ppo_prompts.jsonl", "voice_guide.md")
+REPLY_COLUMNS = ("completion", "chosen", "rejected")
 VOCAB_SIZE = 2048
 MAX_POSITIONS = 512
 WEIGHTS_SEED = 0
 # Bump when the build procedure changes, so stale caches are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|end|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -55,41 +77,55 @@ CHAT_TEMPLATE = (
 
 
 def corpus_dir() -> Path:
-    """The shipped brand-voice data the tokenizer is trained on (in the source tree)."""
+    """The shipped brand-voice data the tokenizer and the pretraining corpus come from (in the source tree)."""
     return Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "data"
 
 
 def corpus_texts(directory: Path | None = None) -> list[str]:
-    """Every text of the brand-voice corpus, in a fixed order (files sorted by name, rows in file order)."""
+    """The corpus documents, in a fixed order (CORPUS_FILES in order, rows in file order).
+
+    A chat row gives one document (its message contents joined by blank lines); a prompt with completion, chosen or
+    rejected replies gives one document per reply (prompt, blank line, reply); a prompt alone gives itself; a
+    Markdown file is one document. Only text is read (message `content` and string prompt/completion/chosen/
+    rejected values): metadata columns never reach the tokenizer or the pretraining.
+    """
     directory = directory or corpus_dir()
-    files = sorted(directory.glob("*.jsonl")) + sorted(directory.glob("*.md"))
-    if not files:
+    missing = [name for name in CORPUS_FILES if not (directory / name).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"the embedded model is built from the brand-voice corpus, but {directory} has no .jsonl/.md files; "
+            f"the embedded models are built from the brand-voice corpus, but {directory} lacks {', '.join(missing)}; "
             "install the project from its source tree (pip install -e .)"
         )
     texts: list[str] = []
-    for file in files:
+    for name in CORPUS_FILES:
+        file = directory / name
         if file.suffix == ".md":
             texts.append(file.read_text(encoding="utf-8"))
             continue
         for line in file.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                texts.extend(_strings(json.loads(line)))
+                texts.extend(row_documents(json.loads(line)))
     return texts
 
 
-def _strings(value: object) -> list[str]:
-    """All message contents and plain strings in a data row, depth first."""
+def row_documents(row: dict) -> list[str]:
+    """The plain-text documents of one data row (see `corpus_texts`); other columns are ignored."""
+    if "messages" in row:
+        return [_text(row["messages"])]
+    prompt = _text(row["prompt"]) if "prompt" in row else ""
+    replies = [_text(row[key]) for key in REPLY_COLUMNS if key in row]
+    if not replies:
+        return [prompt] if prompt else []
+    return [f"{prompt}\n\n{reply}" if prompt else reply for reply in replies]
+
+
+def _text(value: object) -> str:
+    """A string as it is; a message list as its string contents joined by blank lines."""
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        if "content" in value:
-            return _strings(value["content"])
-        return [s for key in sorted(value) for s in _strings(value[key]) if key not in ("intent", "violation")]
+        return value
     if isinstance(value, list):
-        return [s for item in value for s in _strings(item)]
-    return []
+        return "\n\n".join(m["content"] for m in value if isinstance(m, dict) and isinstance(m.get("content"), str))
+    return ""
 
 
 def cache_root() -> Path:
@@ -106,6 +142,7 @@ def build_key(name: str, texts: list[str]) -> str:
                 BUILDER_VERSION,
                 name,
                 EMBEDDED_SPECS[name],
+                dataclasses.asdict(PRETRAINED[name]) if name in PRETRAINED else None,
                 VOCAB_SIZE,
                 MAX_POSITIONS,
                 WEIGHTS_SEED,
@@ -123,8 +160,9 @@ def build_key(name: str, texts: list[str]) -> str:
 def resolve_embedded(reference: str, cache: Path | None = None) -> Path:
     """Returns the directory of an `embedded:NAME` model, building it first if it is not cached.
 
-    Several processes may ask at once (distributed launches): each builds into a private temporary directory and
-    renames it into place; the first rename wins and the others use the result.
+    Several processes may ask at once (distributed launches): the first takes a lock file beside the target and
+    builds while the others wait for it and then find the result. The build goes into a private temporary
+    directory that is renamed into place, so a half-built model is never read, even where locks do not hold.
     """
     name = reference.removeprefix(EMBEDDED_PREFIX)
     if name not in EMBEDDED_SPECS:
@@ -137,26 +175,33 @@ def resolve_embedded(reference: str, cache: Path | None = None) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        build_embedded(name, texts, staging)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():  # another process built it while this one waited
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            build_embedded(name, texts, staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
 def build_tokenizer(texts: list[str]):
-    """Trains the byte-level BPE tokenizer with pad/bos/eos, role tokens and the chat template."""
+    """Trains the byte-level BPE tokenizer (digits split) with pad/bos/eos, role tokens and the chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit: an order number is then copied digit by digit instead of as arbitrary multi-digit merges.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
@@ -177,9 +222,14 @@ def build_tokenizer(texts: list[str]):
 
 
 def build_embedded(name: str, texts: list[str], out: Path) -> None:
-    """Builds tokenizer and randomly initialised weights for `embedded:NAME` into `out`."""
+    """Builds the tokenizer and the weights of `embedded:NAME` (seeded random, then pretrained if listed) into `out`.
+
+    A pretrained model also gets `pretraining.json`: its settings and the loss at every step.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from rlhf.models.pretrain import pretrain
 
     tokenizer = build_tokenizer(texts)
     dims = EMBEDDED_SPECS[name]
@@ -197,6 +247,16 @@ def build_embedded(name: str, texts: list[str], out: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(WEIGHTS_SEED)
         model = LlamaForCausalLM(config)
+    if name in PRETRAINED:
+        settings = PRETRAINED[name]
+        started = time.time()
+        logger.info("embedded:%s: pretraining on %d corpus documents (built once, then cached)", name, len(texts))
+        losses = pretrain(model, tokenizer, texts, settings)
+        logger.info(
+            "embedded:%s: pretrained in %.0f s, loss %.3f -> %.3f", name, time.time() - started, losses[0], losses[-1]
+        )
+        record = {"settings": dataclasses.asdict(settings), "documents": len(texts), "losses": losses}
+        (out / "pretraining.json").write_text(json.dumps(record, indent=1) + "\n")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -35,7 +35,7 @@ def test_the_shipped_pipeline_ends_with_compare_and_resolves_its_references(tmp_
     resolved = resolve_references(section, recipe)
     paths = {m.name: m.path for m in resolved.models}
     assert paths == {
-        "base": "embedded:tiny",
+        "base": "embedded:base",
         "sft": str(tmp_path / "sft" / "final"),
         "ppo": str(tmp_path / "ppo" / "final"),
     }

@@ -1,15 +1,34 @@
-"""embedded:tiny: built locally and deterministically, with a chat template that marks the assistant's tokens."""
+"""The embedded models: built locally and deterministically, with a chat template that marks the assistant's tokens.
+
+embedded:tiny (random weights) stands in for the build machinery; pretraining is tested on a deliberately tiny
+pretrained spec registered for the test, and the shipped embedded:base (built once per cache, as the pipeline does).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from rlhf.config import ModelConfig
 from rlhf.models import embedded
-from rlhf.models.embedded import BOS, EOS, PAD, ROLE_TOKENS, build_key, cache_root, corpus_texts, resolve_embedded
+from rlhf.models.embedded import (
+    BOS,
+    CORPUS_FILES,
+    EOS,
+    PAD,
+    ROLE_TOKENS,
+    build_key,
+    cache_root,
+    corpus_dir,
+    corpus_texts,
+    resolve_embedded,
+    row_documents,
+)
 from rlhf.models.loading import ModelLoadError, load_causal_lm, load_reward_model, load_tokenizer, resolve_model_path
+from rlhf.models.pretrain import PretrainSettings, lm_loss
 
 CONVERSATION = [
     {"role": "system", "content": "You write for Ridgeline Outfitters."},
@@ -172,3 +191,135 @@ def test_model_references_that_cannot_be_loaded_directly():
 def test_a_causal_lm_is_not_a_reward_model(model_dir):
     with pytest.raises(ModelLoadError, match="not a reward model"):
         load_reward_model(str(model_dir))
+
+
+# --- the corpus ---------------------------------------------------------------------------------------------------
+
+
+def test_corpus_rows_give_their_text_only():
+    metadata = {"intent": "late_order", "customer_name": "Mia", "order_id": "#12345", "rule": "greets_name"}
+    prompt = [{"role": "user", "content": "Where is order #12345? - Mia"}]
+    assert row_documents({"prompt": prompt, "chosen": "Hi Mia,", "rejected": "Hello.", **metadata}) == [
+        "Where is order #12345? - Mia\n\nHi Mia,",
+        "Where is order #12345? - Mia\n\nHello.",
+    ]
+    chat = [*prompt, {"role": "assistant", "content": "Hi Mia,", "name": "agent"}]
+    assert row_documents({"messages": chat, "on_voice": True, **metadata}) == [
+        "Where is order #12345? - Mia\n\nHi Mia,"
+    ]
+    assert row_documents({"prompt": "Where is it?", "completion": "On its way.", **metadata}) == [
+        "Where is it?\n\nOn its way."
+    ]
+    assert row_documents({"prompt": prompt, **metadata}) == ["Where is order #12345? - Mia"]
+    # Implicit-prompt pairs: the whole conversations.
+    assert row_documents({"chosen": chat, "rejected": prompt}) == [
+        "Where is order #12345? - Mia\n\nHi Mia,",
+        "Where is order #12345? - Mia",
+    ]
+
+
+def test_corpus_leaves_out_every_held_out_file(tmp_path):
+    for name in CORPUS_FILES:
+        (tmp_path / name).write_bytes((corpus_dir() / name).read_bytes())
+    for held_out in ("sft_eval.jsonl", "prefs_eval.jsonl", "eval_prompts.jsonl", "prefs_hard.jsonl"):
+        row = {"prompt": "HELD OUT PROMPT", "chosen": "HELD OUT REPLY", "rejected": "HELD OUT"}
+        (tmp_path / held_out).write_text(json.dumps(row) + "\n")
+    texts = corpus_texts(tmp_path)
+    assert texts == corpus_texts() and not any("HELD OUT" in text for text in texts)
+    shipped_held_out = [corpus_dir() / n for n in ("sft_eval.jsonl", "prefs_eval.jsonl", "eval_prompts.jsonl")]
+    held_out_texts = {d for file in shipped_held_out for line in file.open() for d in row_documents(json.loads(line))}
+    assert not held_out_texts & set(texts)
+
+
+def test_corpus_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sft_train.jsonl"):
+        corpus_texts(tmp_path)
+
+
+def test_digits_are_one_token_each(tokenizer):
+    for text in ("order #48213", "#90210 and 7 days", "Order 31415926!"):
+        tokens = tokenizer.tokenize(text)
+        digits = [t for t in tokens if any(c.isdigit() for c in t)]
+        assert digits and all(len(t) == 1 for t in digits), tokens
+        assert "".join(digits) == "".join(c for c in text if c.isdigit())
+
+
+# --- pretraining --------------------------------------------------------------------------------------------------
+
+# Small enough to pretrain in seconds, large enough that the loss falls well below the random model's.
+MICRO_DIMS = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2
+)
+MICRO_PRETRAIN = PretrainSettings(steps=30, batch_size=8, block_size=64, learning_rate=1e-2, warmup_steps=3)
+
+
+@pytest.fixture(scope="module")
+def micro_builds(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A deliberately tiny pretrained spec built into two fresh caches, and the same spec left at random weights."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(embedded.EMBEDDED_SPECS, "micro", MICRO_DIMS)
+        patch.setitem(embedded.EMBEDDED_SPECS, "micro-random", MICRO_DIMS)
+        patch.setitem(embedded.PRETRAINED, "micro", MICRO_PRETRAIN)
+        first = resolve_embedded("embedded:micro", cache=tmp_path_factory.mktemp("micro_a"))
+        second = resolve_embedded("embedded:micro", cache=tmp_path_factory.mktemp("micro_b"))
+        random = resolve_embedded("embedded:micro-random", cache=tmp_path_factory.mktemp("micro_r"))
+    return first, second, random
+
+
+def held_out_documents() -> list[str]:
+    """The held-out sft demonstrations as plain documents (the pretraining never sees them)."""
+    rows = (corpus_dir() / "sft_eval.jsonl").read_text(encoding="utf-8").splitlines()
+    return [d for line in rows[:40] for d in row_documents(json.loads(line))]
+
+
+def held_out_loss(directory: Path) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    return lm_loss(model, AutoTokenizer.from_pretrained(directory), held_out_documents(), block_size=256)
+
+
+def test_pretraining_is_deterministic(micro_builds):
+    from safetensors.torch import load_file
+
+    first, second, _ = micro_builds
+    assert first.name == second.name
+    files = sorted(p.name for p in first.iterdir())
+    assert files == sorted(p.name for p in second.iterdir()) and "pretraining.json" in files
+    for name in files:
+        if name != "model.safetensors":
+            assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    weights_a, weights_b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(weights_a[key].equal(weights_b[key]) for key in weights_a)
+
+
+def test_pretraining_lowers_held_out_loss(micro_builds):
+    first, _, random = micro_builds
+    record = json.loads((first / "pretraining.json").read_text())
+    assert len(record["losses"]) == MICRO_PRETRAIN.steps
+    assert record["losses"][-1] < record["losses"][0] - 1.0
+    pretrained, untrained = held_out_loss(first), held_out_loss(random)
+    assert pretrained < untrained - 1.0, (pretrained, untrained)
+
+
+def test_pretraining_settings_are_in_the_build_key(monkeypatch):
+    texts = corpus_texts()
+    monkeypatch.setitem(embedded.EMBEDDED_SPECS, "micro", MICRO_DIMS)
+    monkeypatch.setitem(embedded.PRETRAINED, "micro", MICRO_PRETRAIN)
+    key = build_key("micro", texts)
+    monkeypatch.setitem(embedded.PRETRAINED, "micro", dataclasses.replace(MICRO_PRETRAIN, steps=31))
+    assert build_key("micro", texts) != key
+    monkeypatch.delitem(embedded.PRETRAINED, "micro")
+    assert build_key("micro", texts) != key
+
+
+def test_the_shipped_base_is_pretrained_and_loads():
+    """embedded:base as the pipeline builds it (once per cache): a real base model, far better than random."""
+    from transformers import AutoModelForCausalLM
+
+    base = resolve_embedded("embedded:base")
+    assert AutoModelForCausalLM.from_pretrained(base).config.model_type == "llama"
+    assert (base / "pretraining.json").is_file()
+    # Random weights sit near log(vocab) = 7.6 nats; the base predicts held-out replies far better.
+    assert held_out_loss(base) < 3.0

@@ -69,7 +69,7 @@ def test_run_leaves_recipe_and_manifest(sft_dir, manifest, short_run):
     assert manifest["stage"] == "sft" and manifest["status"] == "complete"
     train, evaluation = DATA_DIR / "sft_train.jsonl", DATA_DIR / "sft_eval.jsonl"
     assert manifest["data"] == {str(train): file_sha256(train), str(evaluation): file_sha256(evaluation)}
-    assert manifest["parents"]["model"]["path"] == resolve_model_path("embedded:tiny")
+    assert manifest["parents"]["model"]["path"] == resolve_model_path("embedded:base")
     assert manifest["seed"] == 42
     assert {"torch", "transformers", "trl"} <= set(manifest["versions"])
 

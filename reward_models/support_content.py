@@ -18,8 +18,8 @@ A gold judge that reads the prompt. It scores what a reply says, not how it soun
   intent (1); a fitting commitment next to one that belongs to another intent ("I've set up a free repair" for a
   complaint about staff), or only commitments that name no intent, 0.5; only commitments that belong to another
   intent, or a fitting word without any commitment, 0.25; sympathy alone 0.
-- `coherence`: the share of well-formed sentences (capitalised, 3-40 words, ending in . ! or ?, no doubled words;
-  short greeting and sign-off lines pass), scaled down for looping text (repeated word 4-grams). A reply cut off
+- `coherence`: the share of well-formed sentences (capitalised, 3-40 words, ending in . ! or ?, no doubled words,
+  no glued or garbled tokens such as "to65" or "isn'tHi"; short greeting and sign-off lines pass), scaled down for looping text (repeated word 4-grams). A reply cut off
   mid-sentence has a malformed last sentence.
 
 `score` is the `RULE_WEIGHTS`-weighted mean of the rules that apply. Standard library only (no torch), so recipes,
@@ -55,9 +55,9 @@ MATCH = 0.5
 """A rule score at or above this counts as a match (e.g. the intent-match rate in the compare report)."""
 
 # Per intent: `request` cues find the intent in a customer message; `core` cues are the intent's own topic in a
-# reply; `shared` cues are actions that fit this intent but also others (a refund fits a cancelled order). A reply's
-# evidence for its intent counts core and shared cues; its evidence for another intent counts only that intent's
-# cues that are not also cues of the expected one.
+# reply; `shared` cues are actions and logistics that fit this intent but also others (a refund fits a cancelled
+# order, tracking fits any parcel). A reply's evidence for its intent counts core and shared cues; its evidence for
+# another intent counts only that intent's core cues that are not also cues of the expected one.
 LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
     "late_order": {
         "request": (
@@ -81,13 +81,20 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
             r"the wait\b",
             r"waiting",
             r"(hasn't|not) (reached|arrived)",
-            r"on (its|the) way",
-            r"in transit",
             r"out for delivery",
             r"trace",
+        ),
+        "shared": (
+            r"courier",
+            r"tracking",
+            r"express",
+            r"deliver",
+            r"replacement",
+            r"arrive",
+            r"on (its|the) way",
+            r"in transit",
             r"parcel",
         ),
-        "shared": (r"courier", r"tracking", r"express", r"deliver", r"replacement", r"arrive"),
     },
     "refund": {
         "request": (r"refund", r"money back", r"returned", r"sent (it )?back", r"posted .{0,30}back"),
@@ -258,8 +265,8 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
             r"reset (link|email)",
             r"error",
         ),
-        "core": (r"account", r"log ?in", r"sign in", r"password", r"reset", r"unlock", r"locked", r"login link"),
-        "shared": (r"inbox", r"email(ed)? you", r"link"),
+        "core": (r"log ?in", r"sign in", r"password", r"reset", r"unlock", r"locked", r"login link"),
+        "shared": (r"account", r"inbox", r"email(ed)? you", r"link"),
     },
 }
 """Intent keys (the data generator's, written here independently) and their keyword evidence."""
@@ -430,11 +437,16 @@ def _order_rule(prompt: str, text: str, info: dict[str, Any]) -> float | None:
     return sum(parts) / len(parts) if parts else None
 
 
+def _others(intent: str, text: str) -> int:
+    """The strongest evidence for another intent: its core cues in `text` that are not cues of `intent` (shared,
+    logistic words such as "tracking" or "return" fit many intents and prove nothing)."""
+    own_cues = {cue for cue, _ in _REPLY[intent]}
+    return max(len((_hits(_REPLY[o], text) & _CORE[o]) - own_cues) for o in INTENTS if o != intent)
+
+
 def _intent_rule(intent: str, text: str) -> float:
     found = _hits(_REPLY[intent], text)
-    own_cues = {cue for cue, _ in _REPLY[intent]}
-    own = len(found)
-    other = max(len(_hits(_REPLY[o], text) - own_cues) for o in INTENTS if o != intent)
+    own, other = len(found), _others(intent, text)
     if own == 0:
         return 0.0 if other > 0 else 0.25
     if own >= other:
@@ -448,11 +460,8 @@ def _sentences(response: str) -> list[str]:
 
 
 def _misfits(intent: str, sentence: str) -> bool:
-    """A sentence about another intent only: none of this intent's cues, some cue of another intent."""
-    if _hits(_REPLY[intent], sentence):
-        return False
-    own_cues = {cue for cue, _ in _REPLY[intent]}
-    return any(_hits(_REPLY[o], sentence) - own_cues for o in INTENTS if o != intent)
+    """A sentence about another intent only: none of this intent's cues, a core cue of another intent."""
+    return not _hits(_REPLY[intent], sentence) and _others(intent, sentence) > 0
 
 
 def _action_rule(intent: str | None, response: str) -> float:
@@ -477,9 +486,16 @@ def _action_rule(intent: str | None, response: str) -> float:
     return 0.25 if mentions and intent is not None else 0.0
 
 
+# Tokens no writer produces: glued words ("isn'tHi", "to65", "759ea"), replacement and control characters. A tiny
+# language model's broken text is full of them; ordinals ("3rd") and codes ("SPRING20", "40L") are fine.
+_GARBLED = re.compile(r"[a-z][A-Z]|[a-z]\d|\d(?!(?:st|nd|rd|th)\b)[a-z]|[\ufffd\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _well_formed(sentence: str) -> bool:
     words = sentence.split()
     if not (3 <= len(words) <= 40) or sentence[-1] not in ".!?" or not (sentence[0].isupper() or sentence[0].isdigit()):
+        return False
+    if _GARBLED.search(sentence):
         return False
     lowered = [w.lower().strip(",;:") for w in words]
     return all(a != b for a, b in zip(lowered, lowered[1:], strict=False))

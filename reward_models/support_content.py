@@ -5,9 +5,10 @@ A gold judge that reads the prompt. It scores what a reply says, not how it soun
 
 - `intent`: the reply serves the customer's intent. The intent comes from the prompt row's ground truth
   (`info[i]["intent"]`) where the prompt file records it, else it is inferred from the message with a keyword
-  lexicon. The reply earns 1 when it carries evidence of that intent (a core topic word such as "refund" for a
-  refund request) at least as strong as the evidence of any other intent; a reply that only talks about another
-  intent ("I've unlocked your account" to a late parcel) scores 0, one that talks about nothing concrete 0.25.
+  lexicon. Only the reply's readable sentences (no garbled tokens) count as evidence. The reply earns 1 when it
+  carries evidence of that intent (a core topic word such as "refund" for a refund request) at least as strong as
+  the evidence of any other intent; a reply that only talks about another intent ("I've unlocked your account" to
+  a late parcel) scores 0, one that talks about nothing concrete (or only in word salad) 0.25.
 - `name`: applies when the customer signed a name: 1 if the reply greets that name, 0.75 if it uses it elsewhere,
   0.25 if it names nobody, 0 if it greets someone else. `no_invented_name` applies to unsigned messages instead:
   0 if the reply greets a name the customer never gave. Exactly one of the two applies to each prompt, and they
@@ -501,6 +502,13 @@ def _well_formed(sentence: str) -> bool:
     return all(a != b for a, b in zip(lowered, lowered[1:], strict=False))
 
 
+def _readable(response: str) -> str:
+    """The reply's sentences that contain no garbled token, lower-cased: the only text that counts as evidence of an
+    intent (cue words scattered through word salad address nobody)."""
+    sentences = [s for s in _SENTENCE_SPLIT.split(response.strip()) if s.strip() and not _GARBLED.search(s)]
+    return _normalise(" ".join(sentences))
+
+
 def _coherence_rule(response: str) -> float:
     lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
     verdicts = []
@@ -539,7 +547,7 @@ def explain_one(prompt: str, response: str, info: dict[str, Any] | None = None) 
     text = _normalise(response).strip()
     name, no_invented = _name_rules(prompt, text, info)
     rules: dict[str, float | None] = {
-        "intent": _intent_rule(intent, text) if intent in LEXICON else None,
+        "intent": _intent_rule(intent, _readable(response)) if intent in LEXICON else None,
         "action": _action_rule(intent if intent in LEXICON else None, response),
         "name": name,
         "no_invented_name": no_invented,

@@ -5,9 +5,10 @@ A gold judge that reads the prompt. It scores what a reply says, not how it soun
 
 - `intent`: the reply serves the customer's intent. The intent comes from the prompt row's ground truth
   (`info[i]["intent"]`) where the prompt file records it, else it is inferred from the message with a keyword
-  lexicon. The reply earns 1 when it carries evidence of that intent (a core topic word such as "refund" for a
-  refund request) at least as strong as the evidence of any other intent; a reply that only talks about another
-  intent ("I've unlocked your account" to a late parcel) scores 0, one that talks about nothing concrete 0.25.
+  lexicon. Only the reply's readable sentences (no garbled tokens) count as evidence. The reply earns 1 when it
+  carries evidence of that intent (a core topic word such as "refund" for a refund request) at least as strong as
+  the evidence of any other intent; a reply that only talks about another intent ("I've unlocked your account" to
+  a late parcel) scores 0, one that talks about nothing concrete (or only in word salad) 0.25.
 - `name`: applies when the customer signed a name: 1 if the reply greets that name, 0.75 if it uses it elsewhere,
   0.25 if it names nobody, 0 if it greets someone else. `no_invented_name` applies to unsigned messages instead:
   0 if the reply greets a name the customer never gave. Exactly one of the two applies to each prompt, and they
@@ -18,8 +19,8 @@ A gold judge that reads the prompt. It scores what a reply says, not how it soun
   intent (1); a fitting commitment next to one that belongs to another intent ("I've set up a free repair" for a
   complaint about staff), or only commitments that name no intent, 0.5; only commitments that belong to another
   intent, or a fitting word without any commitment, 0.25; sympathy alone 0.
-- `coherence`: the share of well-formed sentences (capitalised, 3-40 words, ending in . ! or ?, no doubled words;
-  short greeting and sign-off lines pass), scaled down for looping text (repeated word 4-grams). A reply cut off
+- `coherence`: the share of well-formed sentences (capitalised, 3-40 words, ending in . ! or ?, no doubled words,
+  no glued or garbled tokens such as "to65" or "isn'tHi"; short greeting and sign-off lines pass), scaled down for looping text (repeated word 4-grams). A reply cut off
   mid-sentence has a malformed last sentence.
 
 `score` is the `RULE_WEIGHTS`-weighted mean of the rules that apply. Standard library only (no torch), so recipes,
@@ -55,9 +56,9 @@ MATCH = 0.5
 """A rule score at or above this counts as a match (e.g. the intent-match rate in the compare report)."""
 
 # Per intent: `request` cues find the intent in a customer message; `core` cues are the intent's own topic in a
-# reply; `shared` cues are actions that fit this intent but also others (a refund fits a cancelled order). A reply's
-# evidence for its intent counts core and shared cues; its evidence for another intent counts only that intent's
-# cues that are not also cues of the expected one.
+# reply; `shared` cues are actions and logistics that fit this intent but also others (a refund fits a cancelled
+# order, tracking fits any parcel). A reply's evidence for its intent counts core and shared cues; its evidence for
+# another intent counts only that intent's core cues that are not also cues of the expected one.
 LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
     "late_order": {
         "request": (
@@ -81,13 +82,20 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
             r"the wait\b",
             r"waiting",
             r"(hasn't|not) (reached|arrived)",
-            r"on (its|the) way",
-            r"in transit",
             r"out for delivery",
             r"trace",
+        ),
+        "shared": (
+            r"courier",
+            r"tracking",
+            r"express",
+            r"deliver",
+            r"replacement",
+            r"arrive",
+            r"on (its|the) way",
+            r"in transit",
             r"parcel",
         ),
-        "shared": (r"courier", r"tracking", r"express", r"deliver", r"replacement", r"arrive"),
     },
     "refund": {
         "request": (r"refund", r"money back", r"returned", r"sent (it )?back", r"posted .{0,30}back"),
@@ -258,8 +266,8 @@ LEXICON: dict[str, dict[str, tuple[str, ...]]] = {
             r"reset (link|email)",
             r"error",
         ),
-        "core": (r"account", r"log ?in", r"sign in", r"password", r"reset", r"unlock", r"locked", r"login link"),
-        "shared": (r"inbox", r"email(ed)? you", r"link"),
+        "core": (r"log ?in", r"sign in", r"password", r"reset", r"unlock", r"locked", r"login link"),
+        "shared": (r"account", r"inbox", r"email(ed)? you", r"link"),
     },
 }
 """Intent keys (the data generator's, written here independently) and their keyword evidence."""
@@ -430,11 +438,16 @@ def _order_rule(prompt: str, text: str, info: dict[str, Any]) -> float | None:
     return sum(parts) / len(parts) if parts else None
 
 
+def _others(intent: str, text: str) -> int:
+    """The strongest evidence for another intent: its core cues in `text` that are not cues of `intent` (shared,
+    logistic words such as "tracking" or "return" fit many intents and prove nothing)."""
+    own_cues = {cue for cue, _ in _REPLY[intent]}
+    return max(len((_hits(_REPLY[o], text) & _CORE[o]) - own_cues) for o in INTENTS if o != intent)
+
+
 def _intent_rule(intent: str, text: str) -> float:
     found = _hits(_REPLY[intent], text)
-    own_cues = {cue for cue, _ in _REPLY[intent]}
-    own = len(found)
-    other = max(len(_hits(_REPLY[o], text) - own_cues) for o in INTENTS if o != intent)
+    own, other = len(found), _others(intent, text)
     if own == 0:
         return 0.0 if other > 0 else 0.25
     if own >= other:
@@ -448,11 +461,8 @@ def _sentences(response: str) -> list[str]:
 
 
 def _misfits(intent: str, sentence: str) -> bool:
-    """A sentence about another intent only: none of this intent's cues, some cue of another intent."""
-    if _hits(_REPLY[intent], sentence):
-        return False
-    own_cues = {cue for cue, _ in _REPLY[intent]}
-    return any(_hits(_REPLY[o], sentence) - own_cues for o in INTENTS if o != intent)
+    """A sentence about another intent only: none of this intent's cues, a core cue of another intent."""
+    return not _hits(_REPLY[intent], sentence) and _others(intent, sentence) > 0
 
 
 def _action_rule(intent: str | None, response: str) -> float:
@@ -477,12 +487,26 @@ def _action_rule(intent: str | None, response: str) -> float:
     return 0.25 if mentions and intent is not None else 0.0
 
 
+# Tokens no writer produces: glued words ("isn'tHi", "to65", "759ea"), replacement and control characters. A tiny
+# language model's broken text is full of them; ordinals ("3rd") and codes ("SPRING20", "40L") are fine.
+_GARBLED = re.compile(r"[a-z][A-Z]|[a-z]\d|\d(?!(?:st|nd|rd|th)\b)[a-z]|[\ufffd\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _well_formed(sentence: str) -> bool:
     words = sentence.split()
     if not (3 <= len(words) <= 40) or sentence[-1] not in ".!?" or not (sentence[0].isupper() or sentence[0].isdigit()):
         return False
+    if _GARBLED.search(sentence):
+        return False
     lowered = [w.lower().strip(",;:") for w in words]
     return all(a != b for a, b in zip(lowered, lowered[1:], strict=False))
+
+
+def _readable(response: str) -> str:
+    """The reply's sentences that contain no garbled token, lower-cased: the only text that counts as evidence of an
+    intent (cue words scattered through word salad address nobody)."""
+    sentences = [s for s in _SENTENCE_SPLIT.split(response.strip()) if s.strip() and not _GARBLED.search(s)]
+    return _normalise(" ".join(sentences))
 
 
 def _coherence_rule(response: str) -> float:
@@ -523,7 +547,7 @@ def explain_one(prompt: str, response: str, info: dict[str, Any] | None = None) 
     text = _normalise(response).strip()
     name, no_invented = _name_rules(prompt, text, info)
     rules: dict[str, float | None] = {
-        "intent": _intent_rule(intent, text) if intent in LEXICON else None,
+        "intent": _intent_rule(intent, _readable(response)) if intent in LEXICON else None,
         "action": _action_rule(intent if intent in LEXICON else None, response),
         "name": name,
         "no_invented_name": no_invented,

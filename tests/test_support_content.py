@@ -188,3 +188,15 @@ def test_prefers_chosen_on_the_shipped_content_pairs():
 def test_a_reply_cut_off_after_the_greeting_is_not_a_sign_off():
     assert rules("Hi Maya,\nI'm sorry order")["coherence"] == 0.5  # the greeting passes, the cut-off line does not
     assert rules("Hi Maya,\nI've sent a new tent today.\nHappy trails, the team")["coherence"] == 1.0
+
+
+def test_garbled_tokens_make_a_sentence_malformed():
+    assert rules("Hi Maya,\nI've sent it to65 now.\nHappy trails, the team")["coherence"] < 1.0
+    assert rules("Hi Maya,\nI've checked it and isn'tHi done.\nHappy trails, the team")["coherence"] < 1.0
+    assert rules("Hi Maya,\nI've sent code SPRING20 for the Daypack 22L on the 3rd.\nHappy trails")["coherence"] == 1.0
+
+
+def test_cue_words_in_word_salad_are_no_evidence_of_the_intent():
+    salad = "ootntil courierTracking delayed parcelxx4 trace waitingQ late to65 express"
+    assert rules(salad)["intent"] == 0.25
+    assert rules(GOOD + "\nootntil courierTracking to65")["intent"] == 1.0  # the readable sentences still count

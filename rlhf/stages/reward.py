@@ -177,7 +177,7 @@ def eval_categories(data: DataConfig, pairs: int) -> list[str | None]:
     else:
         from datasets import load_dataset as hub_load
 
-        split = hub_load(data.eval, split="test")
+        split = hub_load(data.eval, split=data.eval_split)
         rows = iter(split) if "category" in split.column_names else iter([{}] * len(split))
     found = []
     for row in rows:

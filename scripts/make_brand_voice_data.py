@@ -1134,8 +1134,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+VOICE_ONLY_CATEGORIES = ("voice", "paraphrase")
+"""Preference categories whose two replies differ only in voice (both answer the customer's question)."""
+
+
 def generate(out_dir: Path, seed: int = 0) -> dict[str, list[dict]]:
-    """Writes the voice guide and the six brand-voice JSONL files.
+    """Writes the voice guide and the seven brand-voice JSONL files.
 
     Args:
         out_dir: Directory to write into; created if missing. Existing files of the same names are overwritten.
@@ -1159,6 +1163,9 @@ def generate(out_dir: Path, seed: int = 0) -> dict[str, list[dict]]:
         "ppo_prompts": _prompt_rows(splits["ppo_prompts"]),
         "eval_prompts": _prompt_rows(splits["eval_prompts"]),
     }
+    # The Goodhart demonstration (recipes/brand_voice/voice_only.yaml) trains its reward model on the pairs that
+    # differ only in voice: that model cannot see content, so ppo against it is free to stop answering the question.
+    files["prefs_train_voice"] = [row for row in files["prefs_train"] if row["category"] in VOICE_ONLY_CATEGORIES]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "voice_guide.md").write_text(_voice_guide(), encoding="utf-8", newline="\n")
     for name, rows in files.items():

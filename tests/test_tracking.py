@@ -117,6 +117,7 @@ def test_tensorboard_holds_the_logged_values(tmp_path):
     assert '"seed": 1' in texts["recipe/text_summary"][0]
 
 
+@pytest.mark.slow  # wandb.init starts its service process: seconds, not milliseconds
 def test_offline_wandb_holds_the_logged_values_and_the_sample_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,8 @@ def tensorboard_logged(log_dir: Path) -> tuple[dict[str, dict[int, float]], dict
     return scalars, texts
 
 
-def wandb_history(run_dir: Path) -> dict[int, dict]:
-    """The history rows of an offline wandb run, read back from its `.wandb` transaction log, by step.
+def wandb_records(log: Path) -> list:
+    """The records of a wandb transaction log (`.wandb`), parsed.
 
     The log is a LevelDB-style record log (a 7-byte header ':W&B' + magic + version, then 32 KiB blocks of records,
     each with a 7-byte header: checksum, length, type 1 full / 2 first / 3 middle / 4 last); every record is a
@@ -42,10 +43,9 @@ def wandb_history(run_dir: Path) -> dict[int, dict]:
     """
     from wandb.proto import wandb_internal_pb2
 
-    [log] = run_dir.glob("*.wandb")
     data = log.read_bytes()
     assert data[:4] == b":W&B", f"{log} is not a wandb transaction log"
-    block, pos, pending, rows = 32768, 7, b"", {}
+    block, pos, pending, records = 32768, 7, b"", []
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a record header is zero padding
             pos += block - pos % block
@@ -56,12 +56,30 @@ def wandb_history(run_dir: Path) -> dict[int, dict]:
         if kind in (1, 4):  # a full record, or the last fragment of one
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
+            records.append(record)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
-                row = {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
-                }
-                rows[row["_step"]] = row
+    return records
+
+
+def wandb_history(run_dir: Path, timeout: float = 60.0) -> dict[int, dict]:
+    """The history rows of an offline wandb run, read back from its `.wandb` transaction log, by step.
+
+    `wandb.finish()` can return before wandb's service process has written the log (seen under load: a 7-byte file
+    right after finish, the whole run a moment later), so this waits for the run's closing `exit` record.
+    """
+    [log] = run_dir.glob("*.wandb")
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(log)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        assert time.monotonic() < deadline, f"{log}: no exit record after {timeout:.0f} s"
+        time.sleep(0.2)
+    rows = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            rows[row["_step"]] = row
     return rows
 
 

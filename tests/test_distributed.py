@@ -40,7 +40,10 @@ def test_deepspeed_is_used_only_when_the_launch_says_so(monkeypatch):
 
 def test_cpu_environment_and_trainer_arguments(monkeypatch):
     monkeypatch.setattr(distributed, "cuda_available", lambda: False)
-    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    # Set, then deleted, through monkeypatch: it records the session's value (or its absence) and restores it, even
+    # though prepare_environment writes os.environ behind its back.
+    monkeypatch.setenv("DS_ACCELERATOR", "unset-below")
+    monkeypatch.delenv("DS_ACCELERATOR")
     distributed.prepare_environment()
     assert os.environ["DS_ACCELERATOR"] == "cpu"
     monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # a choice the user made is kept

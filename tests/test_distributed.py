@@ -126,6 +126,7 @@ def _rank(rank: int, port: int, out: str) -> None:
         | {"MASTER_PORT": str(port), "LOCAL_WORLD_SIZE": "2"}
     )
     os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU/gloo path, also on a machine with a GPU (CUDA starts lazily)
     import torch
 
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
@@ -155,10 +156,9 @@ def _rank(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.distributed
-def test_a_gloo_world_of_two(tmp_path, monkeypatch):
+def test_a_gloo_world_of_two(tmp_path):
     import torch.multiprocessing as mp
 
-    monkeypatch.setattr(distributed, "cuda_available", lambda: False)  # the children decide for themselves
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

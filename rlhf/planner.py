@@ -187,7 +187,7 @@ def _buffers(
     trained: list[tuple[ModelShape, ModelMemory]],
     dtype: str,
     device: str,
-    frozen: list[ModelShape] = (),
+    frozen: list[ModelShape] | None = None,
 ) -> dict[str, float]:
     """DeepSpeed's communication buckets and, under ZeRO-3, the weights gathered for the layers being computed.
 
@@ -209,7 +209,7 @@ def _buffers(
     if launch.zero_stage == 3:
         # The trained models are one engine (ppo's policy and value run in one forward); every frozen model is an
         # engine of its own, gathered and released while it runs alone: the largest of these working sets counts.
-        engines = [[s for s, _ in trained]] + [[s] for s in frozen]
+        engines = [[s for s, _ in trained]] + [[s] for s in frozen or []]
         out["zero3 gathered"] = width * max(
             min(
                 sum(s.parameters("lm") for s in engine),

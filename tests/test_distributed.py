@@ -40,7 +40,10 @@ def test_deepspeed_is_used_only_when_the_launch_says_so(monkeypatch):
 
 def test_cpu_environment_and_trainer_arguments(monkeypatch):
     monkeypatch.setattr(distributed, "cuda_available", lambda: False)
-    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    # Set, then deleted, through monkeypatch: it records the session's value (or its absence) and restores it, even
+    # though prepare_environment writes os.environ behind its back.
+    monkeypatch.setenv("DS_ACCELERATOR", "unset-below")
+    monkeypatch.delenv("DS_ACCELERATOR")
     distributed.prepare_environment()
     assert os.environ["DS_ACCELERATOR"] == "cpu"
     monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # a choice the user made is kept
@@ -123,6 +126,7 @@ def _rank(rank: int, port: int, out: str) -> None:
         | {"MASTER_PORT": str(port), "LOCAL_WORLD_SIZE": "2"}
     )
     os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU/gloo path, also on a machine with a GPU (CUDA starts lazily)
     import torch
 
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
@@ -152,10 +156,9 @@ def _rank(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.distributed
-def test_a_gloo_world_of_two(tmp_path, monkeypatch):
+def test_a_gloo_world_of_two(tmp_path):
     import torch.multiprocessing as mp
 
-    monkeypatch.setattr(distributed, "cuda_available", lambda: False)  # the children decide for themselves
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

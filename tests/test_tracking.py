@@ -34,50 +34,53 @@ def tensorboard_logged(log_dir: Path) -> tuple[dict[str, dict[int, float]], dict
     return scalars, texts
 
 
-def wandb_history(run_dir: Path, timeout: float = 30.0) -> dict[int, dict]:
-    """The history rows of an offline wandb run, read back from its `.wandb` transaction log, by step.
+def wandb_records(log: Path) -> list:
+    """The records of a wandb transaction log (`.wandb`), parsed.
 
     The log is a LevelDB-style record log (a 7-byte header ':W&B' + magic + version, then 32 KiB blocks of records,
     each with a 7-byte header: checksum, length, type 1 full / 2 first / 3 middle / 4 last); every record is a
-    `wandb_internal_pb2.Record` protobuf. wandb has no offline reader of its own that does not upload. `finish()`
-    can return before wandb's service has written the log (seen: a 7-byte file right after it), so this waits
-    for the run's `exit` record.
+    `wandb_internal_pb2.Record` protobuf. wandb has no offline reader of its own that does not upload.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        rows, finished = _wandb_records(run_dir)
-        if finished or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
-
-
-def _wandb_records(run_dir: Path) -> tuple[dict[int, dict], bool]:
     from wandb.proto import wandb_internal_pb2
 
-    [log] = run_dir.glob("*.wandb")
     data = log.read_bytes()
     assert data[:4] == b":W&B", f"{log} is not a wandb transaction log"
-    block, pos, pending, rows, finished = 32768, 7, b"", {}, False
+    block, pos, pending, records = 32768, 7, b"", []
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a record header is zero padding
             pos += block - pos % block
             continue
         _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if pos + 7 + length > len(data):
-            break  # a record still being written
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # a full record, or the last fragment of one
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
+            records.append(record)
             pending = b""
-            finished = finished or record.WhichOneof("record_type") == "exit"
-            if record.WhichOneof("record_type") == "history":
-                row = {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
-                }
-                rows[row["_step"]] = row
-    return rows, finished
+    return records
+
+
+def wandb_history(run_dir: Path, timeout: float = 60.0) -> dict[int, dict]:
+    """The history rows of an offline wandb run, read back from its `.wandb` transaction log, by step.
+
+    `wandb.finish()` can return before wandb's service process has written the log (seen under load: a 7-byte file
+    right after finish, the whole run a moment later), so this waits for the run's closing `exit` record.
+    """
+    [log] = run_dir.glob("*.wandb")
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(log)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        assert time.monotonic() < deadline, f"{log}: no exit record after {timeout:.0f} s"
+        time.sleep(0.2)
+    rows = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            rows[row["_step"]] = row
+    return rows
 
 
 def test_metrics_jsonl_gets_one_object_per_logged_step(tmp_path):
@@ -132,6 +135,7 @@ def test_tensorboard_holds_the_logged_values(tmp_path):
     assert '"seed": 1' in texts["recipe/text_summary"][0]
 
 
+@pytest.mark.slow  # wandb.init starts its service process: seconds, not milliseconds
 def test_offline_wandb_holds_the_logged_values_and_the_sample_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -1,23 +1,11 @@
-"""Reward terms: safe import of programmatic rewards, running moments, and the learned-reward fast path."""
+"""Reward terms: running moments and the learned-reward fast path (the safe import of programmatic rewards is
+tested in tests/reliability/test_safe_defaults.py)."""
 
 import pytest
 import torch
 
-from rlhf.ppo.rewards import RewardError, RewardTerm, RunningMoments, load_reward_function
+from rlhf.ppo.rewards import RewardTerm, RunningMoments
 from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask
-
-
-def test_programmatic_rewards_come_from_reward_models_or_an_explicit_module():
-    from reward_models import brand_voice
-
-    assert load_reward_function("brand_voice") is brand_voice.score
-    assert load_reward_function("reward_models.brand_voice:score") is brand_voice.score
-    with pytest.raises(RewardError, match="cannot import reward_models.no_such_reward"):
-        load_reward_function("no_such_reward")
-    with pytest.raises(RewardError, match="name the function explicitly"):
-        load_reward_function("reward_models.brand_voice")
-    with pytest.raises(RewardError, match="has no function 'nope'"):
-        load_reward_function("reward_models.brand_voice:nope")
 
 
 def test_running_moments_match_the_concatenated_batches():

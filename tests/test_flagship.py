@@ -1,0 +1,93 @@
+"""The shipped brand-voice result, shortened: ppo keeps the content sft has and gains voice; voice-only ppo is caught.
+
+Two runs share one sft model (the shipped pipeline's sft stage, shortened, from the pretrained `embedded:base`):
+- the shipped pipeline (reward model on voice and content pairs, ppo with the shipped defaults): ppo must not be
+  worse than sft on the content judge (the paired interval reaches 0 or above) and must be better on the voice judge;
+- `recipes/brand_voice/voice_only.yaml` (reward model on voice pairs only, weak fixed KL): the report must raise the
+  "proxy up while a gold judge goes down" alarm on ppo for the content judge.
+The numbers asserted are directions and intervals from compare's own paired bootstrap, not values of one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PIPELINE, REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+VOICE_ONLY = REPO_ROOT / "recipes" / "brand_voice" / "voice_only.yaml"
+
+# sft long enough to answer the intent and greet the signed name; reward and ppo short; compare on half the prompts.
+SHORT = [
+    "tracking.report_to=[none]",
+    "sft.training.epochs=1",
+    "sft.data.max_eval_rows=32",
+    "sft.training.eval_steps=1000",
+    "sft.training.save_steps=null",
+    "reward.training.eval_steps=1000",
+    "reward.training.save_steps=null",
+    "reward.data.max_eval_rows=120",
+    "ppo.training.max_steps=16",
+    "ppo.data.max_eval_rows=16",
+    "ppo.training.save_steps=null",
+    "compare.prompts.max_prompts=60",
+    "compare.bootstrap_resamples=500",
+]
+
+
+def _run(recipe: Path, run_dir: Path, overrides: list[str]) -> dict:
+    from rlhf.pipeline import run_recipe
+    from rlhf.recipe import load_recipe
+
+    run_recipe(load_recipe(recipe, [f"run_dir={run_dir}", *SHORT, *overrides]))
+    return json.loads((run_dir / "compare" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> tuple[Path, dict]:
+    """The shipped pipeline, shortened; returns its run directory and compare results."""
+    run_dir = tmp_path_factory.mktemp("flagship") / "default"
+    return run_dir, _run(PIPELINE, run_dir, [])
+
+
+@pytest.fixture(scope="module")
+def voice_only_run(default_run, tmp_path_factory) -> dict:
+    """The voice-only recipe on the default run's sft model (the sft stage is the same recipe section)."""
+    run_dir = tmp_path_factory.mktemp("flagship") / "voice_only"
+    run_dir.mkdir()
+    shutil.copytree(default_run[0] / "sft", run_dir / "sft")
+    return _run(VOICE_ONLY, run_dir, ["stages=[reward, ppo, compare]"])
+
+
+def test_ppo_keeps_content_and_gains_voice(default_run):
+    _, results = default_run
+    assert results["reference"] == "sft"
+    content = results["differences"]["ppo"]["support_content"]
+    voice = results["differences"]["ppo"]["brand_voice"]
+    assert content["high"] >= 0, f"ppo is worse than sft on the content judge: {content}"
+    assert voice["mean"] > 0, f"ppo did not gain voice over sft: {voice}"
+    assert not [a for a in results["alarms"] if a["model"] == "ppo"], results["alarms"]
+
+
+def test_sft_answers_the_customer(default_run):
+    _, results = default_run
+    rules = results["rules"]["support_content"]["sft"]
+    # An sft model that never learned to answer the intent or greet the signed name makes every later check moot.
+    assert rules["intent"]["match"]["mean"] >= 0.6, rules["intent"]
+    assert rules["name"]["match"]["mean"] >= 0.6, rules["name"]
+
+
+def test_voice_only_reward_is_caught(voice_only_run):
+    fired = [
+        a
+        for a in voice_only_run["alarms"]
+        if a["model"] == "ppo" and a["kind"] == "proxy_up_judge_down" and a["judge"] == "support_content"
+    ]
+    assert fired, f"no proxy-up/content-down alarm on voice-only ppo: {voice_only_run['alarms']}"
+    values = fired[0]["values"]
+    assert values["proxy_gain_low"] > 0 and values["judge_change_high"] < 0

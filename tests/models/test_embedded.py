@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,18 @@ def test_the_shipped_base_is_pretrained_and_loads():
     assert (base / "pretraining.json").is_file()
     # Random weights sit near log(vocab) = 7.6 nats; the base predicts held-out replies far better.
     assert held_out_loss(base) < 3.0
+
+
+def test_two_processes_asking_at_once_build_once(tmp_path, monkeypatch):
+    """Ranks of a launch ask for the model together: one builds (under the lock), the other waits and reuses it."""
+    monkeypatch.setitem(embedded.EMBEDDED_SPECS, "micro", MICRO_DIMS)
+    monkeypatch.setitem(embedded.PRETRAINED, "micro", dataclasses.replace(MICRO_PRETRAIN, steps=5))
+    builds = []
+    build = embedded.build_embedded
+    monkeypatch.setattr(embedded, "build_embedded", lambda *args: builds.append(args[0]) or build(*args))
+    # flock locks belong to open files, so two threads with their own open() exclude each other like two processes.
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda _: resolve_embedded("embedded:micro", cache=tmp_path), range(2)))
+    assert found[0] == found[1] and (found[0] / "model.safetensors").is_file()
+    assert builds == ["micro"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [found[0].name, f"{found[0].name}.lock"]

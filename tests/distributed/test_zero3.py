@@ -74,13 +74,13 @@ def test_sft_then_reward_under_zero3(tmp_path):
     # The reported held-out accuracy and margin are those of the final/ that was saved: scored again here, apart
     # from the launch, on the same 32 pairs (a final/ gathered wrongly from the shards would score differently).
     from rlhf.recipe import load_recipe
-    from rlhf.scoring import preference_accuracy
+    from rlhf.scoring import preference_scores, summarize_preferences
     from rlhf.stages.hf_trainer import load_dataset
 
     reward_results = results(run_dir / "reward")
     pairs = list(load_dataset(load_recipe(run_dir / "reward" / "recipe.yaml").data, "reward", "eval"))
     assert reward_results["eval_pairs"] == len(pairs) == 32
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "reward" / "final")
-    again = preference_accuracy(reward.eval(), tokenizer, pairs)
+    again = summarize_preferences(*preference_scores(reward.eval(), tokenizer, pairs))
     assert reward_results["eval_accuracy"] == pytest.approx(again["accuracy"], abs=1 / 64)  # at most half a pair
     assert reward_results["eval_margin_mean"] == pytest.approx(again["margin_mean"], rel=1e-3, abs=1e-5)

@@ -2,8 +2,9 @@
 
 A thin shim over the voice spec `recipes/brand_voice/voice.yaml` compiled by `rlhf.voice` (the rules and their
 weights live there, not here). It keeps the names recipes, the data generator and tests use: the constants below
-are read from the spec, `score` is a ppo reward term and compare judge, `explain` its per-rule breakdown,
-`violations` the data labeller. `scripts/make_brand_voice_data.py` renders the voice guide from the same spec, so
+are read from the spec, `score` is a ppo reward term and compare judge, `score_breakdown` its per-rule scores,
+`violations` the data labeller. There is deliberately no module-level `explain`: the compare report would then break
+this judge down by rule and pick it, listed first, as its failures judge instead of the content judge. `scripts/make_brand_voice_data.py` renders the voice guide from the same spec, so
 the data, the guide and this judge cannot drift apart. No torch.
 """
 
@@ -56,11 +57,6 @@ def score_breakdown(prompt: str, response: str) -> dict[str, float]:
         {rule (the keys of `RULE_WEIGHTS`): score in [0, 1]}; an empty reply scores 0 on every rule.
     """
     return _SCORER.explain_one(prompt, response)
-
-
-def explain(prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, float]]:
-    """Per-rule scores for each reply, for the compare report's rule breakdown (see `score_breakdown`)."""
-    return _SCORER.explain(prompts, responses)
 
 
 def violations(prompt: str, response: str) -> list[str]:

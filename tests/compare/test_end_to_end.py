@@ -98,9 +98,7 @@ def test_content_judge_rules_match_rates_and_shares_are_reported(report_dir):
 
     results = json.loads((report_dir / "results.json").read_text())
     rules = results["rules"]["support_content"]
-    assert set(rules) == {"base", "other"}
-    # brand_voice's explain comes from its compiled voice spec (rlhf.voice), so its rules are broken down too.
-    assert set(results["rules"]["brand_voice"]["base"]) == set(brand_voice.RULE_WEIGHTS)
+    assert set(rules) == {"base", "other"} and "brand_voice" not in results["rules"]  # brand_voice has no explain
     assert set(rules["base"]) == set(support_content.RULE_WEIGHTS)
     intent = rules["base"]["intent"]
     # eval_prompts.jsonl records each prompt's intent, so the intent rule applies to every reply.

@@ -64,7 +64,8 @@ def test_shim_keeps_every_public_name_with_the_old_values():
         assert getattr(brand_voice, name) == getattr(frozen, name), name
     edge = ["", "   ", "I’m sorry, I've sent it. " + frozen.SIGN_OFF, "RMA format skull " * 30]
     assert brand_voice.score(edge, edge) == frozen.score(edge, edge)
-    assert brand_voice.explain(edge, edge) == [frozen.score_breakdown(e, e) for e in edge]
+    assert [brand_voice.score_breakdown(e, e) for e in edge] == [frozen.score_breakdown(e, e) for e in edge]
+    assert not hasattr(brand_voice, "explain")  # see the module docstring: compare's failures judge stays content
     with pytest.raises(ValueError, match="2 responses"):
         brand_voice.score(["p"], ["a", "b"])
 

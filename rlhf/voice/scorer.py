@@ -17,11 +17,14 @@ from rlhf.voice.spec import AVOID_PENALTY, VoiceSpec, load_voice, normalise, phr
 
 
 @dataclass(frozen=True)
-class _Step:
+class StepMatcher:
+    """A structure step compiled: found when any of its patterns matches the normalised reply."""
+
     name: str
     patterns: tuple[re.Pattern[str], ...]
 
     def found(self, text: str) -> bool:
+        """Whether normalised `text` shows this step."""
         return any(pattern.search(text) for pattern in self.patterns)
 
 
@@ -37,8 +40,8 @@ class VoiceScorer:
         self.spec = spec
         self.weights = spec.weights()
         self._sign_off = normalise(spec.sign_off.text)
-        self._steps = [_Step(step.name, _markers(step.phrases, step.patterns)) for step in spec.structure.steps]
-        self._avoid = {rule.name: _markers(rule.phrases, rule.patterns) for rule in spec.avoid}
+        self.steps = [StepMatcher(step.name, _markers(step.phrases, step.patterns)) for step in spec.structure.steps]
+        self.avoid_rules = {rule.name: _markers(rule.phrases, rule.patterns) for rule in spec.avoid}
 
     def explain_one(self, prompt: str, response: str) -> dict[str, float]:
         """Scores one reply against each rule.
@@ -58,8 +61,8 @@ class VoiceScorer:
             return {rule: 0.0 for rule in self.weights}
         spec = self.spec
         out = {spec.sign_off.name: self._sign_off_score(text)}
-        out[spec.structure.name] = sum(step.found(text) for step in self._steps) / len(self._steps)
-        for name, patterns in self._avoid.items():
+        out[spec.structure.name] = sum(step.found(text) for step in self.steps) / len(self.steps)
+        for name, patterns in self.avoid_rules.items():
             found = {match.group(0) for pattern in patterns for match in pattern.finditer(text)}
             out[name] = max(0.0, 1.0 - AVOID_PENALTY * len(found))
         out[spec.length.name] = self._length_score(len(text.split()))

@@ -151,7 +151,7 @@ def make_pairs(scorer: VoiceScorer, logs: list[LogRow], out_dir: str | Path, opt
             for agent in agents
             for group in [[log for log in logs if log.agent == agent]]
         }
-    splits = _split(logs, options)
+    splits = split_logs(logs, options)
     summary["splits"] = {
         name: {"rows": len(rows), "groups": len({_group_key(r, options.split_by) for r in rows})}
         for name, rows in splits.items()
@@ -217,7 +217,7 @@ def _group_key(log: LogRow, split_by: str) -> str:
     return {"customer": log.customer, "thread": log.thread}.get(split_by) or f"row {log.row}"
 
 
-def _split(logs: list[LogRow], options: PairsOptions) -> dict[str, list[LogRow]]:
+def split_logs(logs: list[LogRow], options: PairsOptions) -> dict[str, list[LogRow]]:
     """Whole groups (customers or threads) per split; groups sharing a prompt are merged so no prompt crosses."""
     parent: dict[str, str] = {}
 

@@ -73,7 +73,7 @@ def break_rule(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors: 
         padding = [s for s in donors.get(rule, []) if s not in reply]
         body, closing = split_reply(reply, sign_off)
         extra: list[str] = []
-        while padding and len(" ".join(body + extra).split()) <= spec.length.max_words * 1.3:
+        while padding and len(" ".join(body + extra).split()) <= spec.length.max_words * 1.15:
             extra.append(padding.pop(0))
         if extra:
             candidates.append(_join([*body, " ".join(extra)], closing))

@@ -180,9 +180,7 @@ def _off_voice(lines: list[str], intent: str, slots: dict[str, str], rng: random
 def generate(out_dir: Path, seed: int = 0, rows: int = 600) -> list[dict]:
     """Writes `logs.jsonl` and `voice_guide.md`; returns the log rows."""
     rng = random.Random(seed)
-    customers = [
-        (f"HSB{100000 + i}", (rng.choice(FIRST), rng.choice(LAST))) for i in range(max(3, rows * 2 // 5))
-    ]
+    customers = [(f"HSB{100000 + i}", (rng.choice(FIRST), rng.choice(LAST))) for i in range(max(3, rows * 2 // 5))]
     start = datetime(2026, 9, 1, 8, 0)
     out = []
     for i in range(rows):

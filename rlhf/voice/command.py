@@ -13,6 +13,7 @@ from pathlib import Path
 from rlhf.data.readers import DataError
 from rlhf.recipe import RecipeError
 from rlhf.voice.pairs import LogColumns, PairsOptions
+from rlhf.voice.scorer import VoiceScorer, load_scorer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the `rlhf voice` sub-command parsed by `add_arguments`; returns the exit code."""
-    from rlhf.voice.scorer import load_scorer
-
     try:
         scorer = load_scorer(args.spec)
         if args.voice_command == "check":
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled voice command {args.voice_command}")
 
 
-def _check(scorer, args: argparse.Namespace) -> int:
+def _check(scorer: VoiceScorer, args: argparse.Namespace) -> int:
     from rlhf.voice.check import check_file, format_report, write_html
 
     report = check_file(scorer, args.file, args.prompt_column, args.reply_column)
@@ -82,7 +81,7 @@ def _check(scorer, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pairs(scorer, args: argparse.Namespace) -> int:
+def _pairs(scorer: VoiceScorer, args: argparse.Namespace) -> int:
     from rlhf.voice.pairs import make_pairs, read_logs
 
     columns = LogColumns(

@@ -98,10 +98,9 @@ INTENTS = {
     },
 }
 ACKS = ["Thank you for contacting us about {topic}.", "We apologise for the trouble with {topic}.",
-        "We understand how worrying {topic} can be, and thank you for telling us."]
-NEXT = ["Should you have any further questions, please reply to this message.",
-        "If anything else looks unfamiliar, please call the number on the back of your card.",
-        "Please reply to this message if there is anything else we can do."]
+        "We understand your concern about {topic}."]
+NEXT = ["Please reply if you need anything else.", "Please call us if anything looks unfamiliar.",
+        "We will write again once it is complete."]
 PADDING = ["We value your custom and the trust you place in us.",
            "Our customer care team is available from eight in the morning until eight in the evening.",
            "You can also see the status of your request in the app under Messages.",
@@ -169,7 +168,7 @@ def _off_voice(lines: list[str], intent: str, slots: dict[str, str], rng: random
     elif kind == "missing_signoff":
         sign_off = ""
     elif kind == "curt":
-        body, greeting = INTENTS[intent]["acts"][0].format(**slots), ""
+        body, greeting = " ".join(INTENTS[intent]["acts"][0].format(**slots).split()[:7]).rstrip(",;") + ".", ""
     elif kind == "rambling":
         body = " ".join([body, *rng.sample(PADDING, 4), *rng.sample(PADDING, 3)])
     else:

@@ -24,8 +24,6 @@ SHORT = [
     "reward.training.max_steps=40",
     "ppo.training.max_steps=12",
     "ppo.data.max_eval_rows=16",
-    "ppo.rollout.max_new_tokens=64",
-    "compare.rollout.max_new_tokens=64",
     "compare.prompts.max_prompts=32",
     "compare.bootstrap_resamples=500",
 ]

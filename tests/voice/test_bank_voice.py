@@ -47,8 +47,7 @@ def test_shipped_data_is_what_voice_pairs_makes_of_the_logs(tmp_path, capsys):
 def test_bank_judge_follows_its_own_spec_not_ridgelines():
     formal = (
         "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive "
-        "within five working days. Should you notice any payment you do not recognise, please reply to this "
-        "message.\nYours sincerely, Harbourstone Bank Customer Care"
+        "within five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"
     )
     casual = formal.replace("Thank you for letting us know.", "No worries!").replace("We have", "We've")
     assert bank_voice.score(["p", "p"], [formal, casual])[0] == 1.0

@@ -23,9 +23,8 @@ SHORT = [
     "tracking.report_to=[none]",
     "sft.training.epochs=4",
     "reward.training.max_steps=40",
-    "ppo.training.max_steps=12",
+    "ppo.training.max_steps=24",
     "ppo.data.max_eval_rows=16",
-    "compare.prompts.max_prompts=32",
     "compare.bootstrap_resamples=500",
 ]
 

@@ -7,6 +7,7 @@ before anything runs. Exit codes: 0 success; 2 the input was refused (recipe, da
 directory), with one `error:` message naming what to change; 1 training failed (a non-finite loss).
 
 `rlhf compare ...` writes the evaluation report (its forms: `rlhf.compare.command`).
+`rlhf voice check|pairs ...` audits replies against a voice spec and turns support logs into data (`rlhf.voice`).
 
 Recipes are loaded and validated before anything heavy (torch, transformers) is imported, so a typo fails in
 milliseconds. The same commands run under `accelerate launch [options] -m rlhf run RECIPE ...`.
@@ -32,6 +33,7 @@ from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage
 from rlhf.data.doctor import DataProblems, examine
 from rlhf.data.formats import DataError
 from rlhf.recipe import RecipeError, load_recipe
+from rlhf.voice import command as voice_command
 
 logger = logging.getLogger("rlhf")
 
@@ -58,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     compare_command.add_arguments(compare)
     _add_verbose_argument(compare)
     _add_plan_arguments(commands.add_parser("plan", help="estimate per-device memory of each stage (docs/memory.md)"))
+    voice_command.add_arguments(commands.add_parser("voice", help="brand voice: check replies, make pairs from logs"))
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
     if args.command == "plan":
         return _plan(args)
+    if args.command == "voice":
+        return voice_command.run(args)
 
     try:
         recipe = compare_command.load(args) if args.command == "compare" else load_recipe(args.recipe, args.overrides)

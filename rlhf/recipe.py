@@ -103,13 +103,18 @@ def validate_recipe(data: dict[str, Any], base_dir: Path | None = None, source: 
     try:
         return cls.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as err:
-        lines = [_describe(error, cls) for error in err.errors()]
+        lines = describe_errors(err, cls)
         raise RecipeError(f"{source} is not a valid recipe:\n  " + "\n  ".join(lines)) from None
 
 
 def recipe_to_yaml(recipe: BaseModel) -> str:
     """The fully resolved recipe as YAML, every default written out."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, width=120)
+
+
+def describe_errors(err: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One readable line per pydantic error of validating `root` (dotted key; closest valid key for unknown ones)."""
+    return [_describe(error, root) for error in err.errors()]
 
 
 def _describe(error: dict[str, Any], root: type[BaseModel]) -> str:

@@ -6,7 +6,8 @@ Usage:
 Writes the voice guide and six JSONL files (SFT demonstrations, preference pairs and prompts, each with a training
 and a held-out split) and prints the row counts and the preference categories. The output is a pure function of the
 seed: running the script twice gives byte-identical files. The voice rules (sign-off, banned phrases, jargon, length
-bounds) come from `reward_models.brand_voice`, the same constants the rules scorer judges with.
+bounds) and the guide's prose come from the voice spec `recipes/brand_voice/voice.yaml`, which the rules scorer
+`reward_models.brand_voice` compiles and judges with.
 
 The data imitates historical support logs: every customer message is drawn from a pool of unique messages, which
 is partitioned so that no message appears in two files.
@@ -46,6 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from reward_models import brand_voice  # noqa: E402
+from rlhf.voice.guide import render_guide  # noqa: E402
+from rlhf.voice.spec import load_voice  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "recipes" / "brand_voice" / "data"
 
@@ -646,58 +649,6 @@ EVAL_CATEGORIES = ["voice", "content", "paraphrase", "other_intent", "length_mat
 LENGTH_MATCH_WORDS = 3  # most words chosen and rejected differ by in the length_matched category
 # fmt: on
 
-VOICE_GUIDE = """\
-# {company} voice guide
-
-{company} sells tents, packs, boots and clothing for people who spend their weekends outside. This guide
-is how our support team writes to customers. It is generated from `reward_models/brand_voice.py`, the rules scorer
-that judges replies, so the guide and the scorer always agree.
-
-## How we sound
-- Warm and plain: short sentences, everyday words, no corporate stiffness.
-- We own problems. We never blame the customer, the courier or "the system".
-- Every reply opens by acknowledging the customer: a short apology when something went wrong, thanks or
-  "great question" when they are asking something.
-- Then we say what we have done or will do, in the first person: "I've refunded", "I'll send", "we'll ship".
-- An optional next step tells them what happens now.
-- We greet them by the name they signed with ("Hi Maya,"), or "Hi there," when they did not sign; we never guess a
-  name. We repeat the order number and the product they wrote about, so they know we read their message.
-- We finish with the sign-off, always on its own final line.
-
-## Sign-off
-Every reply ends with exactly this line:
-
-    {sign_off}
-
-## Length
-Between {min_words} and {max_words} words, sign-off included. Shorter reads as curt; longer rambles.
-
-## What we never say
-Cold or stiff phrases: {banned}.
-
-Blame: {blame}.
-
-Internal jargon (customers should never have to decode it): {jargon}.
-
-Over-promises (we only promise what we control): {over_promises}.
-
-## How replies are scored
-`reward_models/brand_voice.py` scores each rule from 0 to 1 and takes the weighted mean:
-
-{weights}
-
-## Example
-Customer: "My order #48213 still hasn't arrived and it's been two weeks. Where is it? Thanks, Maya"
-
-    Hi Maya,
-    I'm sorry order #48213 is taking so long. I've upgraded it to express delivery at no cost. You'll get a
-    tracking email within the hour.
-    {sign_off}
-
-Off-voice: "Unfortunately delivery is handled by the courier, so this is not our fault. Check tracking."
-"""
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Customer messages
 # ---------------------------------------------------------------------------------------------------------------
@@ -1111,21 +1062,7 @@ def _prompt_rows(messages: list[dict]) -> list[dict]:
 
 
 def _voice_guide() -> str:
-    def quoted(phrases: tuple[str, ...]) -> str:
-        return ", ".join(f'"{phrase}"' for phrase in phrases)
-
-    weights = "\n".join(f"- `{rule}`: {weight:.2f}" for rule, weight in brand_voice.RULE_WEIGHTS.items())
-    return VOICE_GUIDE.format(
-        company=brand_voice.COMPANY,
-        sign_off=brand_voice.SIGN_OFF,
-        min_words=brand_voice.MIN_WORDS,
-        max_words=brand_voice.MAX_WORDS,
-        banned=quoted(brand_voice.BANNED_PHRASES),
-        blame=quoted(brand_voice.BLAME_PHRASES),
-        jargon=quoted(brand_voice.JARGON),
-        over_promises=quoted(brand_voice.OVER_PROMISES),
-        weights=weights,
-    )
+    return render_guide(load_voice(brand_voice.SPEC_PATH))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,127 @@
+"""The voice spec compiled into a scorer: per-rule explanations, a weighted score, and the labeller's violations.
+
+`compile_voice(spec)` returns a `VoiceScorer` whose `score(prompts, responses)` is a ppo reward term and a compare
+judge, whose `explain` gives the per-rule scores the compare report breaks down, and whose `violations` labels data
+(a reply with none is on-voice). Every rule scores a reply in [0, 1] on its normalised text (lower case, straight
+apostrophes, single spaces); the score is the weighted mean in rule order. Standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.voice.spec import AVOID_PENALTY, VoiceSpec, load_voice, normalise, phrase_pattern
+
+
+@dataclass(frozen=True)
+class StepMatcher:
+    """A structure step compiled: found when any of its patterns matches the normalised reply."""
+
+    name: str
+    patterns: tuple[re.Pattern[str], ...]
+
+    def found(self, text: str) -> bool:
+        """Whether normalised `text` shows this step."""
+        return any(pattern.search(text) for pattern in self.patterns)
+
+
+def _markers(phrases: list[str], patterns: list[str]) -> tuple[re.Pattern[str], ...]:
+    compiled = [phrase_pattern(phrases)] if phrases else []
+    return tuple(compiled + [re.compile(pattern) for pattern in patterns])
+
+
+class VoiceScorer:
+    """A voice spec ready to score replies; build it with `compile_voice`."""
+
+    def __init__(self, spec: VoiceSpec) -> None:
+        self.spec = spec
+        self.weights = spec.weights()
+        self._sign_off = normalise(spec.sign_off.text)
+        self.steps = [StepMatcher(step.name, _markers(step.phrases, step.patterns)) for step in spec.structure.steps]
+        self.avoid_rules = {rule.name: _markers(rule.phrases, rule.patterns) for rule in spec.avoid}
+
+    def explain_one(self, prompt: str, response: str) -> dict[str, float]:
+        """Scores one reply against each rule.
+
+        Args:
+            prompt: The customer's message. The rules judge the reply alone; the prompt is part of the signature so
+                that every programmatic reward takes the same arguments.
+            response: The reply text, without special tokens.
+
+        Returns:
+            {rule name: score in [0, 1]} in the spec's rule order, 1 meaning the rule is fully met. An empty or
+            whitespace-only reply scores 0 on every rule.
+        """
+        del prompt
+        text = normalise(response)
+        if not text:
+            return {rule: 0.0 for rule in self.weights}
+        spec = self.spec
+        out = {spec.sign_off.name: self._sign_off_score(text)}
+        out[spec.structure.name] = sum(step.found(text) for step in self.steps) / len(self.steps)
+        for name, patterns in self.avoid_rules.items():
+            found = {match.group(0) for pattern in patterns for match in pattern.finditer(text)}
+            out[name] = max(0.0, 1.0 - AVOID_PENALTY * len(found))
+        out[spec.length.name] = self._length_score(len(text.split()))
+        return out
+
+    def explain(self, prompts: Sequence[str], responses: Sequence[str]) -> list[dict[str, float]]:
+        """Per-rule scores for each reply (see `explain_one`)."""
+        _check_lengths(prompts, responses)
+        return [self.explain_one(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+    def violations(self, prompt: str, response: str) -> list[str]:
+        """The rules a reply does not fully meet, in rule order; empty when the reply is on-voice."""
+        return [rule for rule, value in self.explain_one(prompt, response).items() if value < 1.0]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """Scores replies for how well they follow the voice.
+
+        Args:
+            prompts: The customer messages, one per response.
+            responses: The reply texts, without special tokens.
+
+        Returns:
+            One float per response in [0, 1]: the weighted mean of its per-rule scores.
+
+        Raises:
+            ValueError: If `prompts` and `responses` differ in length.
+        """
+        total_weight = sum(self.weights.values())
+        return [
+            sum(self.weights[rule] * value for rule, value in rules.items()) / total_weight
+            for rules in self.explain(prompts, responses)
+        ]
+
+    def _sign_off_score(self, text: str) -> float:
+        if text.endswith(self._sign_off):
+            return 1.0
+        # A sign-off buried mid-reply is closer to the voice than none at all.
+        return 0.5 if self._sign_off in text else 0.0
+
+    def _length_score(self, n_words: int) -> float:
+        # Linear fall-off outside the bounds gives PPO a gradient towards the right length instead of a cliff.
+        low, high = self.spec.length.min_words, self.spec.length.max_words
+        if n_words < low:
+            return n_words / low
+        if n_words > high:
+            return max(0.0, 1.0 - (n_words - high) / high)
+        return 1.0
+
+
+def _check_lengths(prompts: Sequence[str], responses: Sequence[str]) -> None:
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; pass one prompt per response")
+
+
+def compile_voice(spec: VoiceSpec) -> VoiceScorer:
+    """Compiles a validated spec into a scorer (regexes built once)."""
+    return VoiceScorer(spec)
+
+
+def load_scorer(path: str | Path) -> VoiceScorer:
+    """Loads, validates and compiles the spec at `path` (raises `VoiceSpecError` like `load_voice`)."""
+    return compile_voice(load_voice(path))

@@ -1,0 +1,56 @@
+"""The second brand, Harbourstone Bank: its shipped logs come from the seeded generator, its shipped data files are
+exactly what `rlhf voice pairs` makes of those logs, no PII survives in them, and its judge follows its spec."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from reward_models import bank_voice, brand_voice
+from rlhf.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+BANK = ROOT / "recipes" / "bank_voice"
+DATA_FILES = ["sft_train", "sft_eval", "prefs_train", "prefs_eval", "ppo_prompts", "eval_prompts"]
+
+
+def test_shipped_logs_and_guide_are_the_seeded_generator_output(tmp_path):
+    script = ROOT / "scripts" / "make_bank_voice_logs.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path)], check=True, capture_output=True)
+    for name in ("logs.jsonl", "voice_guide.md"):
+        assert filecmp.cmp(tmp_path / name, BANK / "data" / name, shallow=False), name
+
+
+def test_shipped_data_is_what_voice_pairs_makes_of_the_logs(tmp_path, capsys):
+    spec, logs = BANK / "voice.yaml", BANK / "data" / "logs.jsonl"
+    assert main(["voice", "pairs", str(spec), str(logs), "--out", str(tmp_path)]) == 0
+    for name in [*DATA_FILES, "summary"]:
+        suffix = ".json" if name == "summary" else ".jsonl"
+        assert filecmp.cmp(tmp_path / (name + suffix), BANK / "data" / (name + suffix), shallow=False), name
+    out = capsys.readouterr().out
+    assert "600 rows in" in out
+    text = "".join((BANK / "data" / f"{name}.jsonl").read_text(encoding="utf-8") for name in DATA_FILES)
+    raw = (BANK / "data" / "logs.jsonl").read_text(encoding="utf-8")
+    for pattern in (r"[\w.]+@example\.com", r"HB-\d{6}", r"07\d{3} \d{6}", r"\d{1,3} (?:Elm Street|Harbour Road)"):
+        assert re.search(pattern, raw) and not re.search(pattern, text), pattern
+    summary = json.loads((BANK / "data" / "summary.json").read_text())
+    assert 0.4 < summary["on_spec_share"] < 0.8
+    # agents differ: the generator gives agent-01 the fewest off-voice replies and agent-04 the most
+    by_agent = summary["on_spec_share_by_agent"]
+    assert by_agent["agent-01"] > by_agent["agent-04"]
+
+
+def test_bank_judge_follows_its_own_spec_not_ridgelines():
+    formal = (
+        "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive "
+        "within five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"
+    )
+    casual = formal.replace("Thank you for letting us know.", "No worries!").replace("We have", "We've")
+    assert bank_voice.score(["p", "p"], [formal, casual])[0] == 1.0
+    # no acknowledgement left, and "we've" is a contraction, not the act step's "we have"
+    assert bank_voice.violations("p", casual) == ["acknowledge_and_act", "formal_register", "no_exclamation"]
+    assert "signoff" in brand_voice.violations("p", formal)  # Ridgeline's judge wants its own sign-off

@@ -66,6 +66,10 @@ def run_log(run_dir: Path, *flags: str) -> str:
 @pytest.mark.slow
 def test_a_run_log_is_quiet_by_default_and_complete_with_v(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # An earlier in-process `rlhf` call (cli.main) leaves the progress-bar switches set in this process's
+    # environment; the children must start from what a user's shell has.
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
     quiet = run_log(tmp_path)
     # The reward stage alone makes every kind of noise; it runs again on the sft stage the first run left.
     loud = run_log(tmp_path, "stages=[reward]", "resume=false", "-v")

@@ -243,14 +243,35 @@ class RolloutConfig(Block):
     )
 
 
-class KLConfig(Block):
-    """The per-token KL penalty against the frozen reference policy (Ziegler et al. 2019)."""
+class PPORolloutConfig(RolloutConfig):
+    """How the policy samples responses during ppo, and how many per prompt."""
 
+    samples_per_prompt: int = Field(
+        1,
+        gt=0,
+        description="Responses sampled per prompt (k). grpo and rloo compare each response with the others to the "
+        "same prompt and need k >= 2; a prompt's k responses stay together on one process and in one minibatch.",
+    )
+
+
+class KLConfig(Block):
+    """The per-token KL to the frozen reference policy (Ziegler et al. 2019), in the reward or as a loss term."""
+
+    mode: Literal["reward", "loss"] = Field(
+        "reward",
+        description="'reward': a per-token penalty in the reward (Ziegler et al. 2019; with grpo and rloo the summed "
+        "penalty is taken from each response's reward); 'loss': a term `coef * KL` added to the policy loss "
+        "(Shao et al. 2024, GRPO), the reward being the score alone.",
+    )
     coef: float = Field(0.05, ge=0, description="Initial (or fixed) KL coefficient beta.")
     adaptive: bool = Field(False, description="Adapt beta towards `target` (Ziegler et al. 2019, sec. 2.2).")
     target: float = Field(6.0, gt=0, description="Target KL per sequence for the adaptive controller.")
     horizon: int = Field(10000, gt=0, description="Adaptive controller horizon in episodes.")
-    estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in the penalty.")
+    estimator: Literal["k1", "k3"] = Field(
+        "k1",
+        description="Per-token KL estimator (Schulman 2020, 'Approximating KL Divergence'): 'k1' log(pi/pi_ref), "
+        "unbiased and sometimes negative; 'k3' pi_ref/pi - log(pi_ref/pi) - 1, unbiased and non-negative.",
+    )
     alarm: float | None = Field(
         50.0,
         gt=0,
@@ -282,8 +303,20 @@ class RewardSourceConfig(Block):
         return self
 
 
+class AdvantageConfig(Block):
+    """How the advantage of each response token is estimated (rlhf.ppo.advantages)."""
+
+    estimator: Literal["gae", "grpo", "rloo", "reinforce_pp"] = Field(
+        "gae",
+        description="'gae': a learned value function and GAE (PPO); 'grpo': the response's reward normalised by its "
+        "prompt group's mean and std (Shao et al. 2024); 'rloo': the reward minus the mean of the prompt's other "
+        "responses (Ahmadian et al. 2024); 'reinforce_pp': per-token returns whitened over the batch (Hu 2025). "
+        "Only gae builds or loads a critic; grpo and rloo need rollout.samples_per_prompt >= 2.",
+    )
+
+
 class ValueConfig(Block):
-    """The value function used for GAE advantages."""
+    """The value function used for GAE advantages (estimator 'gae' only)."""
 
     mode: Literal["critic", "head"] = Field(
         "critic",
@@ -308,9 +341,13 @@ class UpdateConfig(Block):
     epochs: int = Field(4, gt=0, description="Passes over each rollout batch.")
     num_minibatches: int = Field(1, gt=0, description="Minibatches per pass (each one optimiser step).")
     cliprange: float = Field(0.2, gt=0, description="Policy ratio clipping epsilon.")
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount factor for GAE.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
-    whiten_advantages: bool = Field(True, description="Normalise advantages to zero mean, unit variance per batch.")
+    gamma: float = Field(1.0, ge=0, le=1, description="Discount factor (gae and reinforce_pp).")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (gae only).")
+    whiten_advantages: bool = Field(
+        True,
+        description="Normalise GAE advantages to zero mean, unit variance per batch (gae only: grpo and rloo "
+        "normalise per prompt group, reinforce_pp always whitens its returns over the batch).",
+    )
     reward_normalization: bool = Field(
         False, description="Scale scores by a running standard deviation before the KL penalty is added."
     )
@@ -322,9 +359,10 @@ class PPOStage(StageBase):
 
     stage: Literal["ppo"] = Field(description="The stage this recipe runs.")
     rewards: list[RewardSourceConfig] = Field(min_length=1, description="Reward terms, summed with their weights.")
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Sampling settings.")
+    rollout: PPORolloutConfig = Field(default_factory=PPORolloutConfig, description="Sampling settings.")
     kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty settings.")
-    value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings.")
+    advantage: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Advantage estimation.")
+    value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings (gae only).")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="PPO update settings.")
     log_samples_every: int = Field(10, gt=0, description="Log a small table of prompts and responses every N steps.")
 
@@ -334,13 +372,34 @@ class PPOStage(StageBase):
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PPOStage:
-        per_minibatch, remainder = divmod(self.training.batch_size, self.update.num_minibatches)
-        if remainder or per_minibatch % self.training.gradient_accumulation_steps:
+        # Minibatches take whole prompts (all k responses of each), so a prompt's group is never split.
+        prompts, remainder = divmod(self.training.batch_size, self.update.num_minibatches)
+        responses = prompts * self.rollout.samples_per_prompt
+        if remainder or responses % self.training.gradient_accumulation_steps:
             raise ValueError(
-                f"training.batch_size ({self.training.batch_size}) must split evenly into update.num_minibatches "
-                f"({self.update.num_minibatches}) x training.gradient_accumulation_steps "
+                f"training.batch_size ({self.training.batch_size} prompts x rollout.samples_per_prompt "
+                f"{self.rollout.samples_per_prompt}) must split evenly into update.num_minibatches "
+                f"({self.update.num_minibatches}) of whole prompts x training.gradient_accumulation_steps "
                 f"({self.training.gradient_accumulation_steps})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _estimator_settings(self) -> PPOStage:
+        estimator = self.advantage.estimator
+        if estimator in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
+            raise ValueError(
+                f"advantage.estimator '{estimator}' compares the responses to one prompt: set "
+                "rollout.samples_per_prompt to 2 or more"
+            )
+        # Settings the chosen estimator never reads are errors rather than silently ignored.
+        unused = {"gae": [], "reinforce_pp": ["value", "update.lam", "update.whiten_advantages"]}.get(
+            estimator, ["value", "update.gamma", "update.lam", "update.whiten_advantages"]
+        )
+        for key in unused:
+            block, _, field = key.rpartition(".")
+            if (field in self.update.model_fields_set) if block else (key in self.model_fields_set):
+                raise ValueError(f"{key} is not used by advantage.estimator '{estimator}': remove it")
         return self
 
 

@@ -1,9 +1,10 @@
 """The ppo models: `policy` and `value` trained together as one module; `ref_policy` frozen.
 
-`ActorCritic` holds the policy and either a separate critic (a sequence classifier, usually initialised from the
+`ActorCritic` holds the policy and, for GAE, either a separate critic (a sequence classifier, usually initialised from the
 reward model: independent features, one more model in memory and one more forward pass) or a scalar value head on
 the policy's own trunk (one forward pass serves both, no second model, but policy and value losses share features).
-Holding both in one module gives one optimiser, one DeepSpeed engine and one checkpoint.
+Holding both in one module gives one optimiser, one DeepSpeed engine and one checkpoint. The critic-free estimators
+(grpo, rloo, reinforce_pp) hold the policy alone: no value weights are built, loaded or saved.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ActorCritic(nn.Module):
         policy: The causal LM being optimised (possibly a PEFT model).
         critic: A sequence-classification model whose score head is applied at every position (critic mode).
         hidden_size: Hidden size of the policy trunk, for the value head (head mode, when `critic` is None).
+            With neither `critic` nor `hidden_size` there is no value function (critic-free estimators).
     """
 
     def __init__(self, policy: nn.Module, critic: nn.Module | None = None, hidden_size: int | None = None):
@@ -49,7 +51,7 @@ class ActorCritic(nn.Module):
         self.policy = policy
         self.critic = critic
         self.value_head = None
-        if critic is None:
+        if critic is None and hidden_size is not None:
             self.value_head = nn.Linear(hidden_size, 1)
             # A small random head: values start near zero and the value loss does not swamp early policy updates.
             nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1))
@@ -67,8 +69,11 @@ class ActorCritic(nn.Module):
 
         Only the R positions that predict response tokens go through the output head (prompt logits are never
         computed). `logits=False` computes values alone (None for logits): no policy pass in critic mode, no output
-        head in head mode.
+        head in head mode. Without a value function the values are None.
         """
+        if not self.has_value:
+            logits_out = response_logits(self.policy, input_ids, attention_mask, position_ids, response_length)
+            return (logits_out if logits else None), None
         window = slice(-response_length - 1, -1)
         if self.value_head is not None:
             hidden = trunk_of(self.policy)(
@@ -90,15 +95,22 @@ class ActorCritic(nn.Module):
         ).logits[:, :-1]
         return policy_logits, values
 
+    @property
+    def has_value(self) -> bool:
+        """Whether there is a value function (critic or head)."""
+        return self.critic is not None or self.value_head is not None
+
     def param_groups(self, learning_rate: float, value_learning_rate: float, weight_decay: float) -> list[dict]:
         """Optimiser parameter groups: policy weights and value weights (critic or head) at their own rates."""
-        value_module = self.critic if self.critic is not None else self.value_head
         policy_params = [p for p in self.policy.parameters() if p.requires_grad]
-        value_params = [p for p in value_module.parameters() if p.requires_grad]
-        return [
-            {"params": policy_params, "lr": learning_rate, "weight_decay": weight_decay, "name": "policy"},
-            {"params": value_params, "lr": value_learning_rate, "weight_decay": weight_decay, "name": "value"},
-        ]
+        groups = [{"params": policy_params, "lr": learning_rate, "weight_decay": weight_decay, "name": "policy"}]
+        if self.has_value:
+            value_module = self.critic if self.critic is not None else self.value_head
+            value_params = [p for p in value_module.parameters() if p.requires_grad]
+            groups.append(
+                {"params": value_params, "lr": value_learning_rate, "weight_decay": weight_decay, "name": "value"}
+            )
+        return groups
 
 
 def response_logits(

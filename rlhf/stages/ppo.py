@@ -1,21 +1,33 @@
 """The ppo stage: our own PPO (Ziegler et al. 2019; Ouyang et al. 2022), an explicit loop read top to bottom.
 
-Each step: sample a batch of responses from the policy -> score them with every reward term -> per-token
-KL-penalised rewards against the frozen reference -> GAE advantages from the value function -> `update.epochs`
-passes of clipped minibatch updates -> log. The maths lives in `rlhf.ppo.functional` as pure functions.
+Each step runs five phases, one function each, over one `PPOState`:
 
-Under `accelerate launch` each process takes its share of every step's prompts; logged means, reward moments and
-advantage whitening are reduced over all of them. Policy and value train as one DDP module or DeepSpeed engine;
-ref_policy and learned rewards stay frozen (sharded inference engines under ZeRO-3). `rlhf.distributed` holds the
+1. rollout: sample `rollout.samples_per_prompt` responses for each of this rank's prompts from the policy;
+2. score: every reward term, the reference log-probabilities and (for GAE) the values;
+3. advantages: the KL to the reference (in the reward or kept for the loss) and the chosen estimator
+   (`rlhf.ppo.advantages`: gae, grpo, rloo, reinforce_pp);
+4. update: `update.epochs` passes of clipped minibatch updates, minibatches of whole prompt groups;
+5. log and checkpoint.
+
+A different estimator changes `estimate_advantages` alone, a different rollout backend `collect_rollout` alone. The
+maths lives in `rlhf.ppo.functional` and `rlhf.ppo.advantages` as pure functions.
+
+Under `accelerate launch` each process takes its share of every step's prompts, with all k responses to a prompt on
+the same process; logged means, reward moments and batch-wide whitening are reduced over all of them. Policy and
+value train as one DDP module or DeepSpeed engine (the policy alone when the estimator needs no critic); ref_policy
+and learned rewards stay frozen (sharded inference engines under ZeRO-3). `rlhf.distributed` holds the
 launch-specific parts.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +35,7 @@ from rlhf import allocator
 from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
+from rlhf.ppo import advantages as A
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
 from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
@@ -35,8 +48,108 @@ class NonFiniteError(RuntimeError):
     """A loss or reward became NaN or infinite; the run stops before writing anything from this step."""
 
 
+@dataclass
+class Setup:
+    """What the loop reads and never changes: the recipe, the launch, the frozen models, the prompts."""
+
+    cfg: PPOStage
+    accelerator: Any
+    tokenizer: Any
+    ref_policy: Any  # None with LoRA: the policy with its adapter disabled is the reference
+    terms: list
+    prompts: list
+    infos: list[dict]
+    encoded: list[list[int]]
+    total_steps: int
+
+    @property
+    def group_size(self) -> int:
+        return self.cfg.rollout.samples_per_prompt
+
+
+@dataclass
+class PPOState:
+    """Everything that changes from step to step, and so everything a checkpoint holds.
+
+    A checkpoint is `model` and `optimizer` saved by `accelerator.save_state` (every rank writes its ZeRO shards) plus
+    `state_dict()` saved per rank; `load` restores both, after which the run continues exactly as if uninterrupted.
+    """
+
+    model: Any  # the prepared ActorCritic: a DDP module or a DeepSpeed engine
+    optimizer: Any
+    scheduler: Any
+    kl_ctl: F.FixedKLController | F.AdaptiveKLController
+    moments: RunningMoments
+    generator: torch.Generator  # this rank's sampling and minibatch-order generator
+    step: int = 0
+    history: list[float] = field(default_factory=list)  # reward/total per step, for the first/last-10% trend
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's loop state besides weights and optimiser moments."""
+        return {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "reward_moments": self.moments.state_dict(),
+            "rng": ckpt.save_rng_states(self.generator),
+            "reward_history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned."""
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        self.moments.load_state_dict(state["reward_moments"])
+        ckpt.load_rng_states(state["rng"], self.generator)
+        self.step, self.history = state["step"], list(state["reward_history"])
+
+    def save(self, directory: Path, accelerator) -> None:
+        """Writes this rank's part of a checkpoint into `directory`."""
+        accelerator.save_state(str(directory / "accelerate"))
+        torch.save(self.state_dict(), directory / f"ppo_state_rank{accelerator.process_index}.pt")
+
+    def load(self, directory: Path, accelerator) -> None:
+        """Restores this rank's part of the checkpoint in `directory`."""
+        accelerator.load_state(str(directory / "accelerate"))
+        self.load_state_dict(
+            torch.load(directory / f"ppo_state_rank{accelerator.process_index}.pt", weights_only=False)
+        )
+
+
+@dataclass
+class Rollout:
+    """One step's responses on this rank: k per prompt, a prompt's k responses in consecutive rows."""
+
+    index: list[int]  # the prompt of each row
+    batch: Batch
+    logprobs: torch.Tensor  # [B, R] the sampler's log-probabilities (the old policy's)
+    entropy: torch.Tensor  # mean per-token entropy over real tokens
+
+
+@dataclass
+class Scored:
+    """What the reward terms, the reference and the value function say about a rollout."""
+
+    prompt_texts: list[str]
+    response_texts: list[str]
+    term_scores: dict[str, torch.Tensor]  # [B] per reward term, unweighted
+    raw_total: torch.Tensor  # [B] weighted sum of the terms
+    scores: torch.Tensor  # [B] after the missing-EOS penalty, normalisation and clipping: what is optimised
+    ref_logprobs: torch.Tensor  # [B, R]
+    values: torch.Tensor | None  # [B, R] (gae only)
+
+
+@dataclass
+class Estimate:
+    """Per-token advantages, value targets (gae only) and the KL to the reference."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor | None
+    kl: torch.Tensor
+
+
 def run(cfg: PPOStage) -> Path:
-    """Runs PPO and returns the output directory.
+    """Runs PPO (or a critic-free estimator) and returns the output directory.
 
     Leaves `final/` (the policy, merged weights or a PEFT adapter, with its tokenizer), `recipe.yaml`,
     `metrics.jsonl` and `manifest.json` (naming the sft and reward artifacts) in `cfg.output_dir`.
@@ -61,7 +174,7 @@ def run(cfg: PPOStage) -> Path:
     accelerator = make_accelerator(cfg.model.dtype, gradient_accumulation_steps=t.gradient_accumulation_steps)
     set_seed(cfg.seed)
 
-    # ---- Set up: data, the four models, optimiser, trackers.
+    # ---- Set up: data, the models, optimiser, trackers.
     prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "train")]
     eval_prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "eval") or []]
     policy_path = resolve_model_path(cfg.model.name_or_path)
@@ -98,8 +211,6 @@ def run(cfg: PPOStage) -> Path:
         raise ValueError(f"ppo: {len(prompts)} prompts cannot fill one batch of {per_rank} x {world} processes")
     total_steps = t.max_steps or max(1, int(t.epochs * steps_per_epoch))
     updates_per_step = u.epochs * u.num_minibatches
-    minibatch = per_rank // u.num_minibatches
-    micro = minibatch // t.gradient_accumulation_steps
     # The fused kernel updates every tensor in one pass over memory: on the small benchmark model the optimiser
     # step fell from 119 ms to 37 ms (the for-each default reads and writes each state tensor ~10 times).
     optimizer = torch.optim.AdamW(
@@ -113,9 +224,8 @@ def run(cfg: PPOStage) -> Path:
         num_training_steps=total_steps * updates_per_step,
     )
     # No dataloader tells DeepSpeed the micro-batch: the loop's own is set before prepare (with the clipping norm).
-    configure_deepspeed(accelerator, micro_batch_size=micro, max_grad_norm=t.max_grad_norm)
+    configure_deepspeed(accelerator, micro_batch_size=_micro_batch(cfg), max_grad_norm=t.max_grad_norm)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
-    device = accelerator.device
     launch = launch_summary(accelerator, accelerator.unwrap_model(model).policy)
     # ref_policy and learned rewards: inference replicas, or sharded DeepSpeed engines under ZeRO-3.
     if ref_policy is not None:
@@ -124,30 +234,35 @@ def run(cfg: PPOStage) -> Path:
         if term.model is not None:
             term.model = prepare_frozen(accelerator, term.model)
 
-    encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
-    generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
-    kl_ctl = (
-        F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
-        if cfg.kl.adaptive
-        else F.FixedKLController(cfg.kl.coef)
+    setup = Setup(
+        cfg=cfg,
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        ref_policy=ref_policy,
+        terms=terms,
+        prompts=prompts,
+        infos=infos,
+        encoded=encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length),
+        total_steps=total_steps,
     )
-    moments = RunningMoments()
-    history: list[float] = []
+    state = PPOState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        kl_ctl=F.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+        if cfg.kl.adaptive
+        else F.FixedKLController(cfg.kl.coef),
+        moments=RunningMoments(),
+        generator=torch.Generator().manual_seed(cfg.seed + accelerator.process_index),
+    )
 
     # Resume from the latest complete checkpoint when there is one (and it was written by the same recipe and data).
     root = output_dir / ckpt.CHECKPOINTS
     fingerprint = ckpt.resume_fingerprint(cfg, parents)
     resume_from = ckpt.prepare_resume(root, fingerprint, cfg.resume, main=accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    first_step = 0
     if resume_from is not None:
-        accelerator.load_state(str(resume_from / "accelerate"))
-        state = torch.load(resume_from / f"ppo_state_rank{accelerator.process_index}.pt", weights_only=False)
-        scheduler.load_state_dict(state["scheduler"])
-        kl_ctl.load_state_dict(state["kl_controller"])
-        moments.load_state_dict(state["reward_moments"])
-        ckpt.load_rng_states(state["rng"], generator)
-        first_step, history = state["step"], state["reward_history"]
+        state.load(resume_from, accelerator)
 
     def save_checkpoint(step: int) -> None:
         with ckpt.atomic_directory(
@@ -158,18 +273,7 @@ def run(cfg: PPOStage) -> Path:
             token=str(step),
             barrier=accelerator.wait_for_everyone,
         ) as tmp:
-            accelerator.save_state(str(tmp / "accelerate"))  # weights and optimiser (ZeRO shards on every rank)
-            torch.save(
-                {
-                    "step": step,
-                    "scheduler": scheduler.state_dict(),
-                    "kl_controller": kl_ctl.state_dict(),
-                    "reward_moments": moments.state_dict(),
-                    "rng": ckpt.save_rng_states(generator),
-                    "reward_history": history,
-                },
-                tmp / f"ppo_state_rank{accelerator.process_index}.pt",
-            )
+            state.save(tmp, accelerator)
         if accelerator.is_main_process:
             ckpt.prune(root, t.save_total_limit)
 
@@ -180,174 +284,44 @@ def run(cfg: PPOStage) -> Path:
         output_dir,
         cfg.model_dump(mode="json"),
         enabled=accelerator.is_main_process,
-        resume_step=first_step if resume_from is not None else None,
+        resume_step=state.step if resume_from is not None else None,
     )
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     logger.info(
-        "ppo: %d prompts, %d steps of %d x %d rollouts, value=%s, lora=%s",
+        "ppo: %d prompts, %d steps of %d x %d prompts x %d responses, advantage=%s, value=%s, lora=%s",
         len(prompts),
         total_steps,
         per_rank,
         world,
-        cfg.value.mode,
+        setup.group_size,
+        cfg.advantage.estimator,
+        cfg.value.mode if cfg.advantage.estimator == "gae" else "none",
         cfg.model.lora is not None,
     )
 
-    def reduce_mean(value: torch.Tensor) -> float:
-        return accelerator.reduce(value.detach().float().to(device), reduction="mean").item()
-
-    # ---- Train.
+    # ---- Train: rollout -> score -> advantages -> update -> log/checkpoint.
     progress = _progress(total_steps, accelerator.is_main_process)
+    first_step = state.step
     for step in range(first_step, total_steps):
         step_started = time.perf_counter()
-
-        # Rollout: sample responses for this rank's share of the batch.
-        index = _batch_indices(step, len(prompts), per_rank, world, accelerator.process_index, cfg.seed)
-        query, query_mask = left_pad([encoded[i] for i in index], pad_id)
-        query, query_mask = query.to(device), query_mask.to(device)
-        unwrapped = accelerator.unwrap_model(model)
-        with gathered_weights(accelerator, model, unwrapped.policy):  # ZeRO-3: gather once, not per decoding step
-            rollout = sample(
-                unwrapped.policy,
-                query,
-                query_mask,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                temperature=cfg.rollout.temperature,
-                top_k=cfg.rollout.top_k,
-                top_p=cfg.rollout.top_p,
-                eos_id=eos_id,
-                pad_id=pad_id,
-                generator=generator,
-                all_done=_all_done(accelerator),
-                decoder=cfg.rollout.decoder,
-                stats=True,
-            )
-        response = rollout.tokens
-        mask, has_eos = response_mask(response, eos_id)
-        batch = Batch(query, query_mask, response, mask.to(device), has_eos)
+        rollout = collect_rollout(setup, state, step)
         rollout_time = time.perf_counter() - step_started
 
-        # Score: values, reference log-probs, reward terms. The old log-probs (and entropy) are the sampler's own:
-        # the same weights and the same distribution as a fresh policy forward over prompt + response (tests check
-        # they agree), so that pass is not repeated.
         score_started = time.perf_counter()
-        input_ids, attention_mask, position_ids = batch.sequence()
-        length = response.shape[1]
-        temperature = cfg.rollout.temperature
-        old_logprobs = rollout.logprobs.to(device)
-        entropy = F.masked_mean(rollout.entropy.to(device), batch.response_mask)
-        with torch.no_grad():
-            _, old_values = model(input_ids, attention_mask, position_ids, length, logits=False)
-            ref_logprobs = _ref_logprobs(
-                ref_policy, unwrapped.policy, input_ids, attention_mask, position_ids, length, temperature, response
-            )
-        prompt_texts = [last_user_message(prompts[i]) for i in index]
-        response_texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-        step_info = [infos[i] for i in index]
-        term_scores = {
-            term.name: term.score(batch, prompt_texts, response_texts, tokenizer, step_info).to(device)
-            for term in terms
-        }
-        scores = sum(term.weight * term_scores[term.name] for term in terms)
-        raw_total = scores.clone()
-        if cfg.rollout.missing_eos_penalty is not None:
-            scores = F.missing_eos_penalty(scores, has_eos.to(device), cfg.rollout.missing_eos_penalty)
-        if u.reward_normalization:
-            moments.update(accelerator.gather(scores))
-            scores = scores / moments.std
-        if u.reward_clip is not None:
-            scores = scores.clamp(-u.reward_clip, u.reward_clip)
-        _check_finite("reward", scores)
-
-        # Advantages: KL-penalised per-token rewards, GAE, whitening over every rank's tokens.
-        rewards, kl = F.kl_penalized_rewards(
-            scores, old_logprobs, ref_logprobs, batch.response_mask, kl_ctl.value, cfg.kl.estimator
-        )
-        advantages, returns = F.gae_advantages(rewards, old_values, batch.response_mask, u.gamma, u.lam)
-        if u.whiten_advantages:
-            mean, var = _global_moments(advantages, batch.response_mask, accelerator)
-            advantages = F.masked_whiten(advantages, batch.response_mask, mean=mean, var=var)
+        scored = score(setup, state, rollout)
+        estimate = estimate_advantages(setup, state, rollout, scored)
         score_time = time.perf_counter() - score_started
         allocator.trim()  # rollout caches and scoring logits are gone: hand their pages back before the update
 
-        # Update: epochs of minibatches, each split into micro-batches for gradient accumulation.
         update_started = time.perf_counter()
-        stats: dict[str, list[float]] = {}
-        model.train()
-        for _ in range(u.epochs):
-            order = torch.randperm(per_rank, generator=generator).to(device)
-            for start in range(0, per_rank, micro):
-                rows = order[start : start + micro]
-                with accelerator.accumulate(model):
-                    part = batch.select(rows)
-                    ids, att, pos = part.sequence()
-                    new_logits, new_values = model(ids, att, pos, length)
-                    new_logprobs = F.logprobs_from_logits(new_logits / temperature, part.response)
-                    pg_loss, pg_stats = F.policy_loss(
-                        new_logprobs, old_logprobs[rows], advantages[rows], part.response_mask, u.cliprange
-                    )
-                    vf_loss, vf_stats = F.value_loss(
-                        new_values, old_values[rows], returns[rows], part.response_mask, cfg.value.cliprange
-                    )
-                    loss = pg_loss + cfg.value.coef * vf_loss
-                    _check_finite("loss", loss)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and t.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    optimizer.step()  # a no-op on accumulation micro-steps (Accelerate tracks the boundary)
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad()
-                for key, value in (
-                    ("loss/policy", pg_loss),
-                    ("loss/value", vf_loss),
-                    ("policy/clipfrac", pg_stats["clipfrac"]),
-                    ("policy/approx_kl", pg_stats["approx_kl"]),
-                    ("value/clipfrac", vf_stats["clipfrac"]),
-                ):
-                    stats.setdefault(key, []).append(float(value.detach()))
-        model.eval()
+        stats = update_policy(setup, state, rollout, scored, estimate)
         update_time = time.perf_counter() - update_started
 
-        # Log.
-        kl_per_sequence = F.masked_sum(kl, batch.response_mask, dim=1)
-        mean_kl = reduce_mean(kl_per_sequence.mean())
-        kl_ctl.update(mean_kl, per_rank * world)
-        kl_alarm = cfg.kl.alarm is not None and mean_kl > cfg.kl.alarm
-        if kl_alarm:
-            logger.error(
-                "ppo step %d: mean KL per sequence %.2f exceeds kl.alarm=%.2f: the policy is drifting far "
-                "from the reference (raise kl.coef, lower training.learning_rate, or use kl.adaptive)",
-                step + 1,
-                mean_kl,
-                cfg.kl.alarm,
-            )
-        lengths = batch.response_mask.sum(1)
-        step_time = time.perf_counter() - step_started
-        generated = accelerator.reduce(lengths.sum().to(device), reduction="sum").item()
-        metrics = {
-            "reward/total": reduce_mean(raw_total.mean()),
-            "reward/score": reduce_mean(scores.mean()),
-            **{f"reward/{name}": reduce_mean(value.mean()) for name, value in term_scores.items()},
-            "kl": mean_kl,
-            "kl_coef": kl_ctl.value,
-            "kl_alarm": float(kl_alarm),
-            "entropy": reduce_mean(entropy),
-            "value/explained_variance": reduce_mean(F.explained_variance(old_values, returns, batch.response_mask)),
-            "response/length": reduce_mean(lengths.float().mean()),
-            "response/eos_rate": reduce_mean(has_eos.float().mean()),
-            "lr": scheduler.get_last_lr()[0],
-            "time/rollout": rollout_time,
-            "time/score": score_time,
-            "time/update": update_time,
-            "time/step": step_time,
-            "tokens_per_s": generated / step_time,
-            **{key: sum(values) / len(values) for key, values in stats.items()},
-        }
-        history.append(metrics["reward/total"])
+        timings = {"rollout": rollout_time, "score": score_time, "update": update_time}
+        metrics = log_step(setup, state, rollout, scored, estimate, stats, timings, step_started)
+        state.step = step + 1
         tracker.log(metrics, step=step + 1)
         if (step + 1) % cfg.log_samples_every == 0 or step == 0:
-            tracker.log_samples(_samples(prompt_texts, response_texts, term_scores), step=step + 1)
+            tracker.log_samples(_samples(scored.prompt_texts, scored.response_texts, scored.term_scores), step=step + 1)
         progress(step, metrics)
         if (t.save_steps and (step + 1) % t.save_steps == 0) or step + 1 == total_steps:
             save_checkpoint(step + 1)
@@ -355,7 +329,8 @@ def run(cfg: PPOStage) -> Path:
     # ---- Save, then evaluate the saved policy against the reference on held-out prompts.
     final_dir = output_dir / FINAL
     _save_policy(accelerator, model, tokenizer, final_dir, full_state_dict(accelerator, model))
-    results = {"steps": total_steps, "episodes": total_steps * per_rank * world, **_trend(history), **launch}
+    episodes = total_steps * per_rank * setup.group_size * world
+    results = {"steps": total_steps, "episodes": episodes, **_trend(state.history), **launch}
     if eval_prompts:
         from rlhf.ppo.evaluation import evaluate_against_reference
 
@@ -388,8 +363,242 @@ def run(cfg: PPOStage) -> Path:
     return output_dir
 
 
+# ---- The phases of one step.
+
+
+def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
+    """Rollout: samples `samples_per_prompt` responses for each of this rank's prompts of the step.
+
+    A prompt's responses sit in consecutive rows (the layout `rlhf.ppo.advantages` expects of a group); each row is
+    sampled with this rank's generator, so they differ.
+    """
+    from rlhf.distributed import gathered_weights
+
+    cfg, accelerator = setup.cfg, setup.accelerator
+    tokenizer, device = setup.tokenizer, accelerator.device
+    prompts = _batch_indices(
+        step,
+        len(setup.prompts),
+        cfg.training.batch_size,
+        accelerator.num_processes,
+        accelerator.process_index,
+        cfg.seed,
+    )
+    index = [i for i in prompts for _ in range(setup.group_size)]
+    query, query_mask = left_pad([setup.encoded[i] for i in index], tokenizer.pad_token_id)
+    query, query_mask = query.to(device), query_mask.to(device)
+    unwrapped = accelerator.unwrap_model(state.model)
+    with gathered_weights(accelerator, state.model, unwrapped.policy):  # ZeRO-3: gather once, not per decoding step
+        sampled = sample(
+            unwrapped.policy,
+            query,
+            query_mask,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            temperature=cfg.rollout.temperature,
+            top_k=cfg.rollout.top_k,
+            top_p=cfg.rollout.top_p,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            generator=state.generator,
+            all_done=_all_done(accelerator),
+            decoder=cfg.rollout.decoder,
+            stats=True,
+        )
+    mask, has_eos = response_mask(sampled.tokens, tokenizer.eos_token_id)
+    batch = Batch(query, query_mask, sampled.tokens, mask.to(device), has_eos)
+    logprobs = sampled.logprobs.to(device)
+    return Rollout(index, batch, logprobs, F.masked_mean(sampled.entropy.to(device), batch.response_mask))
+
+
+def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
+    """Score: every reward term, the reference log-probabilities and (gae) the values of the rollout.
+
+    The old log-probs (and entropy) are the sampler's own: the same weights and the same distribution as a fresh
+    policy forward over prompt + response (tests check they agree), so that pass is not repeated.
+    """
+    cfg, accelerator, u = setup.cfg, setup.accelerator, setup.cfg.update
+    device, batch = accelerator.device, rollout.batch
+    input_ids, attention_mask, position_ids = batch.sequence()
+    length = batch.response.shape[1]
+    unwrapped = accelerator.unwrap_model(state.model)
+    values = None
+    with torch.no_grad():
+        if unwrapped.has_value:
+            _, values = state.model(input_ids, attention_mask, position_ids, length, logits=False)
+        ref_logprobs = _ref_logprobs(
+            setup.ref_policy,
+            unwrapped.policy,
+            input_ids,
+            attention_mask,
+            position_ids,
+            length,
+            cfg.rollout.temperature,
+            batch.response,
+        )
+    prompt_texts = [last_user_message(setup.prompts[i]) for i in rollout.index]
+    response_texts = setup.tokenizer.batch_decode(batch.response, skip_special_tokens=True)
+    step_info = [setup.infos[i] for i in rollout.index]
+    term_scores = {
+        term.name: term.score(batch, prompt_texts, response_texts, setup.tokenizer, step_info).to(device)
+        for term in setup.terms
+    }
+    scores = sum(term.weight * term_scores[term.name] for term in setup.terms)
+    raw_total = scores.clone()
+    if cfg.rollout.missing_eos_penalty is not None:
+        scores = F.missing_eos_penalty(scores, batch.has_eos.to(device), cfg.rollout.missing_eos_penalty)
+    if u.reward_normalization:
+        state.moments.update(accelerator.gather(scores))
+        scores = scores / state.moments.std
+    if u.reward_clip is not None:
+        scores = scores.clamp(-u.reward_clip, u.reward_clip)
+    _check_finite("reward", scores)
+    return Scored(prompt_texts, response_texts, term_scores, raw_total, scores, ref_logprobs, values)
+
+
+def estimate_advantages(setup: Setup, state: PPOState, rollout: Rollout, scored: Scored) -> Estimate:
+    """Advantages: the KL to the reference, then the estimator the recipe names (`advantage.estimator`).
+
+    With `kl.mode: reward` the KL penalty is part of the reward each estimator sees (per token for gae and
+    reinforce_pp, summed per response for grpo and rloo); with `kl.mode: loss` the reward is the score alone and
+    `update_policy` adds the KL term to the loss.
+    """
+    cfg, mask = setup.cfg, rollout.batch.response_mask
+    u, estimator = cfg.update, cfg.advantage.estimator
+    beta = state.kl_ctl.value if cfg.kl.mode == "reward" else 0.0
+    rewards, kl = F.kl_penalized_rewards(
+        scored.scores, rollout.logprobs, scored.ref_logprobs, mask, beta, cfg.kl.estimator
+    )
+    if estimator in A.GROUP_BASELINES:
+        sequence = A.sequence_rewards(scored.scores, kl, mask, beta)
+        baseline = A.grpo_advantages if estimator == "grpo" else A.rloo_advantages
+        return Estimate(A.to_tokens(baseline(sequence, setup.group_size), mask), None, kl)
+    if estimator == "reinforce_pp":
+        moments = functools.partial(_global_moments, accelerator=setup.accelerator)
+        advantages, _ = A.reinforce_pp_advantages(rewards, mask, u.gamma, moments=moments)
+        return Estimate(advantages, None, kl)
+    advantages, returns = F.gae_advantages(rewards, scored.values, mask, u.gamma, u.lam)
+    if u.whiten_advantages:
+        mean, var = _global_moments(advantages, mask, setup.accelerator)
+        advantages = F.masked_whiten(advantages, mask, mean=mean, var=var)
+    return Estimate(advantages, returns, kl)
+
+
+def update_policy(
+    setup: Setup, state: PPOState, rollout: Rollout, scored: Scored, estimate: Estimate
+) -> dict[str, list[float]]:
+    """Update: `update.epochs` passes of minibatches of whole prompt groups, each split into micro-batches.
+
+    Returns each minibatch statistic's values, to be averaged for the log.
+    """
+    cfg, accelerator = setup.cfg, setup.accelerator
+    t, u, model, batch = cfg.training, cfg.update, state.model, rollout.batch
+    length, temperature = batch.response.shape[1], cfg.rollout.temperature
+    micro = _micro_batch(cfg)
+    stats: dict[str, list[float]] = {}
+    model.train()
+    for _ in range(u.epochs):
+        order = _group_order(cfg.training.batch_size, setup.group_size, state.generator).to(accelerator.device)
+        for start in range(0, len(order), micro):
+            rows = order[start : start + micro]
+            with accelerator.accumulate(model):
+                part = batch.select(rows)
+                ids, att, pos = part.sequence()
+                new_logits, new_values = model(ids, att, pos, length)
+                new_logprobs = F.logprobs_from_logits(new_logits / temperature, part.response)
+                pg_loss, pg_stats = F.policy_loss(
+                    new_logprobs, rollout.logprobs[rows], estimate.advantages[rows], part.response_mask, u.cliprange
+                )
+                loss = pg_loss
+                step_stats = {
+                    "loss/policy": pg_loss,
+                    "policy/clipfrac": pg_stats["clipfrac"],
+                    "policy/approx_kl": pg_stats["approx_kl"],
+                }
+                if new_values is not None:
+                    vf_loss, vf_stats = F.value_loss(
+                        new_values, scored.values[rows], estimate.returns[rows], part.response_mask, cfg.value.cliprange
+                    )
+                    loss = loss + cfg.value.coef * vf_loss
+                    step_stats.update({"loss/value": vf_loss, "value/clipfrac": vf_stats["clipfrac"]})
+                if cfg.kl.mode == "loss":
+                    kl_loss = A.kl_loss(new_logprobs, scored.ref_logprobs[rows], part.response_mask, cfg.kl.estimator)
+                    loss = loss + state.kl_ctl.value * kl_loss
+                    step_stats["loss/kl"] = kl_loss
+                _check_finite("loss", loss)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                state.optimizer.step()  # a no-op on accumulation micro-steps (Accelerate tracks the boundary)
+                if accelerator.sync_gradients:
+                    state.scheduler.step()
+                state.optimizer.zero_grad()
+            for key, value in step_stats.items():
+                stats.setdefault(key, []).append(float(value.detach()))
+    model.eval()
+    return stats
+
+
+def log_step(
+    setup: Setup,
+    state: PPOState,
+    rollout: Rollout,
+    scored: Scored,
+    estimate: Estimate,
+    stats: dict[str, list[float]],
+    timings: dict[str, float],
+    step_started: float,
+) -> dict[str, float]:
+    """Log: the step's metrics, reduced over ranks; moves the KL controller and the reward history."""
+    cfg, accelerator, batch = setup.cfg, setup.accelerator, rollout.batch
+    device, step = accelerator.device, state.step
+
+    def reduce_mean(value: torch.Tensor) -> float:
+        return accelerator.reduce(value.detach().float().to(device), reduction="mean").item()
+
+    kl_per_sequence = F.masked_sum(estimate.kl, batch.response_mask, dim=1)
+    mean_kl = reduce_mean(kl_per_sequence.mean())
+    state.kl_ctl.update(mean_kl, batch.response.shape[0] * accelerator.num_processes)
+    kl_alarm = cfg.kl.alarm is not None and mean_kl > cfg.kl.alarm
+    if kl_alarm:
+        logger.error(
+            "ppo step %d: mean KL per sequence %.2f exceeds kl.alarm=%.2f: the policy is drifting far "
+            "from the reference (raise kl.coef, lower training.learning_rate, or use kl.adaptive)",
+            step + 1,
+            mean_kl,
+            cfg.kl.alarm,
+        )
+    lengths = batch.response_mask.sum(1)
+    step_time = time.perf_counter() - step_started
+    generated = accelerator.reduce(lengths.sum().to(device), reduction="sum").item()
+    metrics = {
+        "reward/total": reduce_mean(scored.raw_total.mean()),
+        "reward/score": reduce_mean(scored.scores.mean()),
+        **{f"reward/{name}": reduce_mean(value.mean()) for name, value in scored.term_scores.items()},
+        "kl": mean_kl,
+        "kl_coef": state.kl_ctl.value,
+        "kl_alarm": float(kl_alarm),
+        "entropy": reduce_mean(rollout.entropy),
+        "response/length": reduce_mean(lengths.float().mean()),
+        "response/eos_rate": reduce_mean(batch.has_eos.float().mean()),
+        "lr": state.scheduler.get_last_lr()[0],
+        **{f"time/{phase}": seconds for phase, seconds in timings.items()},
+        "time/step": step_time,
+        "tokens_per_s": generated / step_time,
+        **{key: sum(values) / len(values) for key, values in stats.items()},
+    }
+    if estimate.returns is not None:
+        metrics["value/explained_variance"] = reduce_mean(
+            F.explained_variance(scored.values, estimate.returns, batch.response_mask)
+        )
+    state.history.append(metrics["reward/total"])
+    return metrics
+
+
 def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
-    """ActorCritic's value arguments: a critic loaded from `value.init` (or the reward model), or a head size."""
+    """ActorCritic's value arguments: a critic loaded from `value.init` (or the reward model), a head size, or
+    nothing at all for an estimator that needs no critic."""
+    if cfg.advantage.estimator in A.CRITIC_FREE:
+        return {}
     if cfg.value.mode == "head":
         return {"hidden_size": policy.config.hidden_size}
     from transformers import AutoModelForSequenceClassification
@@ -402,6 +611,21 @@ def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
         init, num_labels=1, trust_remote_code=cfg.model.trust_remote_code
     )
     return {"critic": critic}
+
+
+def _micro_batch(cfg: PPOStage) -> int:
+    """Rows per forward/backward pass: a minibatch of whole prompt groups, split for gradient accumulation."""
+    prompts_per_minibatch = cfg.training.batch_size // cfg.update.num_minibatches
+    return prompts_per_minibatch * cfg.rollout.samples_per_prompt // cfg.training.gradient_accumulation_steps
+
+
+def _group_order(prompts: int, group_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random order of this rank's rows that moves prompt groups whole (row ``g * k + j`` is response j of g).
+
+    With one response per prompt this is the plain ``randperm`` of the rows.
+    """
+    groups = torch.randperm(prompts, generator=generator)
+    return (groups.unsqueeze(1) * group_size + torch.arange(group_size)).reshape(-1)
 
 
 def _batch_indices(step: int, n: int, per_rank: int, world: int, rank: int, seed: int) -> list[int]:

@@ -3,8 +3,9 @@
 What is checked: greedy rollouts under ZeRO-3 give the tokens a whole, unpartitioned copy of the weights gives; the
 stage runs in critic mode with a learned reward under each launch config, really distributed (world size 2,
 DeepSpeed's stage recorded, ZeRO-3 partitions the policy) and leaves a final/ that `from_pretrained` loads; ZeRO-3
-checkpoints resume to the weights of the uninterrupted run; shared-base LoRA runs under ZeRO-2 and ZeRO-3; and under ZeRO-3 the reward rises as in a
-single-process run with the same global batch.
+checkpoints resume to the weights of the uninterrupted run; shared-base LoRA runs under ZeRO-2 and ZeRO-3; GRPO
+(no critic, 2 responses per prompt) runs under ZeRO-2 and ZeRO-3 and both compute the same steps; and under ZeRO-3 the
+reward rises as in a single-process run with the same global batch.
 """
 
 from __future__ import annotations
@@ -256,6 +257,60 @@ def test_ppo_lora_shared_base(tmp_path, reward_dir, config):
     assert torch.isfinite(tuned).all() and not torch.equal(tuned, reference)
     # ref_policy is the policy with its adapter disabled: had it been left on, the KL would be exactly 0.
     assert found["eval_kl_to_reference_mean"] != 0.0
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory, reward_dir):
+    """SHORT with GRPO (no value section: no critic), 2 responses per prompt, KL as a k3 loss term, per config."""
+    done: dict[str, Path] = {}
+    template = (
+        SHORT.replace("value: {{mode: {value}}}", "advantage: {{estimator: grpo}}")
+        .replace("temperature: 1.0}}", "temperature: 1.0, samples_per_prompt: 2}}")
+        .replace("kl: {{coef: 0.1}}", "kl: {{coef: 0.1, mode: loss, estimator: k3}}")
+    )
+
+    def get(config: str) -> Path:
+        if config not in done:
+            work = tmp_path_factory.mktemp(f"grpo_{config}")
+            recipe, out = _recipe(work, "ppo", template, reward=reward_dir, lora="")
+            _launch(config, recipe, work / "launch.log")
+            done[config] = out
+        return done[config]
+
+    return get
+
+
+@pytest.mark.parametrize("config", ["zero2", "zero3"])
+def test_grpo_without_critic(grpo_run, config):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhf.models.loading import resolve_model_path
+
+    out = grpo_run(config)
+    found = results(out)
+    assert (found["world_size"], found["zero_stage"]) == (2, int(config[-1]))
+    # 2 steps x 4 prompts per rank x 2 responses each x 2 ranks.
+    assert found["steps"] == 2 and found["episodes"] == 32
+    steps = _steps(out)
+    assert sorted(steps) == [1, 2]
+    for row in steps.values():
+        assert "loss/kl" in row and "loss/value" not in row and "value/explained_variance" not in row
+    policy, info = AutoModelForCausalLM.from_pretrained(out / "final", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    start = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:tiny"))
+    assert not torch.equal(policy.get_input_embeddings().weight, start.get_input_embeddings().weight)
+    assert found["eval_kl_to_reference_mean"] != 0.0
+
+
+def test_grpo_zero2_and_zero3_compute_the_same_steps(grpo_run):
+    # The same prompts, groups and sampled tokens on each rank; the sharded engine differs only by the order of sums.
+    zero2, zero3 = _steps(grpo_run("zero2")), _steps(grpo_run("zero3"))
+    for step in (1, 2):
+        for key in ("reward/total", "reward/learned", "response/length"):
+            assert zero3[step][key] == pytest.approx(zero2[step][key], abs=1e-5), (step, key)
+        for key in ("kl", "entropy", "loss/policy", "loss/kl"):
+            assert zero3[step][key] == pytest.approx(zero2[step][key], rel=1e-3, abs=1e-4), (step, key)
 
 
 # Two processes under ZeRO-3 against one process, both with 16 rollouts per step on the same prompts, on RISING.

@@ -403,7 +403,7 @@ class PPOStage(StageBase):
         return self
 
 
-COMPARE_METRICS = ("kl", "length", "eos", "distinct_1", "distinct_2", "repetition")
+COMPARE_METRICS = ("kl", "bon_kl", "length", "eos", "distinct_1", "distinct_2", "repetition")
 """Per-response measures compare reports besides the proxy and the judges (names a score cannot take)."""
 
 
@@ -433,6 +433,23 @@ class PromptsConfig(Block):
     max_prompt_length: int = Field(128, gt=0, description="Maximum prompt tokens; longer prompts are left-truncated.")
 
     _resolve = field_validator("path")(_resolve_data_path)
+
+
+class BestOfNConfig(Block):
+    """Best-of-n arms: one model's replies re-ranked by the proxy, an arm that trains nothing (Gao et al. 2022)."""
+
+    model: str | None = Field(
+        None,
+        description="Name of the compared model (one of `models`) that samples the candidates; default: the "
+        "reference (the sft model in the shipped recipes).",
+    )
+    n: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [4, 16],
+        min_length=1,
+        description="Candidates per reply, one arm per value, named <model>-bo<n>. The proxy picks the best of n; "
+        "every arm draws from the same max(n) candidates per prompt and sample, and the report gives its measured "
+        "KL to the sampling model beside the analytic log n - (n-1)/n.",
+    )
 
 
 class CompareStage(Block):
@@ -475,7 +492,45 @@ class CompareStage(Block):
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Coverage of the bootstrap confidence intervals.")
     report_samples: int = Field(8, ge=0, description="Prompts shown side by side (every model's reply) in the report.")
+    best_of_n: BestOfNConfig | None = Field(
+        None, description="Add best-of-n arms (needs a proxy, which picks the replies); null: none."
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment trackers.")
+
+    @model_validator(mode="after")
+    def _best_of_n(self) -> CompareStage:
+        if self.best_of_n is None:
+            return self
+        if not self.proxy:
+            raise ValueError("best_of_n picks replies by the proxy score: add a `proxy`")
+        names = [m.name for m in self.models]
+        base = self.best_of_n.model
+        if base is not None and base not in names:
+            raise ValueError(f"best_of_n.model '{base}' is not one of the models ({', '.join(names)})")
+        if len(set(self.best_of_n.n)) != len(self.best_of_n.n):
+            raise ValueError(f"best_of_n.n lists a value twice: {self.best_of_n.n}")
+        for arm in self.best_of_n_arms():
+            if arm in names:
+                raise ValueError(f"best-of-n arm '{arm}' has the name of a compared model: rename the model")
+        return self
+
+    def best_of_n_model(self) -> str | None:
+        """The model best-of-n samples from (None without best-of-n arms)."""
+        if self.best_of_n is None:
+            return None
+        return self.best_of_n.model or self.reference_name()
+
+    def best_of_n_arms(self) -> dict[str, int]:
+        """{arm name: n} of the best-of-n arms, named <model>-bo<n> (empty without best-of-n)."""
+        base = self.best_of_n_model()
+        return {} if base is None else {f"{base}-bo{n}": n for n in self.best_of_n.n}
+
+    def arm_names(self) -> list[str]:
+        """Every row of the report: the models in order, the sampling model followed by its best-of-n arms."""
+        base, arms = self.best_of_n_model(), []
+        for model in self.models:
+            arms += [model.name, *(self.best_of_n_arms() if model.name == base else [])]
+        return arms
 
     @model_validator(mode="after")
     def _consistent(self) -> CompareStage:

@@ -23,11 +23,6 @@ import math
 import numpy as np
 
 
-def arm_name(model: str, n: int) -> str:
-    """The name a best-of-n arm of ``model`` gets in the report."""
-    return f"{model}-bo{n}"
-
-
 def kl_bound(n: int) -> float:
     """``log n - (n - 1) / n``: the KL of best-of-n to its sampling model for continuous rewards (an upper bound).
 
@@ -77,5 +72,6 @@ def measured_kl(rewards: np.ndarray, n: int) -> np.ndarray:
         p_base = counts / m
         p_best = upper**n - lower**n
         kept = p_best > 0
-        out[row] = float(np.sum(p_best[kept] * np.log(p_best[kept] / p_base[kept])))
+        # A KL is never negative; the clamp removes float rounding of F(v) - F(v-) (e.g. -7e-17 for n = 1).
+        out[row] = max(0.0, float(np.sum(p_best[kept] * np.log(p_best[kept] / p_base[kept]))))
     return out

@@ -128,14 +128,40 @@ def _sections(results: dict[str, Any], samples: list[dict], curves: dict[str, Pa
         row.append((_fmt(corpus.get("distinct_2")), "", ""))
         row.append((f"{corpus.get('unique_responses', 0):.0%}", "", ""))
         correlation.append(row)
+    best_of_n = []
+    for arm, found in results.get("best_of_n", {}).items():
+        est = found["kl_measured"]
+        best_of_n.append(
+            [
+                (arm, "", ""),
+                (str(found["n"]), "", ""),
+                (found["model"], "", ""),
+                (_fmt(est["mean"], digits=3), f"[{_fmt(est['low'], digits=3)}, {_fmt(est['high'], digits=3)}]", ""),
+                (_fmt(found["kl_bound"], digits=3), "", ""),
+            ]
+        )
     return {
         "columns": columns,
+        "best_of_n": best_of_n,
         "summary": summary,
         "differences": differences,
         "correlation": correlation,
         "samples": samples,
         "curves": curves,
     }
+
+
+BEST_OF_N_HEADER = ["arm", "n", "samples from", "measured KL to it [interval]", "log n - (n-1)/n"]
+BEST_OF_N_NOTE = (
+    "each reply is the proxy's favourite of n replies sampled from the model (the arm trains nothing). Measured KL: "
+    "best-of-n's KL to that model on the rewards of its sampled candidates (tied rewards lower it); the analytic "
+    "value is its limit for distinct rewards and an upper bound. The kl column above adds the model's own KL to "
+    "the reference."
+)
+
+
+def _md_rows(rows: list[list[tuple[str, str, str]]]) -> list[list[str]]:
+    return [[f"{c[0]} {c[1]}".strip() for c in row] for row in rows]
 
 
 def _clean(text: str) -> str:
@@ -246,6 +272,15 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
             f"## Difference to {results['reference']} (paired)",
             "",
             _md_table(["model", *header], [[f"{c[0]} {c[1]}".strip() for c in row] for row in sections["differences"]]),
+        ]
+    if sections["best_of_n"]:
+        out += [
+            "",
+            "## Best-of-n",
+            "",
+            f"_{BEST_OF_N_NOTE}_",
+            "",
+            _md_table(BEST_OF_N_HEADER, _md_rows(sections["best_of_n"])),
         ]
     for section in breakdown.sections(results):
         out += ["", f"## {section.title}", ""] + ([f"_{section.note}_", ""] if section.note else [])
@@ -425,6 +460,11 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
             f"<h2>Difference to {_e(results['reference'])}</h2><p class='note'>paired on the same prompts; "
             "green/red: the interval excludes 0 for a score; bold: it excludes 0 for another measure</p>",
             _html_table(["model", *header], sections["differences"]),
+        ]
+    if sections["best_of_n"]:
+        out += [
+            f"<h2>Best-of-n</h2><p class='note'>{_e(BEST_OF_N_NOTE)}</p>",
+            _html_table(BEST_OF_N_HEADER, sections["best_of_n"]),
         ]
     for section in breakdown.sections(results):
         out.append(

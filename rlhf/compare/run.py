@@ -178,12 +178,9 @@ def generate_and_score(
     measures: dict[str, dict[str, np.ndarray]] = {}
     records: list[dict[str, Any]] = []
     notes: list[str] = []
-    for spec in cfg.models:
-        name = spec.name
-        started = time.time()
-        model, tokenizer = (ref_model, ref_tokenizer) if name == reference else load(name)
-        same_tokens = same_tokenizer(tokenizer, ref_tokenizer)
-        generations = generate(model, tokenizer, expanded, **settings)
+
+    def measure(name: str, generations, tokenizer, same_tokens: bool, kl: torch.Tensor | None, extra=None) -> None:
+        """Scores and measures one arm's replies (prompt-major, k per prompt) into `measures` and `records`."""
         values: dict[str, torch.Tensor] = {}
         if proxy_terms:
             terms = _for_tokenizer(proxy_terms, same_tokens)
@@ -207,22 +204,14 @@ def generate_and_score(
                 rule: np.array([np.nan if v is None else float(v) for v in column]).reshape(len(prompts), k)
                 for rule, column in per_rule[judge].items()
             }
-        if name == reference:
-            values["kl"] = torch.zeros(len(expanded))  # the log-ratio of a model to itself is exactly 0
-        elif same_tokens:
-            values["kl"] = torch.cat(
-                [
-                    sequence_kl(model, ref_model, batch, cfg.rollout.temperature).float().cpu()
-                    for batch in generations.batches
-                ]
-            )
-        else:
-            notes.append(f"{name}: no KL to {reference} (different tokenizers: token log-ratios are undefined)")
+        if kl is not None:
+            values["kl"] = kl
         values["length"] = torch.cat([b.response_mask.sum(1).float().cpu() for b in generations.batches])
         values["eos"] = torch.cat([b.has_eos.float().cpu() for b in generations.batches])
         text = [text_measures(t) for t in generations.texts]
         for key in text[0]:
             values[key] = torch.tensor([m[key] for m in text], dtype=torch.float64)
+        values.update(extra or {})
         measures[name] = {key: v.double().numpy().reshape(len(prompts), k) for key, v in values.items()}
         for row, response in enumerate(generations.texts):
             records.append(
@@ -239,13 +228,58 @@ def generate_and_score(
                     },
                 }
             )
+
+    def kl_to_reference(model, generations, name: str, is_reference: bool, same_tokens: bool) -> torch.Tensor | None:
+        if is_reference:
+            return torch.zeros(len(expanded))  # the log-ratio of a model to itself is exactly 0
+        if not same_tokens:
+            notes.append(f"{name}: no KL to {reference} (different tokenizers: token log-ratios are undefined)")
+            return None
+        return torch.cat(
+            [
+                sequence_kl(model, ref_model, batch, cfg.rollout.temperature).float().cpu()
+                for batch in generations.batches
+            ]
+        )
+
+    best_of_n: dict[str, dict[str, Any]] = {}
+    for spec in cfg.models:
+        name = spec.name
+        started = time.time()
+        model, tokenizer = (ref_model, ref_tokenizer) if name == reference else load(name)
+        same_tokens = same_tokenizer(tokenizer, ref_tokenizer)
+        generations = generate(model, tokenizer, expanded, **settings)
+        kl = kl_to_reference(model, generations, name, name == reference, same_tokens)
+        measure(name, generations, tokenizer, same_tokens, kl)
         logger.info("compare: %s answered %d prompts x %d in %.0f s", name, len(prompts), k, time.time() - started)
+        if name == cfg.best_of_n_model():
+            started = time.time()
+            arms = _best_of_n_arms(
+                cfg, model, tokenizer, prompts, infos, settings, _for_tokenizer(proxy_terms, same_tokens)
+            )
+            for arm, found in arms.items():
+                replies = found.pop("replies")
+                to_model = torch.from_numpy(found.pop("kl_per_reply")).float()
+                # log(bon / ref) = log(bon / model) + log(model / ref): best-of-n's KL to the model that sampled its
+                # candidates, plus that model's own log-ratio to the reference on the chosen replies.
+                kl = kl_to_reference(model, replies, arm, name == reference, same_tokens)
+                measure(
+                    arm, replies, tokenizer, same_tokens, None if kl is None else kl + to_model, {"bon_kl": to_model}
+                )
+                best_of_n[arm] = found
+            logger.info(
+                "compare: best-of-%s from %s in %.0f s",
+                "/".join(str(a["n"]) for a in arms.values()),
+                name,
+                time.time() - started,
+            )
         if name != reference:
             del model
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return {
+        "best_of_n": best_of_n,
         "measures": measures,
         "rules": rules,
         "records": records,
@@ -254,6 +288,55 @@ def generate_and_score(
         "shares": shared_with_training(cfg, proxy_terms, judge_terms),
         "notes": notes,
     }
+
+
+def _best_of_n_arms(
+    cfg: CompareStage, model, tokenizer, prompts: list, infos: list[dict], settings: dict, proxy_terms: list
+) -> dict[str, dict[str, Any]]:
+    """Samples max(n) candidates per prompt and sample from `model`, lets the proxy pick the best of the first n.
+
+    Returns:
+        {arm: {"model", "n", "candidates", "kl_bound", "replies": the chosen replies (prompt-major, like every
+        arm's), "kl_per_reply": [P * K] measured KL of best-of-n to `model` (`rlhf.compare.best_of_n`)}}.
+    """
+    from rlhf.compare.best_of_n import choose, kl_bound, measured_kl
+    from rlhf.ppo.evaluation import generate, score_generations
+
+    k, arms = cfg.samples_per_prompt, cfg.best_of_n_arms()
+    m = max(arms.values())
+    candidate_prompts = [p for p in prompts for _ in range(k * m)]  # rows (i * k + j) * m + c: candidate c
+    candidate_infos = [info for info in infos for _ in range(k * m)]
+    candidates = generate(model, tokenizer, candidate_prompts, **settings)
+    rewards = score_generations(proxy_terms, candidates, candidate_prompts, tokenizer, candidate_infos)["total"]
+    rewards = rewards.double().numpy().reshape(len(prompts) * k, m)
+    out = {}
+    for arm, n in arms.items():
+        rows = np.arange(len(rewards)) * m + choose(rewards, n)
+        out[arm] = {
+            "model": cfg.best_of_n_model(),
+            "n": n,
+            "candidates": m,
+            "kl_bound": kl_bound(n),
+            "replies": _select(candidates, rows),
+            "kl_per_reply": measured_kl(rewards, n),
+        }
+    return out
+
+
+def _select(generations, rows: np.ndarray):
+    """The generations at the given (ascending) rows, keeping their batches' token layout."""
+    import torch
+
+    from rlhf.ppo.evaluation import Generations
+
+    batches, offset = [], 0
+    for batch in generations.batches:
+        size = batch.response.shape[0]
+        local = rows[(rows >= offset) & (rows < offset + size)] - offset
+        if len(local):
+            batches.append(batch.select(torch.as_tensor(local, device=batch.response.device)))
+        offset += size
+    return Generations(batches, [generations.texts[row] for row in rows])
 
 
 def _explainers(judge_terms: list) -> dict[str, tuple[Any, bool]]:
@@ -315,7 +398,11 @@ def summarise(
         "seed": cfg.seed,
         "prompts": cfg.prompts.path,
         "decoding": cfg.rollout.model_dump(exclude={"missing_eos_penalty"}),
-        "models": {m.name: {"path": generated["paths"][m.name], "reference": m.path} for m in cfg.models},
+        "models": _arms(cfg, generated),
+        "best_of_n": {
+            arm: {**found, "kl_measured": _plain(analysis.summary[arm]["bon_kl"])}
+            for arm, found in generated["best_of_n"].items()
+        },
         "scores": score_names,
         "judges": [j.name for j in cfg.judges],
         "proxy": [p.model_dump() for p in cfg.proxy],
@@ -361,6 +448,22 @@ FAILURES = 3
 """Lowest-scoring replies (on the failure judge) shown per compared model, next to the reference's reply."""
 
 
+def _arms(cfg: CompareStage, generated: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{arm: {"path", "reference"}} for every row of the report, in report order (best-of-n after its model)."""
+    models = {m.name: {"path": generated["paths"][m.name], "reference": m.path} for m in cfg.models}
+    out = {}
+    for name in cfg.arm_names():
+        if name in models:
+            out[name] = models[name]
+        else:
+            found = generated["best_of_n"][name]
+            out[name] = {
+                "path": models[found["model"]]["path"],
+                "reference": f"best of {found['n']} replies of {found['model']}, picked by the proxy",
+            }
+    return out
+
+
 def _failures(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: list[dict], judge: str | None) -> list:
     """For each model but the reference: its `FAILURES` lowest replies on `judge` (distinct prompts), each next to
     the reference's reply to the same prompt and sample, so the report shows failures as well as typical replies."""
@@ -369,11 +472,11 @@ def _failures(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: l
     reference = cfg.reference_name()
     by_key = {(r["model"], r["prompt_index"], r["sample"]): r for r in records}
     out = []
-    for spec in cfg.models:
-        if spec.name == reference:
+    for name in cfg.arm_names():
+        if name == reference:
             continue
         own = sorted(
-            (r for r in records if r["model"] == spec.name and r.get(judge) is not None),
+            (r for r in records if r["model"] == name and r.get(judge) is not None),
             key=lambda r: (r[judge], r["prompt_index"], r["sample"]),
         )
         seen: set[int] = set()
@@ -383,12 +486,12 @@ def _failures(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: l
             seen.add(record["prompt_index"])
             out.append(
                 {
-                    "model": spec.name,
+                    "model": name,
                     "judge": judge,
                     "prompt_index": record["prompt_index"],
                     "prompt": prompts[record["prompt_index"]][-1]["content"],
                     "responses": {
-                        spec.name: record,
+                        name: record,
                         reference: by_key[(reference, record["prompt_index"], record["sample"])],
                     },
                 }
@@ -407,7 +510,7 @@ def _samples(cfg: CompareStage, prompts: list[list[dict[str, str]]], records: li
         {
             "prompt_index": i,
             "prompt": prompts[i][-1]["content"],
-            "responses": {m.name: first[(m.name, i)] for m in cfg.models},
+            "responses": {name: first[(name, i)] for name in cfg.arm_names()},
         }
         for i in chosen
     ]

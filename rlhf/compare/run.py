@@ -120,7 +120,8 @@ def generate_and_score(
         infos: Each prompt row's other columns, passed to reward functions that take `info` (None: none).
 
     Returns:
-        {"measures": {model: {measure: [P, K] array}}, "rules": {judge: {model: {rule: [P, K] array, NaN where the
+        {"best_of_n": {arm: {"model", "n", "candidates", "kl_bound"}} (absent or empty without best-of-n arms),
+        "measures": {model: {measure: [P, K] array}}, "rules": {judge: {model: {rule: [P, K] array, NaN where the
         rule does not apply}}} for judges whose module has `explain`, "records": one dict per response,
         "parents": lineage of every model and learned scorer, "paths": {model: resolved path}, "shares": what each
         scorer shares with the training signal, "notes": things the reader should know}.
@@ -401,7 +402,7 @@ def summarise(
         "models": _arms(cfg, generated),
         "best_of_n": {
             arm: {**found, "kl_measured": _plain(analysis.summary[arm]["bon_kl"])}
-            for arm, found in generated["best_of_n"].items()
+            for arm, found in generated.get("best_of_n", {}).items()
         },
         "scores": score_names,
         "judges": [j.name for j in cfg.judges],

@@ -210,7 +210,7 @@ def check_references(recipe: BaseModel) -> None:
         ArtifactError: Such an artifact is missing, half-written or of the wrong stage.
     """
     if isinstance(recipe, PipelineRecipe):
-        running = {stage.stage for stage in recipe.selected_stages()}
+        running = {recipe.section_name(stage) for stage in recipe.selected_stages()}
         for stage in recipe.selected_stages():
             for field, ref in stage_references(stage):
                 target = ref.removeprefix(STAGE_REF_PREFIX)
@@ -219,10 +219,10 @@ def check_references(recipe: BaseModel) -> None:
                 final = recipe.stage_output(target) / FINAL
                 if not final.exists():
                     raise ArtifactError(
-                        f"{stage.stage}.{field} refers to '{ref}', which this run does not run "
+                        f"{recipe.section_name(stage)}.{field} refers to '{ref}', which this run does not run "
                         f"(stages: {sorted(running)}), and {final} does not exist: run {target} first"
                     )
-                check_parent(final, expected_stage=target)
+                check_parent(final, expected_stage=recipe.section_stage(target))
         return
     if isinstance(recipe, PPOStage):
         for source in recipe.rewards:
@@ -328,7 +328,8 @@ def check_output_dir(path: str | Path, *, allow: bool = False, pipeline: bool = 
     if not entries:
         return
     if pipeline:
-        foreign = [p.name for p in entries if p.name not in STAGES or not p.is_dir()]
+        # A stage directory: a fixed stage's name, or a named arm's directory (it holds the recipe it ran).
+        foreign = [p.name for p in entries if not p.is_dir() or (p.name not in STAGES and not (p / RECIPE).exists())]
         if not foreign:
             for stage_dir in entries:
                 check_output_dir(stage_dir, allow=allow)

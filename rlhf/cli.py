@@ -108,7 +108,8 @@ def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool 
     report = examine(recipe, tokenizers=tokenizers)
     if report.errors:
         raise DataProblems(report.errors)
-    by_stage = {s.stage: s for s in report.stages}
+    # One report per training stage, in order (two sections may run the same stage, e.g. ppo and a grpo arm).
+    reports = iter(report.stages)
     lines = []
     for stage in stages:
         if isinstance(stage, CompareStage):
@@ -116,7 +117,7 @@ def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool 
             continue
         for ref in _model_references(stage):
             _check_local_model(ref, stage.stage)
-        lines += by_stage[stage.stage].lines()
+        lines += next(reports).lines()
     lines += [f"warning: {w}" for w in report.cross_warnings]
     check_references(recipe)
     if isinstance(recipe, PipelineRecipe):

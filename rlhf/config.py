@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+ARM_NAME = r"^[a-z][a-z0-9_]*$"  # a named arm: a directory name and a `stage:NAME` reference
 STAGE_REF_PREFIX = "stage:"
 BASE_REF_SUFFIX = ".base"  # `stage:NAME.base` in a pipeline's compare models: the model stage NAME starts from
 EMBEDDED_PREFIX = "embedded:"
@@ -576,7 +577,8 @@ class PipelineRecipe(Block):
     """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo, <run_dir>/compare.
 
     Stage sections take the same keys as stage recipes, without `stage` and `output_dir` (the pipeline sets them).
-    `seed` and `tracking` are written once here and apply to every stage that does not set its own.
+    `seed` and `tracking` are written once here and apply to every stage that does not set its own. Named `arms`
+    add further training stages (e.g. a second ppo-family run with another estimator), each in <run_dir>/<name>.
     """
 
     run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
@@ -589,12 +591,19 @@ class PipelineRecipe(Block):
             "complete checkpoint and skips a stage whose finished output matches its recipe; false starts over."
         ),
     )
-    stages: list[Literal["sft", "reward", "ppo", "compare"]] | None = Field(
-        None, description="Run only these stages (in pipeline order); default: every stage present."
+    stages: list[str] | None = Field(
+        None,
+        description="Run only these sections (stage or arm names, run in pipeline order); default: every one present.",
     )
     sft: SFTStage | None = Field(None, description="The sft stage.")
     reward: RewardStage | None = Field(None, description="The reward stage.")
     ppo: PPOStage | None = Field(None, description="The ppo stage.")
+    arms: dict[Annotated[str, Field(pattern=ARM_NAME)], StageRecipe] = Field(
+        default_factory=dict,
+        description="Named training stages beyond the fixed sections, run in this order after them and before "
+        "compare, each a stage section with its `stage:` (e.g. `grpo: {stage: ppo, advantage: {estimator: grpo}, "
+        "...}`). Other sections and compare refer to one as 'stage:NAME'; it writes <run_dir>/NAME.",
+    )
     compare: CompareStage | None = Field(None, description="The closing evaluation report.")
 
     @model_validator(mode="before")
@@ -605,32 +614,45 @@ class PipelineRecipe(Block):
         if not isinstance(data, dict) or "run_dir" not in data:
             return data
         data = dict(data)
-        for name in STAGES:
-            section = data.get(name)
-            if not isinstance(section, dict):
-                continue
-            if "output_dir" in section or "stage" in section:
+
+        def fill(name: str, section: dict, where: str, kind: str | None) -> dict:
+            if "output_dir" in section or (kind is not None and "stage" in section):
                 key = "output_dir" if "output_dir" in section else "stage"
-                raise ValueError(f"{name}.{key} is set by the pipeline and cannot appear in a stage section")
-            section = {"stage": name, **section, "output_dir": str(Path(str(data["run_dir"])) / name)}
+                raise ValueError(f"{where}.{key} is set by the pipeline and cannot appear in a stage section")
+            section = {**({"stage": kind} if kind else {}), **section}
+            section["output_dir"] = str(Path(str(data["run_dir"])) / name)
             section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
             if "tracking" in data and "tracking" not in section:
                 section["tracking"] = data["tracking"]
-            if "resume" in data and name in ("sft", "reward", "ppo"):
+            if "resume" in data and section.get("stage") != "compare":
                 section.setdefault("resume", data["resume"])
-            data[name] = section
+            return section
+
+        for name in STAGES:
+            if isinstance(data.get(name), dict):
+                data[name] = fill(name, data[name], name, name)
+        if isinstance(data.get("arms"), dict):
+            arms = {}
+            for name, section in data["arms"].items():
+                if isinstance(section, dict) and "stage" not in section:
+                    raise ValueError(f"arms.{name} needs `stage:` (which stage it runs, e.g. ppo)")
+                if str(name) in (*STAGES, "arms"):
+                    raise ValueError(f"arms.{name}: '{name}' is a section of the pipeline; give the arm its own name")
+                arms[name] = fill(str(name), section, f"arms.{name}", None) if isinstance(section, dict) else section
+            data["arms"] = arms
         return data
 
     @model_validator(mode="after")
     def _references_point_backwards(self) -> PipelineRecipe:
-        present = [name for name in STAGES if getattr(self, name) is not None]
+        sections = self.sections()
+        present = list(sections)
         if not present:
-            raise ValueError("a pipeline needs at least one of the sections: " + ", ".join(STAGES))
+            raise ValueError("a pipeline needs at least one of the sections: " + ", ".join([*STAGES, "arms"]))
         for name in self.stages or []:
             if name not in present:
                 raise ValueError(f"stages lists '{name}' but the pipeline has no '{name}' section")
         for position, name in enumerate(present):
-            for field, ref in stage_references(getattr(self, name)):
+            for field, ref in stage_references(sections[name]):
                 target = ref.removeprefix(STAGE_REF_PREFIX)
                 if name == "compare" and field.startswith("models.") and target.endswith(BASE_REF_SUFFIX):
                     target = target.removesuffix(BASE_REF_SUFFIX)  # `stage:NAME.base`: the model NAME starts from
@@ -639,7 +661,7 @@ class PipelineRecipe(Block):
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
-                if field.startswith(REWARD_SOURCE_FIELDS) and target != "reward":
+                if field.startswith(REWARD_SOURCE_FIELDS) and sections[target].stage != "reward":
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
                         "use 'stage:reward'"
@@ -657,16 +679,29 @@ class PipelineRecipe(Block):
         models, changed = list(self.compare.models), False
         for i, model in enumerate(models):
             if model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX):
-                source = getattr(self, model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX))
+                source = self.sections()[model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)]
                 models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
         if changed:
             self.compare.models = models
         return self
 
+    def sections(self) -> dict[str, StageBase | CompareStage]:
+        """Every stage section present, by name, in the order the pipeline runs them (arms before compare)."""
+        fixed = {n: getattr(self, n) for n in STAGES if n != "compare" and getattr(self, n) is not None}
+        closing = {"compare": self.compare} if self.compare is not None else {}
+        return {**fixed, **self.arms, **closing}
+
     def selected_stages(self) -> list[StageBase | CompareStage]:
         """The stage recipes this pipeline runs, in order."""
-        names = [n for n in STAGES if getattr(self, n) is not None and (self.stages is None or n in self.stages)]
-        return [getattr(self, n) for n in names]
+        return [s for n, s in self.sections().items() if self.stages is None or n in self.stages]
+
+    def section_name(self, stage: StageBase | CompareStage) -> str:
+        """The section a stage recipe of this pipeline comes from (its output directory's name)."""
+        return Path(stage.output_dir).name
+
+    def section_stage(self, name: str) -> str:
+        """The stage a section runs (`sft`, `ppo`, ...): its own name, or an arm's `stage:`."""
+        return self.sections()[name].stage
 
     def stage_output(self, name: str) -> Path:
         """The output directory of a stage of this pipeline."""

@@ -85,7 +85,7 @@ def check_stage_references(stage: StageBase | CompareStage, pipeline: PipelineRe
     """
     for _, ref in stage_references(stage):
         target = ref.removeprefix(STAGE_REF_PREFIX)
-        check_parent(pipeline.stage_output(target) / FINAL, expected_stage=target)
+        check_parent(pipeline.stage_output(target) / FINAL, expected_stage=pipeline.section_stage(target))
 
 
 def run_recipe(recipe: Recipe) -> list[Path]:

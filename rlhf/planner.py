@@ -329,10 +329,10 @@ def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:
     seen = set()
     while ref.startswith(STAGE_REF_PREFIX):
         name = ref.removeprefix(STAGE_REF_PREFIX)
-        if recipe is None or getattr(recipe, name, None) is None or name in seen:
+        if recipe is None or name not in recipe.sections() or name in seen:
             raise PlanError(f"'{ref}' refers to a pipeline stage that this recipe does not have")
         seen.add(name)
-        ref = getattr(recipe, name).model.name_or_path
+        ref = recipe.sections()[name].model.name_or_path
     from rlhf.models.loading import resolve_model_path
 
     path = Path(resolve_model_path(ref)).expanduser()

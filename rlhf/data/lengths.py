@@ -123,7 +123,7 @@ def load_doctor_tokenizer(stage: StageBase, pipeline: PipelineRecipe | None) -> 
     seen = set()
     while ref.startswith(STAGE_REF_PREFIX) and pipeline is not None and ref not in seen:
         seen.add(ref)
-        target = getattr(pipeline, ref.removeprefix(STAGE_REF_PREFIX), None)
+        target = pipeline.sections().get(ref.removeprefix(STAGE_REF_PREFIX))
         if target is None:
             break
         ref = target.model.name_or_path

@@ -97,7 +97,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[list[list[dict[str, str]]], list[d
     columns (its `info`: e.g. the ground-truth intent), in the same order."""
     from rlhf.config import is_data_file
     from rlhf.data.formats import load_records, normalize_prompt
-    from rlhf.ppo.rewards import load_prompt_info
+    from rlhf.rewards.sources import load_prompt_info
 
     infos = load_prompt_info(cfg.path, cfg.split, cfg.max_prompts)
     if is_data_file(cfg.path):
@@ -128,9 +128,9 @@ def generate_and_score(
     import torch
 
     from rlhf.compare.provenance import shared_with_training
+    from rlhf.evaluation import generate, score_generations, sequence_kl
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
-    from rlhf.ppo.rewards import build_reward_terms, last_user_message, same_tokenizer
+    from rlhf.rewards.sources import build_reward_terms, last_user_message, same_tokenizer
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     reference = cfg.reference_name()
@@ -258,7 +258,7 @@ def generate_and_score(
 
 def _explainers(judge_terms: list) -> dict[str, tuple[Any, bool]]:
     """{judge: (explain, takes info)} for the programmatic judges whose module has a per-rule `explain`."""
-    from rlhf.ppo.rewards import reward_module, takes_info
+    from rlhf.rewards.sources import reward_module, takes_info
 
     out = {}
     for term in judge_terms:

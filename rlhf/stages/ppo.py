@@ -23,10 +23,11 @@ from rlhf import allocator
 from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
+from rlhf.evaluation import evaluate_against_reference
+from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask, sample
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
-from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
-from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask, sample
+from rlhf.rewards.sources import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 
 logger = logging.getLogger("rlhf")
 
@@ -44,6 +45,7 @@ def run(cfg: PPOStage) -> Path:
     from transformers import get_scheduler, set_seed
 
     from rlhf.distributed import (
+        all_ranks_done,
         configure_deepspeed,
         full_state_dict,
         gathered_weights,
@@ -218,7 +220,7 @@ def run(cfg: PPOStage) -> Path:
                 eos_id=eos_id,
                 pad_id=pad_id,
                 generator=generator,
-                all_done=_all_done(accelerator),
+                all_done=all_ranks_done(accelerator),
                 decoder=cfg.rollout.decoder,
                 stats=True,
             )
@@ -357,8 +359,6 @@ def run(cfg: PPOStage) -> Path:
     _save_policy(accelerator, model, tokenizer, final_dir, full_state_dict(accelerator, model))
     results = {"steps": total_steps, "episodes": total_steps * per_rank * world, **_trend(history), **launch}
     if eval_prompts:
-        from rlhf.ppo.evaluation import evaluate_against_reference
-
         unwrapped = accelerator.unwrap_model(model)
         # Everything generates here (policy and reference): gather both once rather than per layer and token.
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
@@ -415,18 +415,6 @@ def _batch_indices(step: int, n: int, per_rank: int, world: int, rank: int, seed
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     start = position * global_batch + rank * per_rank
     return order[start : start + per_rank].tolist()
-
-
-def _all_done(accelerator):
-    """A cross-rank 'everyone finished sampling' check, or None on one process."""
-    if accelerator.num_processes == 1:
-        return None
-
-    def all_done(done: bool) -> bool:
-        flag = torch.tensor([0.0 if done else 1.0], device=accelerator.device)
-        return accelerator.reduce(flag, reduction="sum").item() == 0
-
-    return all_done
 
 
 def _ref_logprobs(ref_policy, policy, input_ids, attention_mask, position_ids, length, temperature, response):

@@ -311,6 +311,9 @@ _NON_NAME_ENDINGS = {
 }  # fmt: skip
 
 _ORDER_PATTERN = re.compile(r"(?<![\w#])#?(\d{4,7})(?![\w])")
+# A number the reply gives as its own case, ticket or return reference ("Your case ID is 733415") is not a claim about
+# the customer's order, so it is neither a wrong order number nor a repeated one.
+_REFERENCE_BEFORE = re.compile(r"\b(?:case|ticket|rma|reference|ref)\b[\w\s.:#-]{0,12}$", re.IGNORECASE)
 _GREETING_PATTERN = re.compile(r"^\W*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening))[ ,]+([a-z][a-z'-]*)")
 # A first-person commitment: "I've sent", "we'll ship", "I have arranged", "I'm sending". "I'm sorry" is not one.
 _COMMITMENT_PATTERN = re.compile(
@@ -412,6 +415,15 @@ def _nouns(text: str) -> set[str]:
     return {noun for nouns in CATALOGUE.values() for noun in nouns if re.search(rf"\b{re.escape(noun)}\b", text)}
 
 
+def _order_numbers(text: str) -> set[str]:
+    """The order numbers a reply states: numbers of 4-7 digits, less those it gives as a case or ticket reference."""
+    return {
+        match.group(1)
+        for match in _ORDER_PATTERN.finditer(text)
+        if not _REFERENCE_BEFORE.search(text, max(0, match.start() - 40), match.start())
+    }
+
+
 def _order_rule(prompt: str, text: str, info: dict[str, Any]) -> float | None:
     prompt_text = _normalise(prompt)
     if "order_id" in info:
@@ -422,7 +434,7 @@ def _order_rule(prompt: str, text: str, info: dict[str, Any]) -> float | None:
         expected_products = {info["product"].lower()} if info["product"] else set()
     else:
         expected_products = _products(prompt_text)
-    said_orders = set(_ORDER_PATTERN.findall(text))
+    said_orders = _order_numbers(text)
     said_products = _products(text)
     if said_orders - expected_orders or said_products - expected_products:
         return 0.0  # a wrong or invented order number or product

@@ -147,7 +147,7 @@ def _run(recipe: Recipe) -> int:
     from rlhf.compare.report import REPORT_HTML
     from rlhf.models.loading import ModelLoadError
     from rlhf.pipeline import run_recipe
-    from rlhf.ppo.rewards import RewardError
+    from rlhf.rewards.sources import RewardError
     from rlhf.stages.hf_checkpoints import NonFiniteLossError
     from rlhf.stages.ppo import NonFiniteError
 

@@ -243,3 +243,20 @@ def full_state_dict(accelerator, model) -> dict[str, Any] | None:
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
     return accelerator.get_state_dict(model)
+
+
+def all_ranks_done(accelerator):
+    """A cross-rank 'everyone finished sampling' check for `rlhf.generation.sampling.sample`, or None on one process.
+
+    Under ZeRO-3 every rank must take part in every forward, so a rank whose responses all ended keeps stepping until
+    all ranks are done.
+    """
+    if accelerator.num_processes == 1:
+        return None
+    import torch
+
+    def all_done(done: bool) -> bool:
+        flag = torch.tensor([0.0 if done else 1.0], device=accelerator.device)
+        return accelerator.reduce(flag, reduction="sum").item() == 0
+
+    return all_done

@@ -29,6 +29,8 @@ listed voice rule while doing so. Preference rows add `category` and `rule` (wha
   `wrong_name`, `wrong_order`, `wrong_product`, `unfit_action`, `vague`);
 - `other_intent`: both on-voice, the rejected one is a fluent reply written for another intent;
 - `length_matched` (held-out only): any of the rules above, chosen and rejected within `LENGTH_MATCH_WORDS` words.
+Each training message gives one pair in a category drawn by `TRAIN_CATEGORY_SHARES`, then one more `content` and one
+more `other_intent` pair (`EXTRA_TRAIN_CATEGORIES`): two thirds of the training pairs are both-on-voice content pairs.
 The chosen reply is always correct and on-voice to the scorer. This generator must never import a content judge:
 the judges that grade policies stay independent of the labeller (the voice scorer is not: it labels `voice` pairs).
 """
@@ -645,6 +647,11 @@ SFT_VIOLATIONS = ["blaming", "banned_phrase", "jargon", "missing_signoff", "ramb
 # Preference categories. Training pairs: exact shares of the file. Held-out pairs: an equal number per category, in
 # rotation, so any prefix of prefs_eval (e.g. `max_eval_rows`) holds every category.
 TRAIN_CATEGORY_SHARES = {"voice": 0.35, "paraphrase": 0.15, "content": 0.35, "other_intent": 0.15}
+# After the first pass (one pair per message, in the shares above), every training message gives one more pair of
+# each of these categories. Measured (issue 11, one seed): with the first pass alone (1,600 pairs) the reward model
+# separated held-out content pairs 0.64 and other-intent pairs 0.50 (chance); with these extra pairs (4,800 in all)
+# 0.86 and 0.89, voice staying at 1.00 although voice pairs fell to a sixth of the file.
+EXTRA_TRAIN_CATEGORIES = ("content", "other_intent")
 EVAL_CATEGORIES = ["voice", "content", "paraphrase", "other_intent", "length_matched"]
 LENGTH_MATCH_WORDS = 3  # most words chosen and rejected differ by in the length_matched category
 # fmt: on
@@ -1040,6 +1047,25 @@ def _train_preference_rows(messages: list[dict], rng: random.Random) -> list[dic
     return rows
 
 
+def _extra_content_rows(rows: list[dict], messages: list[dict], rng: random.Random) -> list[dict]:
+    """The first-pass training pairs plus one pair per message of each `EXTRA_TRAIN_CATEGORIES`, shuffled together.
+
+    Drawn after every other file so that adding them left the held-out files and prompts byte-identical. Rules keep
+    rotating from where the first pass left them, so each content rule stays balanced over the whole file.
+    """
+    used = {category: collections.Counter() for category in TRAIN_CATEGORY_SHARES}
+    for row in rows:
+        used[row["category"]][row["rule"]] += 1
+    extra = []
+    for message in messages:
+        for category in EXTRA_TRAIN_CATEGORIES:
+            rule, (chosen, rejected) = _next_pair(message, category, used[category], False, rng)
+            extra.append(_preference_row(message, category, rule, chosen, rejected))
+    combined = rows + extra
+    rng.shuffle(combined)
+    return combined
+
+
 def _eval_preference_rows(messages: list[dict], rng: random.Random) -> list[dict]:
     """The held-out hard set: categories in rotation; length_matched keeps only pairs within LENGTH_MATCH_WORDS."""
     used = {category: collections.Counter() for category in EVAL_CATEGORIES}
@@ -1100,6 +1126,7 @@ def generate(out_dir: Path, seed: int = 0) -> dict[str, list[dict]]:
         "ppo_prompts": _prompt_rows(splits["ppo_prompts"]),
         "eval_prompts": _prompt_rows(splits["eval_prompts"]),
     }
+    files["prefs_train"] = _extra_content_rows(files["prefs_train"], splits["prefs_train"], rng)
     # The Goodhart demonstration (recipes/brand_voice/voice_only.yaml) trains its reward model on the pairs that
     # differ only in voice: that model cannot see content, so ppo against it is free to stop answering the question.
     files["prefs_train_voice"] = [row for row in files["prefs_train"] if row["category"] in VOICE_ONLY_CATEGORIES]

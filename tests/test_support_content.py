@@ -200,3 +200,10 @@ def test_cue_words_in_word_salad_are_no_evidence_of_the_intent():
     salad = "ootntil courierTracking delayed parcelxx4 trace waitingQ late to65 express"
     assert rules(salad)["intent"] == 0.25
     assert rules(GOOD + "\nootntil courierTracking to65")["intent"] == 1.0  # the readable sentences still count
+
+
+def test_a_case_or_ticket_reference_is_not_read_as_a_wrong_order_number():
+    with_case = GOOD.replace("today.", "today. Your case ID is 733415 if you need to quote it.")
+    assert rules(with_case)["order"] == 1.0
+    wrong = GOOD.replace("#48213", "#48219")
+    assert rules(wrong)["order"] == 0.0

@@ -126,7 +126,7 @@ class Instrumentation:
 
     def _patch_decoder(self) -> None:
         """Counts the lean decoder's steps (it runs the policy's weights without calling the model's forward)."""
-        from rlhf.ppo.decoding import LlamaDecoder
+        from rlhf.generation.decoding import LlamaDecoder
 
         original = LlamaDecoder._forward
         instrumentation = self

@@ -17,7 +17,7 @@ def shared_with_training(cfg: CompareStage, proxy_terms: list, judge_terms: list
     A programmatic scorer states it itself (its module's `SHARES_WITH_TRAINING`; "not declared" without one); a
     learned reward model was trained on preference pairs, named by the data hashes in its stage's manifest.
     """
-    from rlhf.ppo.rewards import reward_module
+    from rlhf.rewards.sources import reward_module
 
     sources = {s.name: s for s in [*cfg.proxy, *cfg.judges]}
     out = []

@@ -97,7 +97,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[list[list[dict[str, str]]], list[d
     columns (its `info`: e.g. the ground-truth intent), in the same order."""
     from rlhf.config import is_data_file
     from rlhf.data.formats import load_records, normalize_prompt
-    from rlhf.ppo.rewards import load_prompt_info
+    from rlhf.rewards.sources import load_prompt_info
 
     infos = load_prompt_info(cfg.path, cfg.split, cfg.max_prompts)
     if is_data_file(cfg.path):
@@ -129,9 +129,9 @@ def generate_and_score(
     import torch
 
     from rlhf.compare.provenance import shared_with_training
+    from rlhf.evaluation import generate, score_generations, sequence_kl
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
-    from rlhf.ppo.evaluation import generate, score_generations, sequence_kl
-    from rlhf.ppo.rewards import build_reward_terms, last_user_message, same_tokenizer
+    from rlhf.rewards.sources import build_reward_terms, last_user_message, same_tokenizer
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     reference = cfg.reference_name()
@@ -301,7 +301,7 @@ def _best_of_n_arms(
         arm's), "kl_per_reply": [P * K] measured KL of best-of-n to `model` (`rlhf.compare.best_of_n`)}}.
     """
     from rlhf.compare.best_of_n import choose, kl_bound, measured_kl
-    from rlhf.ppo.evaluation import generate, score_generations
+    from rlhf.evaluation import generate, score_generations
 
     k, arms = cfg.samples_per_prompt, cfg.best_of_n_arms()
     m = max(arms.values())
@@ -328,7 +328,7 @@ def _select(generations, rows: np.ndarray):
     """The generations at the given (ascending) rows, keeping their batches' token layout."""
     import torch
 
-    from rlhf.ppo.evaluation import Generations
+    from rlhf.evaluation import Generations
 
     batches, offset = [], 0
     for batch in generations.batches:
@@ -342,7 +342,7 @@ def _select(generations, rows: np.ndarray):
 
 def _explainers(judge_terms: list) -> dict[str, tuple[Any, bool]]:
     """{judge: (explain, takes info)} for the programmatic judges whose module has a per-rule `explain`."""
-    from rlhf.ppo.rewards import reward_module, takes_info
+    from rlhf.rewards.sources import reward_module, takes_info
 
     out = {}
     for term in judge_terms:

@@ -13,7 +13,7 @@ For each local data file a stage reads (the rows it will use: `max_train_rows` /
   pads), one without pad and EOS tokens or without a chat template an error, as when the run loads it.
 
 Neither torch nor transformers is imported (tokenizers are read by `rlhf.data.lengths`); a ppo recipe's
-programmatic rewards are imported the way `rlhf.ppo.rewards.load_reward_function` imports them.
+programmatic rewards are imported the way `rlhf.rewards.sources.load_reward_function` imports them.
 """
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ def _reward_sources(stage: PPOStage) -> list[str]:
 
 
 def reward_function_problem(spec: str) -> str | None:
-    """Why `rlhf.ppo.rewards.load_reward_function(spec)` would fail, found with the same imports but without torch.
+    """Why `rlhf.rewards.sources.load_reward_function(spec)` would fail, found with the same imports but without torch.
 
     A bare name means `reward_models.NAME:score`; anything else must be an explicit 'package.module:function'.
     """

@@ -35,11 +35,12 @@ from rlhf import allocator
 from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
+from rlhf.evaluation import evaluate_against_reference
+from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask, sample
 from rlhf.ppo import advantages as A
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
-from rlhf.ppo.rewards import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
-from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask, sample
+from rlhf.rewards.sources import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 
 logger = logging.getLogger("rlhf")
 
@@ -332,8 +333,6 @@ def run(cfg: PPOStage) -> Path:
     episodes = total_steps * per_rank * setup.group_size * world
     results = {"steps": total_steps, "episodes": episodes, **_trend(state.history), **launch}
     if eval_prompts:
-        from rlhf.ppo.evaluation import evaluate_against_reference
-
         unwrapped = accelerator.unwrap_model(model)
         # Everything generates here (policy and reference): gather both once rather than per layer and token.
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
@@ -372,7 +371,7 @@ def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
     A prompt's responses sit in consecutive rows (the layout `rlhf.ppo.advantages` expects of a group); each row is
     sampled with this rank's generator, so they differ.
     """
-    from rlhf.distributed import gathered_weights
+    from rlhf.distributed import all_ranks_done, gathered_weights
 
     cfg, accelerator = setup.cfg, setup.accelerator
     tokenizer, device = setup.tokenizer, accelerator.device
@@ -400,7 +399,7 @@ def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
             eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id,
             generator=state.generator,
-            all_done=_all_done(accelerator),
+            all_done=all_ranks_done(accelerator),
             decoder=cfg.rollout.decoder,
             stats=True,
         )
@@ -639,18 +638,6 @@ def _batch_indices(step: int, n: int, per_rank: int, world: int, rank: int, seed
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     start = position * global_batch + rank * per_rank
     return order[start : start + per_rank].tolist()
-
-
-def _all_done(accelerator):
-    """A cross-rank 'everyone finished sampling' check, or None on one process."""
-    if accelerator.num_processes == 1:
-        return None
-
-    def all_done(done: bool) -> bool:
-        flag = torch.tensor([0.0 if done else 1.0], device=accelerator.device)
-        return accelerator.reduce(flag, reduction="sum").item() == 0
-
-    return all_done
 
 
 def _ref_logprobs(ref_policy, policy, input_ids, attention_mask, position_ids, length, temperature, response):

@@ -43,7 +43,7 @@ def run(cfg: RewardStage) -> Path:
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf.scoring import accuracy_by_category, preference_scores, summarize_preferences
+    from rlhf.rewards.scoring import accuracy_by_category, preference_scores, summarize_preferences
 
     started = time.time()
     output_dir = Path(cfg.output_dir)

@@ -88,7 +88,7 @@ def test_cache_is_seen_under_either_keyword_at_the_body(spelling):
 
 def test_lean_decoder_steps_are_counted_like_model_calls():
     """Sampling through `LlamaDecoder` never calls the model's forward; its steps must still be counted."""
-    from rlhf.ppo.rollout import sample
+    from rlhf.generation.sampling import sample
 
     with Instrumentation() as ins:
         policy = LlamaForCausalLM(LlamaConfig(**CONFIG)).eval()
@@ -115,7 +115,7 @@ def test_lean_decoder_steps_are_counted_like_model_calls():
 
 
 def test_hooks_and_patches_are_removed_on_exit(tmp_path):
-    from rlhf.ppo.decoding import LlamaDecoder
+    from rlhf.generation.decoding import LlamaDecoder
 
     original_log, original_init, original_step = Tracker.log, LlamaForCausalLM.__init__, LlamaDecoder._forward
     with Instrumentation():

@@ -31,15 +31,15 @@ def test_phases_follow_the_timing_statements(tmp_path):
     ]
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "<module> (bench.py:1);run (rlhf/stages/ppo.py:5);sample (rlhf/ppo/rollout.py:9);forward (linear.py:3) 6\n"
-        "<module> (bench.py:1);run (rlhf/stages/ppo.py:5);sample (rlhf/ppo/rollout.py:12) 2\n"
+        "<module> (bench.py:1);run (rlhf/stages/ppo.py:5);sample (rlhf/generation/sampling.py:9);forward (linear.py:3) 6\n"
+        "<module> (bench.py:1);run (rlhf/stages/ppo.py:5);sample (rlhf/generation/sampling.py:12) 2\n"
         "<module> (bench.py:1);run (/x/rlhf/stages/ppo.py:9);backward (torch/_tensor.py:1) 2\n"
         "<module> (bench.py:1);matmul_ceiling (rlhf/bench/probe.py:3) 2\n"
     )
     summary = summarize_stacks(raw, source)
     assert summary["rollout"]["share"] == round(8 / 12, 4)
     assert summary["rollout"]["top_self"][0] == ("forward (linear.py)", 0.75)
-    assert ("sample (rlhf/ppo/rollout.py)", 1.0) in summary["rollout"]["top_inclusive"]
+    assert ("sample (rlhf/generation/sampling.py)", 1.0) in summary["rollout"]["top_inclusive"]
     assert summary["update"]["samples"] == 2
     assert summary["outside run()"]["samples"] == 2
 

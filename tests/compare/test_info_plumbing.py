@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf.ppo.rewards import RewardTerm, load_prompt_info, load_reward_function, row_info, takes_info
+from rlhf.rewards.sources import RewardTerm, load_prompt_info, load_reward_function, row_info, takes_info
 from tests.compare import info_probe
 
 

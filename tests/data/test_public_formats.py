@@ -199,7 +199,7 @@ def tokenizer():
 
 
 def test_converted_rows_render_through_the_chat_template(tmp_path, tokenizer):
-    from rlhf.scoring import render
+    from rlhf.rewards.scoring import render
 
     hh = load_records(str(write_jsonl(tmp_path / "hh.jsonl", [HH_ROW])), "reward")[0]
     uf = load_records(str(write_jsonl(tmp_path / "uf.jsonl", [UF_ROW])), "reward")[0]

@@ -38,9 +38,9 @@ def main(out_dir: Path) -> None:
         single_process_loading,
         zero_stage,
     )
+    from rlhf.generation.sampling import encode_prompts, left_pad, sample
     from rlhf.models.loading import resolve_model_path
     from rlhf.ppo.models import ActorCritic
-    from rlhf.ppo.rollout import encode_prompts, left_pad, sample
 
     accelerator = make_accelerator()
     rank = accelerator.process_index

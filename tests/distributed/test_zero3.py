@@ -74,7 +74,7 @@ def test_sft_then_reward_under_zero3(tmp_path):
     # The reported held-out accuracy and margin are those of the final/ that was saved: scored again here, apart
     # from the launch, on the same 32 pairs (a final/ gathered wrongly from the shards would score differently).
     from rlhf.recipe import load_recipe
-    from rlhf.scoring import preference_scores, summarize_preferences
+    from rlhf.rewards.scoring import preference_scores, summarize_preferences
     from rlhf.stages.hf_trainer import load_dataset
 
     reward_results = results(run_dir / "reward")

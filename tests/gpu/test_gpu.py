@@ -75,8 +75,8 @@ def test_lean_decoder_matches_the_model_in_bfloat16_on_cuda():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rlhf.ppo.decoding import LlamaDecoder, make_decoder
-    from rlhf.ppo.rollout import positions
+    from rlhf.generation.decoding import LlamaDecoder, make_decoder
+    from rlhf.generation.sampling import positions
 
     torch.manual_seed(0)
     config = LlamaConfig(

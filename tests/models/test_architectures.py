@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.generation import decoding
 from rlhf.pipeline import run_recipe
-from rlhf.ppo import decoding
 from rlhf.recipe import load_recipe
 
 PIPELINE = Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "pipeline.yaml"
@@ -152,7 +152,7 @@ def test_bench_qwen2_workload_is_the_llama_one_on_the_lean_decoder(tmp_path):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from rlhf.bench.models import prepare
-    from rlhf.ppo.decoding import LeanDecoder, make_decoder
+    from rlhf.generation.decoding import LeanDecoder, make_decoder
 
     llama, qwen2 = prepare("tiny", tmp_path / "llama"), prepare("tiny", tmp_path / "qwen2", arch="qwen2")
     policy = AutoModelForCausalLM.from_pretrained(qwen2["policy"]).eval()

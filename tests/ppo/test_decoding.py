@@ -14,10 +14,10 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rlhf.ppo import decoding
-from rlhf.ppo.decoding import HFDecoder, LeanDecoder, make_decoder, unsupported
+from rlhf.generation import decoding
+from rlhf.generation.decoding import HFDecoder, LeanDecoder, make_decoder, unsupported
+from rlhf.generation.sampling import Batch, left_pad, positions, response_mask, sample
 from rlhf.ppo.models import response_logits
-from rlhf.ppo.rollout import Batch, left_pad, positions, response_mask, sample
 
 PAD, EOS = 0, 2
 PROMPTS = [[5, 9, 30, 41, 7, 12], [33, 8], [50, 51, 52]]
@@ -168,7 +168,7 @@ def test_lean_decoder_matches_model_forward_every_step(family):
 
 def test_the_parity_check_sees_windows_and_soft_caps(monkeypatch):
     """Switching a family trait off in the lean decoder breaks parity (the configs above exercise each)."""
-    from rlhf.ppo.decoding import lean
+    from rlhf.generation.decoding import lean
 
     gemma2 = build("gemma2")
     monkeypatch.setattr(lean, "_windows", lambda config, family: [None] * config.num_hidden_layers)

@@ -1,4 +1,4 @@
-"""Held-out evaluation (rlhf.ppo.evaluation) on embedded:tiny and a perturbed copy of it, one process.
+"""Held-out evaluation (rlhf.evaluation) on embedded:tiny and a perturbed copy of it, one process.
 
 What is checked: generation is in prompt order and independent of the batch size (greedy) and reproducible from its
 seed (sampled); the per-sequence KL is exactly 0 for a model against itself and equals the summed log-ratio of two
@@ -14,8 +14,8 @@ import copy
 import pytest
 import torch
 
-from rlhf.ppo.evaluation import evaluate_against_reference, generate, score_generations, sequence_kl
-from rlhf.ppo.rewards import RewardTerm
+from rlhf.evaluation import evaluate_against_reference, generate, score_generations, sequence_kl
+from rlhf.rewards.sources import RewardTerm
 
 PROMPTS = [
     [{"role": "user", "content": text}]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from rlhf.generation.sampling import Batch, left_pad, response_mask
 from rlhf.ppo.models import ActorCritic, count_base_parameters, response_logits
-from rlhf.ppo.rollout import Batch, left_pad, response_mask
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ tested in tests/reliability/test_safe_defaults.py)."""
 import pytest
 import torch
 
-from rlhf.ppo.rewards import RewardTerm, RunningMoments
-from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask
+from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask
+from rlhf.rewards.sources import RewardTerm, RunningMoments
 
 
 def test_running_moments_match_the_concatenated_batches():
@@ -27,7 +27,7 @@ def test_learned_reward_on_sampled_ids_equals_scoring_the_rendered_text():
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rlhf.models.embedded import resolve_embedded
-    from rlhf.scoring import render, reward_scores
+    from rlhf.rewards.scoring import render, reward_scores
 
     path = resolve_embedded("embedded:tiny")
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhf.ppo.rollout import Batch, left_pad, next_token, positions, response_mask, sample
+from rlhf.generation.sampling import Batch, left_pad, next_token, positions, response_mask, sample
 
 EOS, PAD = 2, 0
 

@@ -56,7 +56,7 @@ def test_token_counts_match_transformers(tokenizers):
     ],
 )
 def test_preflight_reward_check_agrees_with_the_loader(spec):
-    from rlhf.ppo.rewards import RewardError, load_reward_function
+    from rlhf.rewards.sources import RewardError, load_reward_function
 
     try:
         load_reward_function(spec)

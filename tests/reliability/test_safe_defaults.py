@@ -45,7 +45,7 @@ def test_trust_remote_code_is_off_by_default_and_passed_to_every_loader():
 
 def test_programmatic_rewards_come_from_reward_models_or_a_named_module():
     from reward_models.brand_voice import score
-    from rlhf.ppo.rewards import RewardError, load_reward_function
+    from rlhf.rewards.sources import RewardError, load_reward_function
 
     assert load_reward_function("brand_voice") is score
     assert load_reward_function("reward_models.brand_voice:score") is score

@@ -37,7 +37,7 @@ def _run(out: Path, decoder: str) -> list[dict]:
 
 
 def test_both_decoders_sample_and_train_alike(tmp_path, monkeypatch):
-    from rlhf.ppo.decoding import LlamaDecoder
+    from rlhf.generation.decoding import LlamaDecoder
 
     steps = []
     original = LlamaDecoder._forward

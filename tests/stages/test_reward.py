@@ -78,7 +78,7 @@ def test_held_out_accuracy_is_reported_per_category(manifest, reward_dir):
 def test_final_scores_an_on_voice_reply_above_an_off_voice_one(reward_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rlhf.scoring import render, reward_scores
+    from rlhf.rewards.scoring import render, reward_scores
 
     model = AutoModelForSequenceClassification.from_pretrained(reward_dir / "final").eval()
     tokenizer = AutoTokenizer.from_pretrained(reward_dir / "final")
@@ -112,7 +112,7 @@ def test_run_records_its_sft_parent_and_data(reward_dir, manifest, short_run):
 def test_accuracy_by_category_by_hand():
     import torch
 
-    from rlhf.scoring import accuracy_by_category
+    from rlhf.rewards.scoring import accuracy_by_category
 
     chosen = torch.tensor([1.0, 2.0, 3.0, 0.0])
     rejected = torch.tensor([0.0, 3.0, 3.0, -1.0])

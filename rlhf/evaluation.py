@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf.distributed import all_ranks_done
+from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask, sample
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import response_logits
-from rlhf.ppo.rollout import Batch, encode_prompts, left_pad, response_mask, sample
 
 
 @dataclass
@@ -97,7 +98,7 @@ def score_generations(
 
     `info` holds each prompt's row metadata (one dict per prompt, in the same order), for terms that take it.
     """
-    from rlhf.ppo.rewards import last_user_message
+    from rlhf.rewards.sources import last_user_message
 
     prompt_texts = [last_user_message(p) for p in prompts]
     scores: dict[str, list[torch.Tensor]] = {term.name: [] for term in terms}
@@ -129,8 +130,6 @@ def evaluate_against_reference(
     Both sample with the recipe's rollout settings and the same seed; reported: mean and standard deviation of each
     reward term for both, the mean per-sequence KL of the policy to the reference, lengths and EOS rates.
     """
-    from rlhf.stages.ppo import _all_done
-
     settings = dict(
         max_prompt_length=cfg.data.max_prompt_length,
         max_new_tokens=cfg.rollout.max_new_tokens,
@@ -140,7 +139,7 @@ def evaluate_against_reference(
         batch_size=cfg.training.batch_size * 2,
         seed=cfg.seed,
         device=accelerator.device,
-        all_done=_all_done(accelerator),
+        all_done=all_ranks_done(accelerator),
         decoder=cfg.rollout.decoder,
     )
     policy.eval()

@@ -2,7 +2,7 @@
 
 The sampling loop keeps only the sampled token ids and, on request, each token's log-probability and entropy
 (never per-step full-vocabulary logits). It is our own loop rather than `model.generate` so that every step is
-visible, cheap in Python overhead (`rlhf.ppo.decoding`), seeded by an explicit generator, and able to keep stepping
+visible, cheap in Python overhead (`rlhf.generation.decoding`), seeded by an explicit generator, and able to keep stepping
 until every rank is done (ZeRO-3 needs all ranks in every forward).
 """
 
@@ -147,10 +147,10 @@ def sample(
         all_done: In a multi-process launch, takes this rank's "finished" flag and returns whether every rank is
             finished, so ranks keep stepping together (each forward is collective under ZeRO-3).
         decoder: "auto" (the lean KV-cache decoder where it applies: Llama, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3;
-            see `rlhf.ppo.decoding`) or "hf" (the model's own forward).
+            see `rlhf.generation.decoding`) or "hf" (the model's own forward).
         stats: Also return each token's log-probability and entropy (a `Sampled`); needs temperature > 0.
     """
-    from rlhf.ppo.decoding import make_decoder
+    from rlhf.generation.decoding import make_decoder
 
     if stats and temperature == 0:
         raise ValueError("sample: stats=True needs temperature > 0 (greedy decoding has no sampling distribution)")

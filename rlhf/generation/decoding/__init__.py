@@ -2,7 +2,7 @@
 
 Sampling at small batch is bound by per-step overhead and by streaming the weights, not by arithmetic. A
 `transformers` forward with a `DynamicCache` also re-concatenates every layer's keys and values each step
-(O(length^2) copying), builds masks and dispatches several hundred small ops. `LeanDecoder` (`rlhf.ppo.decoding.lean`)
+(O(length^2) copying), builds masks and dispatches several hundred small ops. `LeanDecoder` (`rlhf.generation.decoding.lean`)
 runs the same maths over the model's own weight tensors (no copies): a preallocated cache written in place, rotary
 tables computed once per rollout, one fused op for each RMSNorm's statistics. Measured per sampled token at batch 8
 (2 threads): 2.9 -> 2.0 ms on the tiny benchmark model, 22.4 -> 20.2 ms on the small one (whose steps are bound by
@@ -30,7 +30,7 @@ import logging
 import torch
 from torch import nn
 
-from rlhf.ppo.decoding.lean import FAMILIES, LeanDecoder, unsupported
+from rlhf.generation.decoding.lean import FAMILIES, LeanDecoder, unsupported
 from rlhf.ppo.models import base_model_of
 
 __all__ = ["FAMILIES", "HFDecoder", "LeanDecoder", "LlamaDecoder", "make_decoder", "unsupported"]

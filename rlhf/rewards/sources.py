@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rlhf.config import RewardSourceConfig
-from rlhf.ppo.rollout import Batch
+from rlhf.generation.sampling import Batch
 
 
 class RewardError(ValueError):
@@ -149,7 +149,7 @@ class RewardTerm:
                 position_ids=position_ids.to(device),
             )
             return out.logits[:, 0].float().cpu()
-        from rlhf.scoring import render, reward_scores
+        from rlhf.rewards.scoring import render, reward_scores
 
         messages = [[{"role": "user", "content": p}] for p in prompts]
         texts = [render(self.tokenizer, m, r) for m, r in zip(messages, responses, strict=True)]

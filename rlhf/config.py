@@ -223,6 +223,53 @@ class RewardStage(StageBase):
     )
 
 
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
+
+
+class DPOStage(StageBase):
+    """Direct preference optimisation (Rafailov et al. 2023) of the sft model on preference pairs (TRL DPOTrainer).
+
+    The reference is the starting model, frozen: a copy of it, or with LoRA the trained model with its adapter off.
+    """
+
+    stage: Literal["dpo"] = Field(description="The stage this recipe runs.")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "Strength of the pull towards the reference: the implicit reward is beta * log(pi / pi_ref); higher "
+            "stays closer (for 'ipo', the regulariser tau)."
+        ),
+    )
+    loss_type: Literal[DPO_LOSS_TYPES] = Field(
+        "sigmoid",
+        description=(
+            "TRL's preference loss: 'sigmoid' (DPO), 'ipo' (Azar et al. 2023), 'hinge' (SLiC), 'robust', 'exo_pair', "
+            "'nca_pair', 'bco_pair', 'sppo_hard', 'aot', 'aot_unpaired', 'apo_zero', 'apo_down', 'discopop', "
+            "'sigmoid_norm'."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> DPOStage:
+        return _no_score_margin(self)
+
+
 class RolloutConfig(Block):
     """How the policy samples responses during ppo."""
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from rlhf.config import (
     STAGE_REF_PREFIX,
     CompareStage,
+    DPOStage,
     PipelineBase,
     PPOStage,
     RewardStage,
@@ -89,6 +90,18 @@ def _run_reward(cfg: RewardStage) -> Path:
     return run(cfg)
 
 
+def _run_dpo(cfg: DPOStage) -> Path:
+    from rlhf.stages.dpo import run
+
+    return run(cfg)
+
+
+def _plan_dpo(cfg: DPOStage, shape, launch, device: str):
+    from rlhf.stages.dpo import plan
+
+    return plan(cfg, shape, launch, device)
+
+
 def _run_ppo(cfg: PPOStage) -> Path:
     from rlhf.stages.ppo import run
 
@@ -142,6 +155,15 @@ STAGES: dict[str, Stage] = {
             references=(MODEL,),
             run=_run_reward,
             plan=_plan_reward,
+        ),
+        Stage(
+            "dpo",
+            DPOStage,
+            "The dpo stage (an arm beside ppo).",
+            reads="preferences",
+            references=(MODEL,),
+            run=_run_dpo,
+            plan=_plan_dpo,
         ),
         Stage(
             "ppo",

@@ -7,16 +7,14 @@ Every field carries a description; `rlhf validate` and the README walkthrough ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 STAGE_REF_PREFIX = "stage:"
 BASE_REF_SUFFIX = ".base"  # `stage:NAME.base` in a pipeline's compare models: the model stage NAME starts from
 EMBEDDED_PREFIX = "embedded:"
-REWARD_SOURCE_FIELDS = ("rewards.", "proxy.", "judges.")  # reference fields that must name a reward model
 
 
 class Block(BaseModel):
@@ -209,7 +207,7 @@ class SFTStage(StageBase):
         return _no_score_margin(self)
 
 
-def _no_score_margin(stage: SFTStage | PPOStage) -> SFTStage | PPOStage:
+def _no_score_margin(stage: StageBase) -> StageBase:
     """Refuses `data.margin_from_scores` outside the reward stage, where nothing would read it."""
     if stage.data.margin_from_scores is not None:
         raise ValueError(f"data.margin_from_scores applies to the reward stage's pairs only, not to {stage.stage}")
@@ -223,6 +221,53 @@ class RewardStage(StageBase):
     center_rewards_coefficient: float | None = Field(
         None, ge=0, description="Weight of the auxiliary loss pushing mean rewards towards zero; null disables."
     )
+
+
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
+
+
+class DPOStage(StageBase):
+    """Direct preference optimisation (Rafailov et al. 2023) of the sft model on preference pairs (TRL DPOTrainer).
+
+    The reference is the starting model, frozen: a copy of it, or with LoRA the trained model with its adapter off.
+    """
+
+    stage: Literal["dpo"] = Field(description="The stage this recipe runs.")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "Strength of the pull towards the reference: the implicit reward is beta * log(pi / pi_ref); higher "
+            "stays closer (for 'ipo', the regulariser tau)."
+        ),
+    )
+    loss_type: Literal[DPO_LOSS_TYPES] = Field(
+        "sigmoid",
+        description=(
+            "TRL's preference loss: 'sigmoid' (DPO), 'ipo' (Azar et al. 2023), 'hinge' (SLiC), 'robust', 'exo_pair', "
+            "'nca_pair', 'bco_pair', 'sppo_hard', 'aot', 'aot_unpaired', 'apo_zero', 'apo_down', 'discopop', "
+            "'sigmoid_norm'."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> DPOStage:
+        return _no_score_margin(self)
 
 
 class RolloutConfig(Block):
@@ -449,20 +494,12 @@ class CompareStage(Block):
         return self.reference or self.models[0].name
 
 
-StageRecipe = Annotated[SFTStage | RewardStage | PPOStage, Field(discriminator="stage")]
-STAGE_CLASSES: dict[str, type[Block]] = {
-    "sft": SFTStage,
-    "reward": RewardStage,
-    "ppo": PPOStage,
-    "compare": CompareStage,
-}
-
-
-class PipelineRecipe(Block):
-    """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo, <run_dir>/compare.
+class PipelineBase(Block):
+    """Stages chained into one run directory: <run_dir>/<stage> for each stage section (sft, reward, ppo, compare...).
 
     Stage sections take the same keys as stage recipes, without `stage` and `output_dir` (the pipeline sets them).
-    `seed` and `tracking` are written once here and apply to every stage that does not set its own.
+    `seed` and `tracking` are written once here and apply to every stage that does not set its own. The sections
+    themselves are added from the stage registry (`rlhf.stages.registry.PipelineRecipe`), one per declared stage.
     """
 
     run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
@@ -475,13 +512,9 @@ class PipelineRecipe(Block):
             "complete checkpoint and skips a stage whose finished output matches its recipe; false starts over."
         ),
     )
-    stages: list[Literal["sft", "reward", "ppo", "compare"]] | None = Field(
+    stages: list[str] | None = Field(
         None, description="Run only these stages (in pipeline order); default: every stage present."
     )
-    sft: SFTStage | None = Field(None, description="The sft stage.")
-    reward: RewardStage | None = Field(None, description="The reward stage.")
-    ppo: PPOStage | None = Field(None, description="The ppo stage.")
-    compare: CompareStage | None = Field(None, description="The closing evaluation report.")
 
     @model_validator(mode="before")
     @classmethod
@@ -490,8 +523,10 @@ class PipelineRecipe(Block):
         # settings are written once and the run layout is the same for every pipeline.
         if not isinstance(data, dict) or "run_dir" not in data:
             return data
+        from rlhf.stages.registry import STAGES
+
         data = dict(data)
-        for name in STAGES:
+        for name, stage in STAGES.items():
             section = data.get(name)
             if not isinstance(section, dict):
                 continue
@@ -502,80 +537,75 @@ class PipelineRecipe(Block):
             section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
             if "tracking" in data and "tracking" not in section:
                 section["tracking"] = data["tracking"]
-            if "resume" in data and name in ("sft", "reward", "ppo"):
+            if "resume" in data and stage.trains:
                 section.setdefault("resume", data["resume"])
             data[name] = section
         return data
 
     @model_validator(mode="after")
-    def _references_point_backwards(self) -> PipelineRecipe:
-        present = [name for name in STAGES if getattr(self, name) is not None]
+    def _references_point_backwards(self) -> PipelineBase:
+        from rlhf.stages.registry import STAGES, declared_references
+
+        present = self.present_stages()
         if not present:
             raise ValueError("a pipeline needs at least one of the sections: " + ", ".join(STAGES))
         for name in self.stages or []:
             if name not in present:
                 raise ValueError(f"stages lists '{name}' but the pipeline has no '{name}' section")
         for position, name in enumerate(present):
-            for field, ref in stage_references(getattr(self, name)):
+            for reference, field, ref in declared_references(getattr(self, name)):
+                if not ref.startswith(STAGE_REF_PREFIX):
+                    continue
                 target = ref.removeprefix(STAGE_REF_PREFIX)
-                if name == "compare" and field.startswith("models.") and target.endswith(BASE_REF_SUFFIX):
+                if reference.base and target.endswith(BASE_REF_SUFFIX):
                     target = target.removesuffix(BASE_REF_SUFFIX)  # `stage:NAME.base`: the model NAME starts from
                 if target not in present[:position]:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
-                if field.startswith(REWARD_SOURCE_FIELDS) and target != "reward":
+                if reference.stage is not None and target != reference.stage:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
-                        "use 'stage:reward'"
+                        f"use '{STAGE_REF_PREFIX}{reference.stage}'"
                     )
         return self
 
     @model_validator(mode="after")
-    def _resolve_base_references(self) -> PipelineRecipe:
+    def _resolve_base_references(self) -> PipelineBase:
         # `stage:sft.base` names whatever the sft section starts from, so the compared base follows an override of
         # sft.model.name_or_path. It is replaced here, once `_references_point_backwards` has checked that it names
-        # an earlier stage, before anything reads the compare section; the compare stage writes the replaced value
+        # an earlier stage, before anything reads a section that accepts it; the stage writes the replaced value
         # into its recipe.yaml and report.
-        if self.compare is None:
-            return self
-        models, changed = list(self.compare.models), False
-        for i, model in enumerate(models):
-            if model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX):
-                source = getattr(self, model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX))
-                models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
-        if changed:
-            self.compare.models = models
+        from rlhf.stages.registry import STAGES, replace_references
+
+        def base(ref: str) -> str:
+            if ref.startswith(STAGE_REF_PREFIX) and ref.endswith(BASE_REF_SUFFIX):
+                return getattr(
+                    self, ref.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)
+                ).model.name_or_path
+            return ref
+
+        for name in self.present_stages():
+            section = getattr(self, name)
+            resolved = replace_references(section, base)
+            for reference in STAGES[name].references:
+                head = reference.field.split(".")[0]
+                if reference.base and getattr(resolved, head) != getattr(section, head):
+                    setattr(section, head, getattr(resolved, head))
         return self
+
+    def present_stages(self) -> list[str]:
+        """The stages this pipeline has a section for, in pipeline order."""
+        from rlhf.stages.registry import STAGES
+
+        return [name for name in STAGES if getattr(self, name) is not None]
 
     def selected_stages(self) -> list[StageBase | CompareStage]:
         """The stage recipes this pipeline runs, in order."""
-        names = [n for n in STAGES if getattr(self, n) is not None and (self.stages is None or n in self.stages)]
+        names = [n for n in self.present_stages() if self.stages is None or n in self.stages]
         return [getattr(self, n) for n in names]
 
     def stage_output(self, name: str) -> Path:
         """The output directory of a stage of this pipeline."""
         return Path(self.run_dir) / name
-
-
-def stage_references(stage: StageBase | CompareStage) -> list[tuple[str, str]]:
-    """Every `stage:NAME` reference a stage recipe makes, as (field path, reference) pairs."""
-    refs = []
-    if isinstance(stage, CompareStage):
-        refs += [(f"models.{i}.path", m.path) for i, m in enumerate(stage.models)]
-        for group in ("proxy", "judges"):
-            refs += [(f"{group}.{i}.model", s.model) for i, s in enumerate(getattr(stage, group)) if s.model]
-        return [(field, ref) for field, ref in refs if ref.startswith(STAGE_REF_PREFIX)]
-    if stage.model.name_or_path.startswith(STAGE_REF_PREFIX):
-        refs.append(("model.name_or_path", stage.model.name_or_path))
-    if isinstance(stage, PPOStage):
-        for i, source in enumerate(stage.rewards):
-            if source.model and source.model.startswith(STAGE_REF_PREFIX):
-                refs.append((f"rewards.{i}.model", source.model))
-        if stage.value.init and stage.value.init.startswith(STAGE_REF_PREFIX):
-            refs.append(("value.init", stage.value.init))
-    return refs
-
-
-Recipe = PipelineRecipe | SFTStage | RewardStage | PPOStage | CompareStage

@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rlhf.config import STAGE_REF_PREFIX, STAGES, PipelineRecipe, PPOStage, is_data_file, stage_references
+from rlhf.config import STAGE_REF_PREFIX, is_data_file
 from rlhf.recipe import recipe_to_yaml
+from rlhf.stages.registry import STAGES, PipelineRecipe, declared_references, stage_references
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
@@ -224,10 +225,9 @@ def check_references(recipe: BaseModel) -> None:
                     )
                 check_parent(final, expected_stage=recipe.section_stage(target))
         return
-    if isinstance(recipe, PPOStage):
-        for source in recipe.rewards:
-            if source.model and (Path(source.model).parent / RECIPE).exists():
-                check_parent(source.model, expected_stage="reward")
+    for reference, _, value in declared_references(recipe):
+        if reference.stage is not None and (Path(value).parent / RECIPE).exists():
+            check_parent(value, expected_stage=reference.stage)
     model = getattr(getattr(recipe, "model", None), "name_or_path", "")
     if model and Path(model).name == FINAL and Path(model).is_dir():
         check_parent(model)

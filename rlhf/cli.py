@@ -29,10 +29,11 @@ from pathlib import Path
 from rlhf.artifacts import ArtifactError, check_output_dir, check_references
 from rlhf.checkpoint import ResumeError
 from rlhf.compare import command as compare_command
-from rlhf.config import STAGE_REF_PREFIX, CompareStage, PipelineRecipe, PPOStage, Recipe, StageBase
+from rlhf.config import STAGE_REF_PREFIX, CompareStage, StageBase
 from rlhf.data.doctor import DataProblems, examine
 from rlhf.data.formats import DataError
 from rlhf.recipe import RecipeError, load_recipe
+from rlhf.stages.registry import PipelineRecipe, Recipe, declared_references
 from rlhf.voice import command as voice_command
 
 logger = logging.getLogger("rlhf")
@@ -128,10 +129,8 @@ def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool 
 
 
 def _model_references(stage: StageBase) -> list[str]:
-    refs = [stage.model.name_or_path]
-    if isinstance(stage, PPOStage):
-        refs += [s.model for s in stage.rewards if s.model] + ([stage.value.init] if stage.value.init else [])
-    return refs
+    """Every model a stage recipe names in its declared reference fields (`rlhf.stages.registry`)."""
+    return [value for _, _, value in declared_references(stage)]
 
 
 def _check_local_model(ref: str, stage: str) -> None:

@@ -11,13 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-STAGES = ("sft", "reward", "ppo", "compare")
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 ARM_NAME = r"^[a-z][a-z0-9_]*$"  # a named arm: a directory name and a `stage:NAME` reference
 STAGE_REF_PREFIX = "stage:"
 BASE_REF_SUFFIX = ".base"  # `stage:NAME.base` in a pipeline's compare models: the model stage NAME starts from
 EMBEDDED_PREFIX = "embedded:"
-REWARD_SOURCE_FIELDS = ("rewards.", "proxy.", "judges.")  # reference fields that must name a reward model
 
 
 class Block(BaseModel):
@@ -210,7 +208,7 @@ class SFTStage(StageBase):
         return _no_score_margin(self)
 
 
-def _no_score_margin(stage: SFTStage | PPOStage) -> SFTStage | PPOStage:
+def _no_score_margin(stage: StageBase) -> StageBase:
     """Refuses `data.margin_from_scores` outside the reward stage, where nothing would read it."""
     if stage.data.margin_from_scores is not None:
         raise ValueError(f"data.margin_from_scores applies to the reward stage's pairs only, not to {stage.stage}")
@@ -224,6 +222,53 @@ class RewardStage(StageBase):
     center_rewards_coefficient: float | None = Field(
         None, ge=0, description="Weight of the auxiliary loss pushing mean rewards towards zero; null disables."
     )
+
+
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "ipo",
+    "hinge",
+    "robust",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+)
+
+
+class DPOStage(StageBase):
+    """Direct preference optimisation (Rafailov et al. 2023) of the sft model on preference pairs (TRL DPOTrainer).
+
+    The reference is the starting model, frozen: a copy of it, or with LoRA the trained model with its adapter off.
+    """
+
+    stage: Literal["dpo"] = Field(description="The stage this recipe runs.")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "Strength of the pull towards the reference: the implicit reward is beta * log(pi / pi_ref); higher "
+            "stays closer (for 'ipo', the regulariser tau)."
+        ),
+    )
+    loss_type: Literal[DPO_LOSS_TYPES] = Field(
+        "sigmoid",
+        description=(
+            "TRL's preference loss: 'sigmoid' (DPO), 'ipo' (Azar et al. 2023), 'hinge' (SLiC), 'robust', 'exo_pair', "
+            "'nca_pair', 'bco_pair', 'sppo_hard', 'aot', 'aot_unpaired', 'apo_zero', 'apo_down', 'discopop', "
+            "'sigmoid_norm'."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _scores_unused(self) -> DPOStage:
+        return _no_score_margin(self)
 
 
 class RolloutConfig(Block):
@@ -564,21 +609,14 @@ class CompareStage(Block):
         return self.reference or self.models[0].name
 
 
-StageRecipe = Annotated[SFTStage | RewardStage | PPOStage, Field(discriminator="stage")]
-STAGE_CLASSES: dict[str, type[Block]] = {
-    "sft": SFTStage,
-    "reward": RewardStage,
-    "ppo": PPOStage,
-    "compare": CompareStage,
-}
-
-
-class PipelineRecipe(Block):
-    """Stages chained into one run directory: <run_dir>/sft, <run_dir>/reward, <run_dir>/ppo, <run_dir>/compare.
+class PipelineBase(Block):
+    """Stages chained into one run directory: <run_dir>/<stage> for each stage section (sft, reward, ppo, compare...).
 
     Stage sections take the same keys as stage recipes, without `stage` and `output_dir` (the pipeline sets them).
-    `seed` and `tracking` are written once here and apply to every stage that does not set its own. Named `arms`
-    add further training stages (e.g. a second ppo-family run with another estimator), each in <run_dir>/<name>.
+    `seed` and `tracking` are written once here and apply to every stage that does not set its own. The sections
+    themselves are added from the stage registry (`rlhf.stages.registry.PipelineRecipe`), one per declared stage,
+    with `arms`: named training sections beyond those (e.g. a second ppo-family run, `grpo: {stage: ppo, ...}`), each
+    in <run_dir>/<name>. A section's *name* is its output folder and its `stage:NAME`; its *stage* is what it runs.
     """
 
     run_dir: str = Field(description="Directory that holds one sub-directory per stage.")
@@ -592,19 +630,8 @@ class PipelineRecipe(Block):
         ),
     )
     stages: list[str] | None = Field(
-        None,
-        description="Run only these sections (stage or arm names, run in pipeline order); default: every one present.",
+        None, description="Run only these stages (in pipeline order); default: every stage present."
     )
-    sft: SFTStage | None = Field(None, description="The sft stage.")
-    reward: RewardStage | None = Field(None, description="The reward stage.")
-    ppo: PPOStage | None = Field(None, description="The ppo stage.")
-    arms: dict[Annotated[str, Field(pattern=ARM_NAME)], StageRecipe] = Field(
-        default_factory=dict,
-        description="Named training stages beyond the fixed sections, run in this order after them and before "
-        "compare, each a stage section with its `stage:` (e.g. `grpo: {stage: ppo, advantage: {estimator: grpo}, "
-        "...}`). Other sections and compare refer to one as 'stage:NAME'; it writes <run_dir>/NAME.",
-    )
-    compare: CompareStage | None = Field(None, description="The closing evaluation report.")
 
     @model_validator(mode="before")
     @classmethod
@@ -613,118 +640,129 @@ class PipelineRecipe(Block):
         # settings are written once and the run layout is the same for every pipeline.
         if not isinstance(data, dict) or "run_dir" not in data:
             return data
+        from rlhf.stages.registry import STAGES
+
         data = dict(data)
 
-        def fill(name: str, section: dict, where: str, kind: str | None) -> dict:
-            if "output_dir" in section or (kind is not None and "stage" in section):
-                key = "output_dir" if "output_dir" in section else "stage"
-                raise ValueError(f"{where}.{key} is set by the pipeline and cannot appear in a stage section")
-            section = {**({"stage": kind} if kind else {}), **section}
-            section["output_dir"] = str(Path(str(data["run_dir"])) / name)
+        def fill(name: str, section: dict, stage: str) -> dict:
+            section = {"stage": stage, **section, "output_dir": str(Path(str(data["run_dir"])) / name)}
             section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
             if "tracking" in data and "tracking" not in section:
                 section["tracking"] = data["tracking"]
-            if "resume" in data and section.get("stage") != "compare":
+            if "resume" in data and STAGES[stage].trains:
                 section.setdefault("resume", data["resume"])
             return section
 
         for name in STAGES:
-            if isinstance(data.get(name), dict):
-                data[name] = fill(name, data[name], name, name)
+            section = data.get(name)
+            if not isinstance(section, dict):
+                continue
+            if "output_dir" in section or "stage" in section:
+                key = "output_dir" if "output_dir" in section else "stage"
+                raise ValueError(f"{name}.{key} is set by the pipeline and cannot appear in a stage section")
+            data[name] = fill(name, section, name)
         if isinstance(data.get("arms"), dict):
             arms = {}
             for name, section in data["arms"].items():
-                if isinstance(section, dict) and "stage" not in section:
-                    raise ValueError(f"arms.{name} needs `stage:` (which stage it runs, e.g. ppo)")
-                if str(name) in (*STAGES, "arms"):
-                    raise ValueError(f"arms.{name}: '{name}' is a section of the pipeline; give the arm its own name")
-                arms[name] = fill(str(name), section, f"arms.{name}", None) if isinstance(section, dict) else section
+                if isinstance(section, dict):
+                    training = [n for n, s in STAGES.items() if s.trains]
+                    if section.get("stage") not in training:
+                        raise ValueError(
+                            f"arms.{name} needs `stage:` naming what it runs, one of {', '.join(training)}"
+                        )
+                    if name in STAGES or name == "arms":
+                        raise ValueError(
+                            f"arms.{name}: '{name}' is a section of the pipeline; give the arm its own name"
+                        )
+                    if "output_dir" in section:
+                        raise ValueError(
+                            f"arms.{name}.output_dir is set by the pipeline and cannot appear in a stage section"
+                        )
+                    section = fill(str(name), section, section["stage"])
+                arms[name] = section
             data["arms"] = arms
         return data
 
     @model_validator(mode="after")
-    def _references_point_backwards(self) -> PipelineRecipe:
-        sections = self.sections()
-        present = list(sections)
+    def _references_point_backwards(self) -> PipelineBase:
+        from rlhf.stages.registry import STAGES, declared_references
+
+        present = self.present_stages()
         if not present:
-            raise ValueError("a pipeline needs at least one of the sections: " + ", ".join([*STAGES, "arms"]))
+            raise ValueError("a pipeline needs at least one of the sections: " + ", ".join(STAGES))
         for name in self.stages or []:
             if name not in present:
                 raise ValueError(f"stages lists '{name}' but the pipeline has no '{name}' section")
         for position, name in enumerate(present):
-            for field, ref in stage_references(sections[name]):
+            for reference, field, ref in declared_references(self.section(name)):
+                if not ref.startswith(STAGE_REF_PREFIX):
+                    continue
                 target = ref.removeprefix(STAGE_REF_PREFIX)
-                if name == "compare" and field.startswith("models.") and target.endswith(BASE_REF_SUFFIX):
+                if reference.base and target.endswith(BASE_REF_SUFFIX):
                     target = target.removesuffix(BASE_REF_SUFFIX)  # `stage:NAME.base`: the model NAME starts from
                 if target not in present[:position]:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
-                if field.startswith(REWARD_SOURCE_FIELDS) and sections[target].stage != "reward":
+                if reference.stage is not None and self.section_stage(target) != reference.stage:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
-                        "use 'stage:reward'"
+                        f"use '{STAGE_REF_PREFIX}{reference.stage}'"
                     )
         return self
 
     @model_validator(mode="after")
-    def _resolve_base_references(self) -> PipelineRecipe:
+    def _resolve_base_references(self) -> PipelineBase:
         # `stage:sft.base` names whatever the sft section starts from, so the compared base follows an override of
         # sft.model.name_or_path. It is replaced here, once `_references_point_backwards` has checked that it names
-        # an earlier stage, before anything reads the compare section; the compare stage writes the replaced value
+        # an earlier stage, before anything reads a section that accepts it; the stage writes the replaced value
         # into its recipe.yaml and report.
-        if self.compare is None:
-            return self
-        models, changed = list(self.compare.models), False
-        for i, model in enumerate(models):
-            if model.path.startswith(STAGE_REF_PREFIX) and model.path.endswith(BASE_REF_SUFFIX):
-                source = self.sections()[model.path.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)]
-                models[i], changed = model.model_copy(update={"path": source.model.name_or_path}), True
-        if changed:
-            self.compare.models = models
+        from rlhf.stages.registry import STAGES, replace_references
+
+        def base(ref: str) -> str:
+            if ref.startswith(STAGE_REF_PREFIX) and ref.endswith(BASE_REF_SUFFIX):
+                return self.section(ref.removeprefix(STAGE_REF_PREFIX).removesuffix(BASE_REF_SUFFIX)).model.name_or_path
+            return ref
+
+        for name in self.present_stages():
+            section = self.section(name)
+            resolved = replace_references(section, base)
+            for reference in STAGES[section.stage].references:
+                head = reference.field.split(".")[0]
+                if reference.base and getattr(resolved, head) != getattr(section, head):
+                    setattr(section, head, getattr(resolved, head))
         return self
 
     def sections(self) -> dict[str, StageBase | CompareStage]:
-        """Every stage section present, by name, in the order the pipeline runs them (arms before compare)."""
-        fixed = {n: getattr(self, n) for n in STAGES if n != "compare" and getattr(self, n) is not None}
-        closing = {"compare": self.compare} if self.compare is not None else {}
-        return {**fixed, **self.arms, **closing}
+        """Every section present, by name, in run order: the training stages, the named arms, then compare."""
+        from rlhf.stages.registry import STAGES
 
-    def selected_stages(self) -> list[StageBase | CompareStage]:
-        """The stage recipes this pipeline runs, in order."""
-        return [s for n, s in self.sections().items() if self.stages is None or n in self.stages]
+        fixed = {name: getattr(self, name) for name in STAGES if getattr(self, name) is not None}
+        training = {name: section for name, section in fixed.items() if STAGES[name].trains}
+        closing = {name: section for name, section in fixed.items() if not STAGES[name].trains}
+        return {**training, **self.arms, **closing}
+
+    def present_stages(self) -> list[str]:
+        """The names of the sections this pipeline has, in run order."""
+        return list(self.sections())
+
+    def section(self, name: str) -> StageBase | CompareStage:
+        """The stage recipe of a section (a stage's own section or a named arm)."""
+        return self.sections()[name]
 
     def section_name(self, stage: StageBase | CompareStage) -> str:
-        """The section a stage recipe of this pipeline comes from (its output directory's name)."""
+        """The section a stage recipe of this pipeline comes from (its output folder's name)."""
         return Path(stage.output_dir).name
 
     def section_stage(self, name: str) -> str:
-        """The stage a section runs (`sft`, `ppo`, ...): its own name, or an arm's `stage:`."""
-        return self.sections()[name].stage
+        """The stage a section runs (`ppo` for a grpo arm): what a `stage:NAME` artifact's manifest records."""
+        return self.section(name).stage
+
+    def selected_stages(self) -> list[StageBase | CompareStage]:
+        """The stage recipes this pipeline runs, in order."""
+        return [section for name, section in self.sections().items() if self.stages is None or name in self.stages]
 
     def stage_output(self, name: str) -> Path:
         """The output directory of a stage of this pipeline."""
         return Path(self.run_dir) / name
-
-
-def stage_references(stage: StageBase | CompareStage) -> list[tuple[str, str]]:
-    """Every `stage:NAME` reference a stage recipe makes, as (field path, reference) pairs."""
-    refs = []
-    if isinstance(stage, CompareStage):
-        refs += [(f"models.{i}.path", m.path) for i, m in enumerate(stage.models)]
-        for group in ("proxy", "judges"):
-            refs += [(f"{group}.{i}.model", s.model) for i, s in enumerate(getattr(stage, group)) if s.model]
-        return [(field, ref) for field, ref in refs if ref.startswith(STAGE_REF_PREFIX)]
-    if stage.model.name_or_path.startswith(STAGE_REF_PREFIX):
-        refs.append(("model.name_or_path", stage.model.name_or_path))
-    if isinstance(stage, PPOStage):
-        for i, source in enumerate(stage.rewards):
-            if source.model and source.model.startswith(STAGE_REF_PREFIX):
-                refs.append((f"rewards.{i}.model", source.model))
-        if stage.value.init and stage.value.init.startswith(STAGE_REF_PREFIX):
-            refs.append(("value.init", stage.value.init))
-    return refs
-
-
-Recipe = PipelineRecipe | SFTStage | RewardStage | PPOStage | CompareStage

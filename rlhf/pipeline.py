@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from pathlib import Path
 
 from rlhf.artifacts import FINAL, begin_stage, check_parent, end_stage, up_to_date
-from rlhf.config import (
-    STAGE_REF_PREFIX,
-    CompareStage,
-    PipelineRecipe,
-    PPOStage,
-    Recipe,
-    StageBase,
-    stage_references,
-)
+from rlhf.config import STAGE_REF_PREFIX, CompareStage, StageBase
+from rlhf.stages.registry import PipelineRecipe, Recipe, replace_references, stage_of, stage_references
 
 logger = logging.getLogger("rlhf")
 
@@ -24,28 +16,16 @@ logger = logging.getLogger("rlhf")
 def resolve_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe) -> StageBase | CompareStage:
     """Replaces `stage:NAME` references with the referenced stage's final/ directory in this pipeline."""
 
-    def resolve(ref: str | None) -> str | None:
-        if ref is None or not ref.startswith(STAGE_REF_PREFIX):
+    def resolve(ref: str) -> str:
+        if not ref.startswith(STAGE_REF_PREFIX):
             return ref
         return str(pipeline.stage_output(ref.removeprefix(STAGE_REF_PREFIX)) / FINAL)
 
-    if isinstance(stage, CompareStage):
-        return stage.model_copy(
-            update={
-                "models": [m.model_copy(update={"path": resolve(m.path)}) for m in stage.models],
-                "proxy": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.proxy],
-                "judges": [s.model_copy(update={"model": resolve(s.model)}) for s in stage.judges],
-            }
-        )
-    updates: dict = {"model": stage.model.model_copy(update={"name_or_path": resolve(stage.model.name_or_path)})}
-    if isinstance(stage, PPOStage):
-        updates["rewards"] = [s.model_copy(update={"model": resolve(s.model)}) for s in stage.rewards]
-        updates["value"] = stage.value.model_copy(update={"init": resolve(stage.value.init)})
-    return stage.model_copy(update=updates)
+    return replace_references(stage, resolve)
 
 
 def run_stage(stage: StageBase | CompareStage) -> Path:
-    """Runs one stage recipe through its module's `run` function.
+    """Runs one stage recipe through the entry function its registry declaration names.
 
     With `resume` on, a stage whose output already holds a finished run of exactly this recipe, data and parent
     artifacts is skipped. Otherwise the old manifest is set aside first, so until the stage finishes its directory
@@ -61,13 +41,12 @@ def run_stage(stage: StageBase | CompareStage) -> Path:
             stage.output_dir,
         )
         return Path(stage.output_dir)
-    module = importlib.import_module(f"rlhf.stages.{stage.stage}")
     logger.info("stage %s -> %s", stage.stage, stage.output_dir)
     output_dir, started, main = Path(stage.output_dir), time.time(), is_main_process()
     if main:
         begin_stage(output_dir)
     try:
-        result = module.run(stage)
+        result = stage_of(stage).run(stage)
     except BaseException:
         if main:
             end_stage(output_dir, started, failed=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from rlhf.config import STAGE_REF_PREFIX, LoraConfig, PipelineRecipe, PPOStage, RewardStage, SFTStage, StageBase
+from rlhf.config import STAGE_REF_PREFIX, LoraConfig, PPOStage, RewardStage, SFTStage, StageBase
 from rlhf.shapes import ModelShape
+from rlhf.stages.registry import STAGES, PipelineRecipe, stage_of
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -346,38 +347,39 @@ def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:
         raise PlanError(f"cannot read config.json of '{ref}': {type(err).__name__}: {err}") from None
 
 
+def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
+    """The ppo estimate, reading each model's shape with `shape(ref)`: policy, learned rewards, the critic."""
+    shapes = {"policy": shape(cfg.model.name_or_path)}
+    learned = [s for s in cfg.rewards if s.model is not None]
+    for source in learned:
+        shapes[f"reward/{source.name}"] = shape(source.model)
+    if cfg.value.mode == "critic":
+        init = cfg.value.init or (learned[0].model if learned else None)
+        if init is None:
+            raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
+        shapes["value"] = shape(init)
+    return plan_ppo(cfg, shapes, launch, device)
+
+
 def plan_stage(
     stage: StageBase, launch: LaunchSpec, recipe: PipelineRecipe | None = None, device: str = "cuda"
 ) -> StagePlan:
-    """The estimate for one stage recipe."""
+    """The estimate for one stage recipe, by the estimate its registry declaration names."""
 
     def shape(ref: str) -> ModelShape:
         return ModelShape.from_config(model_config(ref, recipe))
 
-    if isinstance(stage, SFTStage):
-        return plan_sft(stage, shape(stage.model.name_or_path), launch, device)
-    if isinstance(stage, RewardStage):
-        return plan_reward(stage, shape(stage.model.name_or_path), launch, device)
-    assert isinstance(stage, PPOStage)
-    shapes = {"policy": shape(stage.model.name_or_path)}
-    learned = [s for s in stage.rewards if s.model is not None]
-    for source in learned:
-        shapes[f"reward/{source.name}"] = shape(source.model)
-    if stage.value.mode == "critic":
-        init = stage.value.init or (learned[0].model if learned else None)
-        if init is None:
-            raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
-        shapes["value"] = shape(init)
-    return plan_ppo(stage, shapes, launch, device)
+    return stage_of(stage).plan(stage, shape, launch, device)
 
 
 def plan_recipe(recipe, launch: LaunchSpec, device: str = "cuda") -> list[StagePlan]:
-    """Estimates for every selected training stage (sft, reward, ppo) of a pipeline recipe, or for a stage recipe."""
+    """Estimates for every selected training stage of a pipeline recipe, or for a stage recipe."""
     if isinstance(recipe, PipelineRecipe):
-        stages = [s for s in recipe.selected_stages() if isinstance(s, SFTStage | RewardStage | PPOStage)]
+        stages = [s for s in recipe.selected_stages() if stage_of(s).plan is not None]
         return [plan_stage(s, launch, recipe, device) for s in stages]
-    if not isinstance(recipe, SFTStage | RewardStage | PPOStage):
-        raise PlanError(f"rlhf plan estimates training stages (sft, reward, ppo), not '{recipe.stage}'")
+    if stage_of(recipe).plan is None:
+        planned = ", ".join(name for name, stage in STAGES.items() if stage.plan is not None)
+        raise PlanError(f"rlhf plan estimates training stages ({planned}), not '{recipe.stage}'")
     return [plan_stage(recipe, launch, None, device)]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rlhf.config import STAGE_CLASSES, PipelineRecipe, Recipe
+from rlhf.stages.registry import STAGES, PipelineRecipe, Recipe, training_stage_names
 
 
 class RecipeError(ValueError):
@@ -93,13 +93,16 @@ def validate_recipe(data: dict[str, Any], base_dir: Path | None = None, source: 
     """Validates a raw recipe mapping as a stage recipe (`stage:`) or a pipeline recipe (`run_dir:`)."""
     if "stage" in data:
         stage = data["stage"]
-        if stage not in STAGE_CLASSES:
-            raise RecipeError(f"{source}: stage: '{stage}' is not a stage{_suggest(str(stage), list(STAGE_CLASSES))}")
-        cls: type[BaseModel] = STAGE_CLASSES[stage]
+        if stage not in STAGES:
+            raise RecipeError(f"{source}: stage: '{stage}' is not a stage{_suggest(str(stage), list(STAGES))}")
+        cls: type[BaseModel] = STAGES[stage].schema
     elif "run_dir" in data:
         cls = PipelineRecipe
     else:
-        raise RecipeError(f"{source}: a recipe needs `stage:` (one stage: sft, reward, ppo) or `run_dir:` (a pipeline)")
+        raise RecipeError(
+            f"{source}: a recipe needs `stage:` (one stage: {', '.join(training_stage_names())}) or `run_dir:` "
+            "(a pipeline)"
+        )
     try:
         return cls.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as err:

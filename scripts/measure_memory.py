@@ -45,10 +45,10 @@ def main(out_dir: Path, argv: list[str]) -> int:
     toy(torch.randn(8, 64)).sum().backward()
 
     from rlhf.cli import main as cli_main
-    from rlhf.config import PipelineRecipe
     from rlhf.distributed import prepare_environment
     from rlhf.models.loading import resolve_model_path
     from rlhf.recipe import load_recipe
+    from rlhf.stages.registry import PipelineRecipe
 
     prepare_environment()
     import deepspeed  # noqa: F401

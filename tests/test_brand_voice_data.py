@@ -347,9 +347,9 @@ def test_doctor_accepts_the_shipped_pipeline_data_with_its_metadata_columns():
 @pytest.mark.parametrize(
     ("name", "kind", "fields"),
     [
-        ("sft_train", "sft", {"messages"}),
-        ("prefs_eval", "reward", {"prompt", "chosen", "rejected"}),
-        ("eval_prompts", "ppo", {"prompt"}),
+        ("sft_train", "demonstrations", {"messages"}),
+        ("prefs_eval", "preferences", {"prompt", "chosen", "rejected"}),
+        ("eval_prompts", "prompts", {"prompt"}),
     ],
 )
 def test_loaders_read_every_row_and_leave_the_metadata_columns_out(name, kind, fields):

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from rlhf import config
 from rlhf.config import (
     DataConfig,
-    PipelineRecipe,
     PPOStage,
     RewardSourceConfig,
     SFTStage,
@@ -18,6 +17,7 @@ from rlhf.config import (
     TrainingConfig,
     is_data_file,
 )
+from rlhf.stages.registry import PipelineRecipe
 
 
 def sft_section(**extra) -> dict:

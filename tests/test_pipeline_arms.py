@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from rlhf.artifacts import ArtifactError, check_output_dir, check_references
-from rlhf.config import PipelineRecipe
 from rlhf.recipe import load_recipe
+from rlhf.stages.registry import PipelineRecipe
 
 from .conftest import REPO_ROOT
 

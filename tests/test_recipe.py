@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.config import PipelineRecipe, SFTStage
+from rlhf.config import SFTStage
 from rlhf.recipe import RecipeError, apply_override, load_recipe, recipe_to_yaml
+from rlhf.stages.registry import PipelineRecipe
 
 from .conftest import DATA_DIR, PIPELINE, REPO_ROOT
 

@@ -125,11 +125,11 @@ def test_eval_split_names_the_held_out_split_of_a_hub_style_dataset(tmp_path):
         rows = [{"prompt": f"POST {split} {i}\nTL;DR:", "chosen": " good", "rejected": " bad"} for i in range(n)]
         (source / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     data = DataConfig(train=str(source), eval=str(source), eval_split="validation")
-    assert len(load_dataset(data, "reward", "train")) == 3
-    held_out = load_dataset(data, "reward", "eval")
+    assert len(load_dataset(data, "preferences", "train")) == 3
+    held_out = load_dataset(data, "preferences", "eval")
     assert [r["prompt"] for r in held_out] == ["POST validation 0\nTL;DR:", "POST validation 1\nTL;DR:"]
     with pytest.raises(ValueError, match="test"):  # the default names a split this dataset does not have
-        load_dataset(DataConfig(train=str(source), eval=str(source)), "reward", "eval")
+        load_dataset(DataConfig(train=str(source), eval=str(source)), "preferences", "eval")
 
 
 # model.chat_template: the plain-text template of the TL;DR recipe --------------------------------------------------

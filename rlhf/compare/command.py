@@ -22,8 +22,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, CompareStage, PipelineRecipe, Recipe
+from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, CompareStage
 from rlhf.recipe import RecipeError, apply_override, load_recipe, validate_recipe
+from rlhf.stages.registry import PipelineRecipe, Recipe
 
 PROXY_NAME = "learned"
 """Name of the quick form's `--reward` term when none is given (the name the shipped ppo recipes use)."""
@@ -163,7 +164,7 @@ def check(stage: CompareStage) -> str:
     """
     from rlhf.data.formats import check_stage_data
 
-    counts = check_stage_data(stage.prompts.path, None, "ppo")
+    counts = check_stage_data(stage.prompts.path, None, "prompts")
     refs = [m.path for m in stage.models] + [s.model for s in [*stage.proxy, *stage.judges] if s.model]
     for ref in refs:
         if ref.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):

@@ -101,7 +101,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[list[list[dict[str, str]]], list[d
 
     infos = load_prompt_info(cfg.path, cfg.split, cfg.max_prompts)
     if is_data_file(cfg.path):
-        return [row["prompt"] for row in load_records(cfg.path, "ppo", max_rows=cfg.max_prompts)], infos
+        return [row["prompt"] for row in load_records(cfg.path, "prompts", max_rows=cfg.max_prompts)], infos
     from datasets import load_dataset
 
     rows = load_dataset(cfg.path, split=cfg.split)

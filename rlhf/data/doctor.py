@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PipelineRecipe, PPOStage, StageBase, is_data_file
+from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PPOStage, StageBase, is_data_file
 from rlhf.data.formats import DataError, classify, read_rows
 from rlhf.data.lengths import WORDS_TO_TOKENS, load_doctor_tokenizer, measure_lengths, token_counter
+from rlhf.stages.registry import PipelineRecipe, stage_of
 
 MAX_LISTED = 10  # errors listed per file before "... and N more"
 EXAMPLES = 3  # examples shown per warning
@@ -36,7 +37,7 @@ class Scan:
     """The rows of one data file as a stage will read them, with the problems found."""
 
     path: str
-    kind: str
+    shape: str  # "demonstrations", "preferences" or "prompts" (`rlhf.stages.registry.Stage.reads`)
     role: str  # "train", "eval" or "compare"
     rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -121,7 +122,7 @@ def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> R
         if not isinstance(stage, StageBase):  # compare: its prompts are a held-out set
             prompts = getattr(getattr(stage, "prompts", None), "path", None)
             if prompts and is_data_file(prompts):
-                scan = scan_file(prompts, "ppo", "compare", getattr(stage.prompts, "max_prompts", None))
+                scan = scan_file(prompts, stage_of(stage).reads, "compare", getattr(stage.prompts, "max_prompts", None))
                 held_out.append((stage.stage, scan))
                 if scan.errors:
                     report.stages.append(
@@ -151,7 +152,7 @@ def _examine_stage(
     scans = []
     for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
         if source is not None and is_data_file(source):
-            scans.append(scan_file(source, stage.stage, role, limit, data.margin_from_scores))
+            scans.append(scan_file(source, stage_of(stage).reads, role, limit, data.margin_from_scores))
     files = ", ".join(s.described() for s in scans)
     hub = [
         f"{source} [{split}]"
@@ -195,24 +196,24 @@ def _examine_stage(
 
 
 def scan_file(
-    path: str, kind: str, role: str, limit: int | None = None, margin_from_scores: float | None = None
+    path: str, shape: str, role: str, limit: int | None = None, margin_from_scores: float | None = None
 ) -> Scan:
     """Reads and checks the rows a stage will use from one file, collecting every problem (not just the first).
 
     Args:
         path: The data file.
-        kind: 'sft', 'reward' or 'ppo' (compare's prompts are 'ppo').
+        shape: 'demonstrations', 'preferences' or 'prompts' (what the stage's declaration `reads`).
         role: 'train', 'eval' or 'compare'.
         limit: Read only the first N usable rows (`max_train_rows` etc.).
         margin_from_scores: The reward stage's `data.margin_from_scores`.
     """
-    scan = Scan(path, kind, role)
+    scan = Scan(path, shape, role)
     formats: dict[frozenset, int] = {}
     margins = 0
     try:
         for number, row in read_rows(path):
             try:
-                record, label = classify(kind, row, path, number, margin_from_scores=margin_from_scores)
+                record, label = classify(shape, row, path, number, margin_from_scores=margin_from_scores)
             except DataError as err:
                 _record_error(scan, str(err))
                 continue

@@ -311,38 +311,39 @@ def classify_prompt(row: dict, source: str, number: int) -> tuple[dict[str, Any]
     return {"prompt": [{"role": m["role"], "content": m["content"]} for m in messages]}, label
 
 
-NORMALIZERS = {"sft": normalize_sft, "reward": normalize_preference, "ppo": normalize_prompt}
-CLASSIFIERS = {"sft": classify_sft, "reward": classify_preference, "ppo": classify_prompt}
+# Keyed by data shape (what `rlhf.stages.registry.Stage.reads` declares), not by stage.
+NORMALIZERS = {"demonstrations": normalize_sft, "preferences": normalize_preference, "prompts": normalize_prompt}
+CLASSIFIERS = {"demonstrations": classify_sft, "preferences": classify_preference, "prompts": classify_prompt}
 
 
 def classify(
-    kind: str, row: dict, source: str, number: int, *, margin_from_scores: float | None = None
+    shape: str, row: dict, source: str, number: int, *, margin_from_scores: float | None = None
 ) -> tuple[dict[str, Any], str]:
     """A row of a stage's data normalised, and the name of its format (what `rlhf validate` reports per file).
 
     Args:
-        kind: 'sft', 'reward' (preferences) or 'ppo' (prompts).
+        shape: 'demonstrations', 'preferences' or 'prompts'.
         row: The row as read from the file or the hub dataset.
         source: The file (or hub dataset and split) for error messages.
         number: The row's 1-based number for error messages.
-        margin_from_scores: The reward stage's `data.margin_from_scores` (ignored by the other kinds).
+        margin_from_scores: The reward stage's `data.margin_from_scores` (ignored by the other shapes).
 
     Raises:
         DataError: The row cannot be used (naming file, row and field).
     """
-    if kind == "reward":
+    if shape == "preferences":
         return classify_preference(row, source, number, margin_from_scores=margin_from_scores)
-    return CLASSIFIERS[kind](row, source, number)
+    return CLASSIFIERS[shape](row, source, number)
 
 
 def load_records(
-    path: str, kind: str, max_rows: int | None = None, *, margin_from_scores: float | None = None
+    path: str, shape: str, max_rows: int | None = None, *, margin_from_scores: float | None = None
 ) -> list[dict[str, Any]]:
     """Reads and checks a stage's data file, returning normalised rows.
 
     Args:
         path: A data file (see `read_rows`).
-        kind: 'sft', 'reward' (preferences) or 'ppo' (prompts).
+        shape: 'demonstrations', 'preferences' or 'prompts'.
         max_rows: Keep only the first N rows.
         margin_from_scores: The reward stage's `data.margin_from_scores`.
 
@@ -351,7 +352,7 @@ def load_records(
     """
     records = []
     for number, row in read_rows(path):
-        records.append(classify(kind, row, str(path), number, margin_from_scores=margin_from_scores)[0])
+        records.append(classify(shape, row, str(path), number, margin_from_scores=margin_from_scores)[0])
         if max_rows is not None and len(records) >= max_rows:
             break
     if not records:
@@ -359,10 +360,10 @@ def load_records(
     return records
 
 
-def check_stage_data(train: str, eval_: str | None, kind: str) -> dict[str, int]:
+def check_stage_data(train: str, eval_: str | None, shape: str) -> dict[str, int]:
     """Checks a stage's local data files (hub datasets are checked when loaded); returns row counts per file."""
     counts = {}
     for path in (train, eval_):
         if path is not None and is_data_file(path):
-            counts[path] = len(load_records(path, kind))
+            counts[path] = len(load_records(path, shape))
     return counts

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, PipelineRecipe, StageBase
+from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, StageBase
+from rlhf.stages.registry import PipelineRecipe
 
 EXAMPLES = 3  # row numbers shown per warning
 WORDS_TO_TOKENS = 1.3  # the estimate used without a tokenizer: tokens per whitespace-separated word
@@ -216,7 +217,7 @@ def measure_lengths(stage: StageBase, scan, count, how: str | None) -> tuple[lis
 
     Args:
         stage: The stage recipe (its data limits, and `packing` for sft).
-        scan: A `rlhf.data.doctor.Scan` (path, kind, rows).
+        scan: A `rlhf.data.doctor.Scan` (path, shape, rows).
         count: A `token_counter`.
         how: Which tokenizer counted (None: the counts are estimates).
     """
@@ -224,14 +225,14 @@ def measure_lengths(stage: StageBase, scan, count, how: str | None) -> tuple[lis
     lengths, over, dropped, errors = [], [], [], []
     for number, record in scan.rows:
         try:
-            if scan.kind == "sft":
+            if scan.shape == "demonstrations":
                 full, prompt = _sft_lengths(record, count)
                 lengths.append(full)
                 if prompt >= data.max_length:
                     dropped.append(number)
                 elif full > data.max_length:
                     over.append(number)
-            elif scan.kind == "reward":
+            elif scan.shape == "preferences":
                 longest = max(_pair_length(record, side, count) for side in ("chosen", "rejected"))
                 lengths.append(longest)
                 if longest > data.max_length:
@@ -244,19 +245,19 @@ def measure_lengths(stage: StageBase, scan, count, how: str | None) -> tuple[lis
         except TemplateRefused as err:
             if len(errors) < EXAMPLES:
                 errors.append(f"{scan.path}, row {number}: the chat template ({how}) refuses this conversation: {err}")
-    limit = data.max_prompt_length if scan.kind == "ppo" else data.max_length
-    limit_name = "data.max_prompt_length" if scan.kind == "ppo" else "data.max_length"
+    limit = data.max_prompt_length if scan.shape == "prompts" else data.max_length
+    limit_name = "data.max_prompt_length" if scan.shape == "prompts" else "data.max_length"
     about = "" if how is not None else "about "
     warnings = []
     packing = getattr(stage, "packing", False)
     if over and not packing:
-        action = "left-truncated" if scan.kind == "ppo" else "truncated (the end of the response is cut)"
+        action = "left-truncated" if scan.shape == "prompts" else "truncated (the end of the response is cut)"
         warnings.append(
             f"{scan.path}: {about}{len(over)} of {len(scan.rows)} rows are longer than {limit_name}="
             f"{limit} tokens and will be {action} (rows {_rows(over)})"
         )
     if dropped and not packing:
-        why = "the prompt alone fills " if scan.kind == "sft" else "chosen or rejected is longer than "
+        why = "the prompt alone fills " if scan.shape == "demonstrations" else "chosen or rejected is longer than "
         warnings.append(
             f"{scan.path}: {about}{len(dropped)} of {len(scan.rows)} rows will be dropped: {why}"
             f"{limit_name}={limit} tokens (rows {_rows(dropped)})"

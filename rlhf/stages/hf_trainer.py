@@ -14,8 +14,9 @@ from rlhf.tracking import interactive
 logger = logging.getLogger("rlhf")
 
 
-def load_dataset(data: DataConfig, kind: str, which: str = "train"):
-    """Loads and checks the train or eval split of a stage's data as a `datasets.Dataset` of normalised rows."""
+def load_dataset(data: DataConfig, shape: str, which: str = "train"):
+    """Loads and checks the train or eval split of a stage's data (rows of `shape`: 'demonstrations', 'preferences'
+    or 'prompts') as a `datasets.Dataset` of normalised rows."""
     from datasets import Dataset
 
     from rlhf.config import is_data_file
@@ -26,7 +27,7 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
     if source is None:
         return None
     if is_data_file(source):
-        records = load_records(source, kind, max_rows=limit, margin_from_scores=data.margin_from_scores)
+        records = load_records(source, shape, max_rows=limit, margin_from_scores=data.margin_from_scores)
     else:
         from datasets import load_dataset as hub_load
 
@@ -35,7 +36,7 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))
         records = [
-            classify(kind, dict(row), f"{source}[{split}]", i + 1, margin_from_scores=data.margin_from_scores)[0]
+            classify(shape, dict(row), f"{source}[{split}]", i + 1, margin_from_scores=data.margin_from_scores)[0]
             for i, row in enumerate(rows)
         ]
     keys = {frozenset(r) - {"margin"} for r in records}
@@ -46,9 +47,9 @@ def load_dataset(data: DataConfig, kind: str, which: str = "train"):
             None,
             "rows mix formats (" + "; ".join(sorted(", ".join(sorted(k)) for k in keys)) + "): use one format per file",
         )
-    if kind == "reward" and any("margin" in r for r in records) and not all("margin" in r for r in records):
+    if shape == "preferences" and any("margin" in r for r in records) and not all("margin" in r for r in records):
         raise DataError(source, None, "margin", "some rows have a margin and some do not: give every row one")
-    logger.info("%s %s data: %d rows from %s", kind, which, len(records), source)
+    logger.info("%s %s data: %d rows from %s", shape, which, len(records), source)
     return Dataset.from_list(records)
 
 

@@ -176,8 +176,8 @@ def run(cfg: PPOStage) -> Path:
     set_seed(cfg.seed)
 
     # ---- Set up: data, the models, optimiser, trackers.
-    prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "train")]
-    eval_prompts = [row["prompt"] for row in load_dataset(cfg.data, "ppo", "eval") or []]
+    prompts = [row["prompt"] for row in load_dataset(cfg.data, "prompts", "train")]
+    eval_prompts = [row["prompt"] for row in load_dataset(cfg.data, "prompts", "eval") or []]
     policy_path = resolve_model_path(cfg.model.name_or_path)
     parents = {"policy": check_parent(policy_path)}
     tokenizer = load_tokenizer(cfg.model, policy_path, padding_side="left")

@@ -50,8 +50,8 @@ def run(cfg: RewardStage) -> Path:
     set_seed(cfg.seed)
 
     # Set up.
-    train = load_dataset(cfg.data, "reward", "train")
-    evaluation = load_dataset(cfg.data, "reward", "eval")
+    train = load_dataset(cfg.data, "preferences", "train")
+    evaluation = load_dataset(cfg.data, "preferences", "eval")
     model_path = resolve_model_path(cfg.model.name_or_path)
     parent = check_parent(model_path)
     start = resume_point(cfg, {"model": parent})

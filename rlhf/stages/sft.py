@@ -38,8 +38,8 @@ def run(cfg: SFTStage) -> Path:
     set_seed(cfg.seed)
 
     # Set up: data first (cheap, fails fast on bad rows), then the model.
-    train = load_dataset(cfg.data, "sft", "train")
-    evaluation = load_dataset(cfg.data, "sft", "eval")
+    train = load_dataset(cfg.data, "demonstrations", "train")
+    evaluation = load_dataset(cfg.data, "demonstrations", "eval")
     conversational = "messages" in train.column_names
     model_path = resolve_model_path(cfg.model.name_or_path)
     parent = check_parent(model_path)

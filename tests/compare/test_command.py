@@ -9,8 +9,9 @@ import pytest
 
 from rlhf.cli import main
 from rlhf.compare import command
-from rlhf.config import CompareStage, PipelineRecipe
+from rlhf.config import CompareStage
 from rlhf.recipe import RecipeError
+from rlhf.stages.registry import PipelineRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "recipes" / "brand_voice" / "pipeline.yaml"

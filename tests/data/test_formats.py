@@ -68,7 +68,7 @@ SFT_ROWS = [
 )
 def test_sft_formats_normalise(tmp_path, row, expected):
     path = write_jsonl(tmp_path / "sft.jsonl", [row, row])
-    assert load_records(str(path), "sft") == [expected, expected]
+    assert load_records(str(path), "demonstrations") == [expected, expected]
 
 
 PREFERENCE_ROWS = [
@@ -117,7 +117,7 @@ PREFERENCE_ROWS = [
 )
 def test_preference_formats_normalise(tmp_path, row, expected):
     path = write_jsonl(tmp_path / "prefs.jsonl", [row])
-    assert load_records(str(path), "reward") == [expected]
+    assert load_records(str(path), "preferences") == [expected]
 
 
 PROMPT_ROWS = [
@@ -141,12 +141,16 @@ PROMPT_ROWS = [
 )
 def test_prompt_formats_normalise(tmp_path, row, expected):
     path = write_jsonl(tmp_path / "prompts.jsonl", [row])
-    assert load_records(str(path), "ppo") == [expected]
+    assert load_records(str(path), "prompts") == [expected]
 
 
 def test_shipped_data_normalises():
     data = Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "data"
-    for name, kind in (("sft_eval.jsonl", "sft"), ("prefs_eval.jsonl", "reward"), ("eval_prompts.jsonl", "ppo")):
+    for name, kind in (
+        ("sft_eval.jsonl", "demonstrations"),
+        ("prefs_eval.jsonl", "preferences"),
+        ("eval_prompts.jsonl", "prompts"),
+    ):
         records = load_records(str(data / name), kind, max_rows=5)
         assert len(records) == 5
         assert not {"intent", "violation", "on_voice"} & {key for r in records for key in r}
@@ -161,44 +165,74 @@ GOOD_PROMPT = {"prompt": "Where is my order?"}
 
 BAD_ROWS = [
     # (kind, bad row, field, words)
-    ("sft", {"prompt": "Q"}, "completion", "missing field"),
-    ("sft", {"completion": "A"}, "prompt", "missing field"),
-    ("sft", {"text": "Q A"}, None, "no sft fields"),
-    ("sft", {"messages": [user("hi"), assistant("")]}, "messages[1].content", "empty content"),
-    ("sft", {"messages": [user("hi"), assistant(" \n ")]}, "messages[1].content", "empty content"),
-    ("sft", {"messages": [user("hi"), {"role": "assistant", "content": None}]}, "messages[1].content", "empty content"),
-    ("sft", {"prompt": "   ", "completion": "A"}, "prompt", "empty text"),
-    ("sft", {"messages": [user("hi"), user("again"), assistant("hello")]}, "messages[1].role", "roles must alternate"),
+    ("demonstrations", {"prompt": "Q"}, "completion", "missing field"),
+    ("demonstrations", {"completion": "A"}, "prompt", "missing field"),
+    ("demonstrations", {"text": "Q A"}, None, "no sft fields"),
+    ("demonstrations", {"messages": [user("hi"), assistant("")]}, "messages[1].content", "empty content"),
+    ("demonstrations", {"messages": [user("hi"), assistant(" \n ")]}, "messages[1].content", "empty content"),
     (
-        "sft",
+        "demonstrations",
+        {"messages": [user("hi"), {"role": "assistant", "content": None}]},
+        "messages[1].content",
+        "empty content",
+    ),
+    ("demonstrations", {"prompt": "   ", "completion": "A"}, "prompt", "empty text"),
+    (
+        "demonstrations",
+        {"messages": [user("hi"), user("again"), assistant("hello")]},
+        "messages[1].role",
+        "roles must alternate",
+    ),
+    (
+        "demonstrations",
         {"messages": [user("hi"), system("Be kind."), assistant("hello")]},
         "messages[1].role",
         "system message may only come first",
     ),
     (
-        "sft",
+        "demonstrations",
         {"messages": [{"role": "bot", "content": "hi"}, assistant("hello")]},
         "messages[0].role",
         "unknown role 'bot'",
     ),
-    ("sft", {"messages": [user("hi"), {"content": "hello"}]}, "messages[1]", "'role' and 'content'"),
-    ("sft", {"messages": []}, "messages", "non-empty list"),
-    ("sft", {"messages": "hi"}, "messages", "non-empty list"),
-    ("sft", {"messages": [user("hi"), assistant("hello"), user("thanks")]}, "messages", "end with an assistant"),
-    ("sft", {"prompt": "Q", "completion": [assistant("A")]}, "completion", "both be text or both messages"),
-    ("sft", {"prompt": [user("Q")], "completion": [user("A")]}, "completion[0].role", "start with an assistant"),
-    ("reward", {"prompt": "Q", "chosen": "good"}, "rejected", "missing field"),
-    ("reward", {"prompt": "Q", "rejected": "bad"}, "chosen", "missing field"),
-    ("reward", {"prompt": "Q", "chosen": "same", "rejected": "same"}, "rejected", "identical"),
-    ("reward", {"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": "large"}, "margin", "expected a number"),
-    ("reward", {"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": [1]}, "margin", "expected a number"),
-    ("reward", {"chosen": [assistant("good")], "rejected": [assistant("bad")]}, "chosen", "whole conversations"),
-    ("reward", {"prompt": "Q", "chosen": [user("x"), user("y")], "rejected": "bad"}, "chosen[1].role", "alternate"),
-    ("ppo", {"question": "Where?"}, "prompt", "missing field"),
-    ("ppo", {"prompt": ""}, "prompt", "empty text"),
-    ("ppo", {"prompt": [user("hi"), assistant("hello")]}, "prompt", "end with a user message"),
-    ("ppo", {"messages": [user("hi"), assistant("hello")]}, "messages", "end with a user message"),
-    ("ppo", {"prompt": [{"role": "tool", "content": "x"}]}, "prompt[0].role", "unknown role"),
+    ("demonstrations", {"messages": [user("hi"), {"content": "hello"}]}, "messages[1]", "'role' and 'content'"),
+    ("demonstrations", {"messages": []}, "messages", "non-empty list"),
+    ("demonstrations", {"messages": "hi"}, "messages", "non-empty list"),
+    (
+        "demonstrations",
+        {"messages": [user("hi"), assistant("hello"), user("thanks")]},
+        "messages",
+        "end with an assistant",
+    ),
+    ("demonstrations", {"prompt": "Q", "completion": [assistant("A")]}, "completion", "both be text or both messages"),
+    (
+        "demonstrations",
+        {"prompt": [user("Q")], "completion": [user("A")]},
+        "completion[0].role",
+        "start with an assistant",
+    ),
+    ("preferences", {"prompt": "Q", "chosen": "good"}, "rejected", "missing field"),
+    ("preferences", {"prompt": "Q", "rejected": "bad"}, "chosen", "missing field"),
+    ("preferences", {"prompt": "Q", "chosen": "same", "rejected": "same"}, "rejected", "identical"),
+    (
+        "preferences",
+        {"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": "large"},
+        "margin",
+        "expected a number",
+    ),
+    ("preferences", {"prompt": "Q", "chosen": "good", "rejected": "bad", "margin": [1]}, "margin", "expected a number"),
+    ("preferences", {"chosen": [assistant("good")], "rejected": [assistant("bad")]}, "chosen", "whole conversations"),
+    (
+        "preferences",
+        {"prompt": "Q", "chosen": [user("x"), user("y")], "rejected": "bad"},
+        "chosen[1].role",
+        "alternate",
+    ),
+    ("prompts", {"question": "Where?"}, "prompt", "missing field"),
+    ("prompts", {"prompt": ""}, "prompt", "empty text"),
+    ("prompts", {"prompt": [user("hi"), assistant("hello")]}, "prompt", "end with a user message"),
+    ("prompts", {"messages": [user("hi"), assistant("hello")]}, "messages", "end with a user message"),
+    ("prompts", {"prompt": [{"role": "tool", "content": "x"}]}, "prompt[0].role", "unknown role"),
 ]
 
 
@@ -208,7 +242,7 @@ BAD_ROWS = [
     ids=[f"{kind}-{words.split()[0]}-{field}" for kind, _, field, words in BAD_ROWS],
 )
 def test_bad_rows_name_file_row_and_field(tmp_path, kind, row, field, words):
-    good = {"sft": GOOD_SFT, "reward": GOOD_PREF, "ppo": GOOD_PROMPT}[kind]
+    good = {"demonstrations": GOOD_SFT, "preferences": GOOD_PREF, "prompts": GOOD_PROMPT}[kind]
     # The bad row is the third line, after a blank line: row numbers are line numbers.
     path = tmp_path / f"{kind}.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(row) + "\n" + json.dumps(good) + "\n")
@@ -218,31 +252,31 @@ def test_bad_rows_name_file_row_and_field(tmp_path, kind, row, field, words):
 def test_malformed_jsonl_line_names_the_line(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps(GOOD_SFT) + "\n" + '{"messages": [\n' + json.dumps(GOOD_SFT) + "\n")
-    expect_error(path, "sft", 2, None, "not valid JSON")
+    expect_error(path, "demonstrations", 2, None, "not valid JSON")
 
 
 def test_jsonl_row_that_is_not_an_object(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps(GOOD_SFT) + "\n[1, 2]\n")
-    expect_error(path, "sft", 2, None, "expected a JSON object")
+    expect_error(path, "demonstrations", 2, None, "expected a JSON object")
 
 
 def test_missing_file_unsupported_type_and_empty_file(tmp_path):
-    expect_error(tmp_path / "nope.jsonl", "sft", None, None, "file not found")
+    expect_error(tmp_path / "nope.jsonl", "demonstrations", None, None, "file not found")
     text = tmp_path / "data.txt"
     text.write_text("hello\n")
-    expect_error(text, "sft", None, None, "unsupported file type '.txt'")
+    expect_error(text, "demonstrations", None, None, "unsupported file type '.txt'")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    expect_error(empty, "sft", None, None, "no rows")
+    expect_error(empty, "demonstrations", None, None, "no rows")
 
 
 def test_max_rows_stops_reading_early(tmp_path):
     # Rows after the limit are not read, so a bad row there does not matter.
     path = write_jsonl(tmp_path / "sft.jsonl", [GOOD_SFT, GOOD_SFT, {"bad": 1}])
-    assert len(load_records(str(path), "sft", max_rows=2)) == 2
+    assert len(load_records(str(path), "demonstrations", max_rows=2)) == 2
     with pytest.raises(DataError):
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
 
 
 # Readers ------------------------------------------------------------------------------------------------------------
@@ -251,25 +285,25 @@ def test_max_rows_stops_reading_early(tmp_path):
 def test_json_file_as_a_list_or_wrapped_in_one_key(tmp_path):
     plain = tmp_path / "prefs.json"
     plain.write_text(json.dumps([GOOD_PREF, {**GOOD_PREF, "margin": 1}]))
-    assert [r.get("margin") for r in load_records(str(plain), "reward")] == [None, 1.0]
+    assert [r.get("margin") for r in load_records(str(plain), "preferences")] == [None, 1.0]
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"data": [GOOD_PREF]}))
-    assert load_records(str(wrapped), "reward") == [GOOD_PREF]
+    assert load_records(str(wrapped), "preferences") == [GOOD_PREF]
 
 
 def test_json_file_errors(tmp_path):
     bad_row = tmp_path / "rows.json"
     bad_row.write_text(json.dumps([GOOD_PREF, {**GOOD_PREF, "rejected": "good"}]))
-    expect_error(bad_row, "reward", 2, "rejected", "identical")
+    expect_error(bad_row, "preferences", 2, "rejected", "identical")
     not_json = tmp_path / "broken.json"
     not_json.write_text("[{")
-    expect_error(not_json, "reward", None, None, "not valid JSON")
+    expect_error(not_json, "preferences", None, None, "not valid JSON")
     not_list = tmp_path / "object.json"
     not_list.write_text(json.dumps({"a": 1, "b": 2}))
-    expect_error(not_list, "reward", None, None, "list of objects")
+    expect_error(not_list, "preferences", None, None, "list of objects")
     scalar_row = tmp_path / "scalars.json"
     scalar_row.write_text(json.dumps([GOOD_PREF, "oops"]))
-    expect_error(scalar_row, "reward", 2, None, "expected a JSON object")
+    expect_error(scalar_row, "preferences", 2, None, "expected a JSON object")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
@@ -289,7 +323,7 @@ def test_csv_text_columns_message_lists_and_margin(tmp_path):
             [json.dumps([user("Is it warm?")]), json.dumps([assistant("Very.")]), json.dumps([assistant("No.")]), "0"],
         ],
     )
-    first, second = load_records(str(path), "reward")
+    first, second = load_records(str(path), "preferences")
     assert first == {
         "prompt": "Is it waterproof?",
         "chosen": "Yes, fully, and here is why.",
@@ -307,12 +341,14 @@ def test_csv_text_columns_message_lists_and_margin(tmp_path):
 def test_csv_rows_are_numbered_as_in_a_spreadsheet(tmp_path):
     # Row 1 is the header, so the second data row is row 3.
     path = write_csv(tmp_path / "prompts.csv", ["prompt"], [["Where is my order?"], [""]])
-    expect_error(path, "ppo", 3, "prompt", "empty text")
+    expect_error(path, "prompts", 3, "prompt", "empty text")
 
 
 def test_csv_text_that_only_looks_like_json_stays_text(tmp_path):
     path = write_csv(tmp_path / "sft.csv", ["prompt", "completion"], [["[draft] where is it?", "On its way."]])
-    assert load_records(str(path), "sft") == [{"prompt": "[draft] where is it?", "completion": "On its way."}]
+    assert load_records(str(path), "demonstrations") == [
+        {"prompt": "[draft] where is it?", "completion": "On its way."}
+    ]
 
 
 def test_parquet_rows_with_message_lists(tmp_path):
@@ -321,7 +357,7 @@ def test_parquet_rows_with_message_lists(tmp_path):
 
     rows = [GOOD_SFT, {"messages": [system("Be kind."), user("hi"), assistant("hello")]}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "sft.parquet")
-    assert load_records(str(tmp_path / "sft.parquet"), "sft") == rows
+    assert load_records(str(tmp_path / "sft.parquet"), "demonstrations") == rows
     assert [number for number, _ in read_rows(tmp_path / "sft.parquet")] == [1, 2]
 
 
@@ -331,11 +367,11 @@ def test_parquet_bad_row_is_located(tmp_path):
 
     rows = [{"prompt": "Where?"}, {"prompt": "Where?"}, {"prompt": None}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "prompts.parquet")
-    expect_error(tmp_path / "prompts.parquet", "ppo", 3, "prompt", "missing field")
+    expect_error(tmp_path / "prompts.parquet", "prompts", 3, "prompt", "missing field")
 
 
 def test_check_stage_data_counts_local_files_and_skips_hub_names(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [GOOD_SFT] * 3)
     evaluation = write_jsonl(tmp_path / "eval.jsonl", [GOOD_SFT])
-    assert check_stage_data(str(train), str(evaluation), "sft") == {str(train): 3, str(evaluation): 1}
-    assert check_stage_data("org/dataset", None, "sft") == {}
+    assert check_stage_data(str(train), str(evaluation), "demonstrations") == {str(train): 3, str(evaluation): 1}
+    assert check_stage_data("org/dataset", None, "demonstrations") == {}

@@ -70,13 +70,13 @@ UF_EXPECTED = {
 
 def test_hh_transcripts_become_prompt_and_message_completions(tmp_path):
     path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROW])
-    record = load_records(str(path), "reward")[0]
+    record = load_records(str(path), "preferences")[0]
     assert record == {
         "prompt": HH_PROMPT,
         "chosen": [assistant("Then it is under warranty.\n\nSend us a photo and we will replace it.")],
         "rejected": [assistant("Tents leak. Use seam sealer.")],
     }
-    assert classify("reward", HH_ROW, "hh", 1)[1].startswith("HH-RLHF transcripts")
+    assert classify("preferences", HH_ROW, "hh", 1)[1].startswith("HH-RLHF transcripts")
 
 
 def test_hh_pair_differing_before_the_last_turn_keeps_the_shared_prompt(tmp_path):
@@ -84,7 +84,7 @@ def test_hh_pair_differing_before_the_last_turn_keeps_the_shared_prompt(tmp_path
         "chosen": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: Thanks\n\nAssistant: Any time.",
         "rejected": "\n\nHuman: Hi\n\nAssistant: What.",
     }
-    record = load_records(str(write_jsonl(tmp_path / "hh.jsonl", [row])), "reward")[0]
+    record = load_records(str(write_jsonl(tmp_path / "hh.jsonl", [row])), "preferences")[0]
     assert record["prompt"] == [user("Hi")]
     assert record["chosen"] == [assistant("Hello! How can I help?"), user("Thanks"), assistant("Any time.")]
     assert record["rejected"] == [assistant("What.")]
@@ -92,7 +92,7 @@ def test_hh_pair_differing_before_the_last_turn_keeps_the_shared_prompt(tmp_path
 
 def test_hh_rows_give_ppo_prompts_ending_in_the_last_shared_human_turn(tmp_path):
     path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROW, {"chosen": HH_ROW["chosen"]}])
-    assert load_records(str(path), "ppo") == [{"prompt": HH_PROMPT}, {"prompt": HH_PROMPT}]
+    assert load_records(str(path), "prompts") == [{"prompt": HH_PROMPT}, {"prompt": HH_PROMPT}]
 
 
 MALFORMED_HH = [
@@ -112,7 +112,7 @@ MALFORMED_HH = [
 def test_malformed_hh_transcripts_name_row_and_field(tmp_path, chosen, rejected, field, words):
     path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROW, {"chosen": chosen, "rejected": rejected}])
     with pytest.raises(DataError) as info:
-        load_records(str(path), "reward")
+        load_records(str(path), "preferences")
     assert (info.value.source, info.value.row, info.value.field) == (str(path), 2, field)
     assert words in str(info.value)
 
@@ -122,21 +122,21 @@ def test_malformed_hh_transcripts_name_row_and_field(tmp_path, chosen, rejected,
 
 def test_ultrafeedback_rows_drop_the_repeated_user_turn_and_ignore_scores_by_default(tmp_path):
     path = write_jsonl(tmp_path / "uf.jsonl", [UF_ROW])
-    assert load_records(str(path), "reward") == [UF_EXPECTED]
-    assert "UltraFeedback" in classify("reward", UF_ROW, "uf", 1)[1]
+    assert load_records(str(path), "preferences") == [UF_EXPECTED]
+    assert "UltraFeedback" in classify("preferences", UF_ROW, "uf", 1)[1]
 
 
 def test_text_prompt_with_completions_that_do_not_repeat_it_becomes_a_user_turn(tmp_path):
     row = {**UF_ROW, "chosen": UF_EXPECTED["chosen"], "rejected": UF_EXPECTED["rejected"]}
-    assert load_records(str(write_jsonl(tmp_path / "uf.jsonl", [row])), "reward") == [UF_EXPECTED]
+    assert load_records(str(write_jsonl(tmp_path / "uf.jsonl", [row])), "preferences") == [UF_EXPECTED]
 
 
 def test_scores_become_margins_when_the_recipe_asks(tmp_path):
     path = write_jsonl(tmp_path / "uf.jsonl", [UF_ROW, {**UF_ROW, "score_rejected": 8.5}])
-    first, tie = load_records(str(path), "reward", margin_from_scores=0.5)
+    first, tie = load_records(str(path), "preferences", margin_from_scores=0.5)
     assert first == {**UF_EXPECTED, "margin": 2.75}
     assert tie["margin"] == 0.0
-    assert classify("reward", UF_ROW, "uf", 1, margin_from_scores=0.5)[1].endswith("with margin from scores")
+    assert classify("preferences", UF_ROW, "uf", 1, margin_from_scores=0.5)[1].endswith("with margin from scores")
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,7 @@ def test_scores_become_margins_when_the_recipe_asks(tmp_path):
 def test_bad_scores_are_located(tmp_path, change, field, words):
     path = write_jsonl(tmp_path / "uf.jsonl", [UF_ROW, {**UF_ROW, **change}])
     with pytest.raises(DataError) as info:
-        load_records(str(path), "reward", margin_from_scores=1.0)
+        load_records(str(path), "preferences", margin_from_scores=1.0)
     assert (info.value.row, info.value.field) == (2, field)
     assert words in str(info.value)
 
@@ -159,7 +159,7 @@ def test_bad_scores_are_located(tmp_path, change, field, words):
 def test_a_repeated_user_turn_that_differs_from_the_prompt_is_refused(tmp_path):
     row = {**UF_ROW, "rejected": [user("Something else?"), assistant("Buy new boots.")]}
     with pytest.raises(DataError) as info:
-        load_records(str(write_jsonl(tmp_path / "uf.jsonl", [row])), "reward")
+        load_records(str(write_jsonl(tmp_path / "uf.jsonl", [row])), "preferences")
     assert info.value.field == "rejected[0].role"
 
 
@@ -180,8 +180,8 @@ def test_margin_from_scores_is_a_reward_stage_setting():
 def test_openai_messages_with_a_system_turn(tmp_path):
     row = {"messages": [system("You are Ridgeline support."), user("Hi"), assistant("Hello!")], "customer_name": "Sam"}
     path = write_jsonl(tmp_path / "sft.jsonl", [row, {"messages": row["messages"][1:]}])
-    assert load_records(str(path), "sft")[0] == {"messages": row["messages"]}
-    scan = scan_file(str(path), "sft", "train")
+    assert load_records(str(path), "demonstrations")[0] == {"messages": row["messages"]}
+    scan = scan_file(str(path), "demonstrations", "train")
     assert scan.formats == {"messages with a system turn": 1, "messages": 1}
     assert scan.errors == []
 
@@ -201,8 +201,8 @@ def tokenizer():
 def test_converted_rows_render_through_the_chat_template(tmp_path, tokenizer):
     from rlhf.rewards.scoring import render
 
-    hh = load_records(str(write_jsonl(tmp_path / "hh.jsonl", [HH_ROW])), "reward")[0]
-    uf = load_records(str(write_jsonl(tmp_path / "uf.jsonl", [UF_ROW])), "reward")[0]
+    hh = load_records(str(write_jsonl(tmp_path / "hh.jsonl", [HH_ROW])), "preferences")[0]
+    uf = load_records(str(write_jsonl(tmp_path / "uf.jsonl", [UF_ROW])), "preferences")[0]
     for record in (hh, uf):
         for side in ("chosen", "rejected"):
             text = render(tokenizer, record["prompt"], record[side])
@@ -296,7 +296,7 @@ def test_reward_stage_trains_on_public_formats(tmp_path, capsys, rows, data):
     from rlhf.stages.hf_trainer import load_dataset
 
     recipe = reward_recipe(tmp_path, rows, max_length=128, **data)
-    train = load_dataset(load_recipe(recipe).data, "reward")  # what the trainer receives
+    train = load_dataset(load_recipe(recipe).data, "preferences")  # what the trainer receives
     assert isinstance(train[0]["prompt"], list) and train[0]["chosen"][0]["role"] == "assistant"
     assert ("margin" in train.column_names) == ("margin_from_scores" in data)
     overrides = [

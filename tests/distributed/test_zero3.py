@@ -78,7 +78,7 @@ def test_sft_then_reward_under_zero3(tmp_path):
     from rlhf.stages.hf_trainer import load_dataset
 
     reward_results = results(run_dir / "reward")
-    pairs = list(load_dataset(load_recipe(run_dir / "reward" / "recipe.yaml").data, "reward", "eval"))
+    pairs = list(load_dataset(load_recipe(run_dir / "reward" / "recipe.yaml").data, "preferences", "eval"))
     assert reward_results["eval_pairs"] == len(pairs) == 32
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "reward" / "final")
     again = summarize_preferences(*preference_scores(reward.eval(), tokenizer, pairs))

@@ -10,10 +10,10 @@ import json
 import pytest
 import yaml
 
-from rlhf.config import PipelineRecipe
 from rlhf.data.doctor import examine, scan_file
 from rlhf.data.lengths import histogram
 from rlhf.recipe import load_recipe
+from rlhf.stages.registry import PipelineRecipe
 
 from .conftest import GOOD_PREFS, GOOD_SFT, chat, pair, write_jsonl
 
@@ -228,8 +228,8 @@ def test_histogram_bins_up_to_the_limit_and_beyond():
 
 def test_scan_respects_max_train_rows(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [*GOOD_SFT[:2], {"bad": 1}])
-    assert scan_file(str(path), "sft", "train", limit=2).errors == []
-    assert len(scan_file(str(path), "sft", "train").errors) == 1
+    assert scan_file(str(path), "demonstrations", "train", limit=2).errors == []
+    assert len(scan_file(str(path), "demonstrations", "train").errors) == 1
 
 
 def load_recipe_from(tmp_path, data):

@@ -81,7 +81,7 @@ def test_latin1_file_is_refused_with_file_line_and_hint(tmp_path, cli, command, 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
 def test_utf8_with_a_byte_order_mark_is_read(tmp_path, suffix):
     train = write_sft(tmp_path / f"train{suffix}", bom=True)
-    records = load_records(str(train), "sft")
+    records = load_records(str(train), "demonstrations")
     assert len(records) == 3
     assert LATIN1_REPLY in json.dumps(records[2], ensure_ascii=False)
 
@@ -90,7 +90,7 @@ def test_utf16_file_is_refused(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(json.dumps(GOOD_SFT[0]).encode("utf-16"))
     with pytest.raises(DataError, match="not UTF-8 text: byte 0xff at line 1, column 1"):
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
 
 
 def test_recipe_that_is_not_utf8(tmp_path, cli):
@@ -110,7 +110,7 @@ def test_truncated_parquet(tmp_path, cli):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # a copy or download cut short
     with pytest.raises(DataError, match="not a readable Parquet file") as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert info.value.source == str(path)
     line = one_error_line(cli, "validate", sft_recipe(tmp_path, path.name))
     assert f"{path}: not a readable Parquet file" in line
@@ -130,7 +130,7 @@ def test_json_that_is_not_a_list_of_objects(tmp_path, text, words):
     path = tmp_path / "train.json"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=words) as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert (info.value.source, info.value.row) == (str(path), None)
 
 
@@ -138,7 +138,7 @@ def test_jsonl_line_nested_too_deeply(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(GOOD_SFT[0]) + "\n" + "[" * 100_000 + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="nested too deeply") as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert info.value.row == 2
 
 
@@ -151,7 +151,7 @@ def test_csv_quote_left_open(tmp_path, cli):
     with path.open("a", encoding="utf-8") as handle:
         handle.write('"Is it warm?,Very.\nDoes it fit?,Yes.\n')  # the opening quote is never closed
     with pytest.raises(DataError, match="not valid CSV from line 3") as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert info.value.row == 3
     line = one_error_line(cli, "validate", sft_recipe(tmp_path, path.name))
     assert f"{path}, row 3: not valid CSV from line 3" in line
@@ -161,7 +161,7 @@ def test_csv_row_with_a_stray_cell(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("prompt,completion\nWhere is it?,On its way.\nIs it warm?,Very, very warm.\n", encoding="utf-8")
     with pytest.raises(DataError, match="3 cells but the header has 2 \\(line 3\\)") as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert info.value.row == 3
 
 
@@ -169,5 +169,5 @@ def test_csv_quoted_cells_over_several_lines_keep_row_numbers(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text('prompt,completion\n"Where\nis it?",On its way.\n\n"Is it warm?",\n', encoding="utf-8")
     with pytest.raises(DataError) as info:
-        load_records(str(path), "sft")
+        load_records(str(path), "demonstrations")
     assert (info.value.row, info.value.field) == (3, "completion")  # the blank line is not a row

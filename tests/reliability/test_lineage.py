@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from rlhf.artifacts import ArtifactError, check_parent, up_to_date, write_manifest
-from rlhf.config import ModelConfig, PipelineRecipe
+from rlhf.config import ModelConfig
 from rlhf.pipeline import check_stage_references
+from rlhf.stages.registry import PipelineRecipe
 
 from .conftest import GOOD_PREFS, GOOD_SFT, write_jsonl
 

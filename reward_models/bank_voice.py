@@ -16,8 +16,8 @@ SPEC_PATH = Path(__file__).resolve().parents[1] / "recipes" / "bank_voice" / "vo
 _SCORER = load_scorer(SPEC_PATH)
 
 SHARES_WITH_TRAINING = (
-    "Its rules labelled the bank's preference pairs (rlhf voice pairs) and are a ppo reward term in the bank "
-    "pipeline, so it measures whether the rules were learned, not an independent judgement."
+    "Its rules labelled the bank's preference pairs (rlhf voice pairs) the learned reward model was trained on, so "
+    "it measures whether the rules were learned, not an independent judgement."
 )
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlhf.config import Block
-from rlhf.recipe import RecipeError, describe_errors
+from rlhf.recipe import RecipeError, describe_errors, read_yaml_mapping
 
 # Every rule scores a reply in [0, 1]; an avoid rule loses this much per distinct offending phrase, so one slip is
 # penalised but a reply full of them is worse.
@@ -224,16 +223,10 @@ def load_voice(path: str | Path) -> VoiceSpec:
             the file and the key (and, for an unknown key, the closest valid one).
     """
     path = Path(path)
-    if not path.is_file():
-        raise VoiceSpecError(f"voice spec not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except yaml.YAMLError as err:
-        raise VoiceSpecError(f"{path} is not valid YAML: {err}") from None
-    except UnicodeDecodeError as err:
-        raise VoiceSpecError(f"{path} is not UTF-8 text (byte {err.start}): re-save it as UTF-8") from None
-    if not isinstance(data, dict):
-        raise VoiceSpecError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "voice spec")
+    except RecipeError as err:
+        raise VoiceSpecError(str(err)) from None
     try:
         return VoiceSpec.model_validate(data)
     except ValidationError as err:

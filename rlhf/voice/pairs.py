@@ -328,7 +328,9 @@ def _pairs(scorer: VoiceScorer, rows: list[LogRow], donors: dict[str, list[str]]
         # The most similar message's reply, unless a less similar one (still above the threshold) balances length.
         similar.sort(key=lambda found: (-found[0], found[1]))
         rule = "+".join(log.violations)
-        picked = _pick(((c.reply, log.reply) for _, _, c in similar), (balance[rule], balance[None]))
+        # A reply on-voice for its own message may not be for this one (the greeting names that customer).
+        fits = (c.reply for _, _, c in similar if not scorer.violations(log.message, c.reply))
+        picked = _pick(((reply, log.reply) for reply in fits), (balance[rule], balance[None]))
         if picked is not None:
             add(log.message, picked, rule, "logs", from_logs)
     rules = list(scorer.weights)

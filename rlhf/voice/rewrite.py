@@ -6,13 +6,10 @@ the rewritten reply breaks, so a preference pair (original over rewrite) teaches
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from rlhf.voice.scorer import VoiceScorer
-from rlhf.voice.spec import normalise
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+from rlhf.voice.spec import normalise, sentences
 
 
 def split_reply(reply: str, sign_off: str) -> tuple[list[str], str | None]:
@@ -21,11 +18,6 @@ def split_reply(reply: str, sign_off: str) -> tuple[list[str], str | None]:
     if lines and normalise(lines[-1]) == normalise(sign_off):
         return lines[:-1], lines[-1]
     return lines, None
-
-
-def sentences(text: str) -> list[str]:
-    """The text's sentences (split after '.', '!' or '?')."""
-    return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
 
 def _join(body: list[str], sign_off: str | None) -> str:
@@ -72,12 +64,12 @@ def rewrites(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors: di
     Yields:
         Rewritten replies, each checked with the scorer: its only violation is `rule`.
     """
-    for candidate in _candidates(scorer, rule, reply, donors):
+    for candidate in _candidates(scorer, rule, prompt, reply, donors):
         if candidate != reply and scorer.violations(prompt, candidate) == [rule]:
             yield candidate
 
 
-def _candidates(scorer: VoiceScorer, rule: str, reply: str, donors: dict[str, list[str]]) -> Iterator[str]:
+def _candidates(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors: dict[str, list[str]]) -> Iterator[str]:
     spec = scorer.spec
     sign_off = spec.sign_off.text
     body, closing = split_reply(reply, sign_off)
@@ -104,6 +96,28 @@ def _candidates(scorer: VoiceScorer, rule: str, reply: str, donors: dict[str, li
         for sentence in offending:
             yield _insert_before_sign_off(reply, sign_off, sentence)
             yield from _replacing_each_sentence(reply, sign_off, sentence)
+    elif spec.greeting is not None and rule == spec.greeting.name and body:
+        # The general greeting where the customer gave a name, or no greeting at all.
+        general = spec.greeting.without_name
+        if scorer.customer_name(prompt) is not None:
+            yield _join([general, *body[1:]], closing)
+        yield _join(body[1:], closing)
+    elif spec.sentences is not None and rule == spec.sentences.name:
+        # An unfinished last sentence (its full stop dropped), then one cut short to a fragment.
+        for i in reversed(range(len(body))):
+            if body[i].rstrip().endswith((".", "?")):
+                yield _join([*body[:i], body[i].rstrip()[:-1], *body[i + 1 :]], closing)
+                last = sentences(body[i])[-1]
+                fragment = " ".join(last.split()[: spec.sentences.min_words - 1]).rstrip(",;") + "."
+                yield _join([*body[:i], body[i].replace(last, fragment), *body[i + 1 :]], closing)
+                break
+    elif spec.intents is not None and rule == spec.intents.name:
+        # Drop the sentences that meet the message's intent requirements.
+        required = [require for _, when, require in scorer.intents if when.search(normalise(prompt))]
+        kept = [
+            " ".join(s for s in sentences(line) if not any(r.search(normalise(s)) for r in required)) for line in body
+        ]
+        yield _join(kept, closing)
     elif rule == spec.length.name:
         extra: list[str] = []
         while filler and _words(" ".join(body + extra)) <= spec.length.max_words * 1.15:

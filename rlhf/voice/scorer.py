@@ -36,6 +36,12 @@ def _markers(phrases: list[str], patterns: list[str]) -> tuple[re.Pattern[str], 
 class VoiceScorer:
     """A voice spec ready to score replies; build it with `compile_voice`."""
 
+    SHARES_WITH_TRAINING = (
+        "A voice spec's rules: where they labelled the preference pairs (rlhf voice pairs) or are a ppo reward "
+        "term, it measures whether the rules were learned, not an independent judgement."
+    )
+    """What compare's report says this scorer shares with training when a recipe names the spec (`spec:`)."""
+
     def __init__(self, spec: VoiceSpec) -> None:
         self.spec = spec
         self.weights = spec.weights()

@@ -415,7 +415,7 @@ class CompareStage(Block):
     judges: list[RewardSourceConfig] = Field(
         min_length=1,
         description=(
-            "Independent judges, not used in training: reward-model directories and/or reward_models/ functions."
+            "Independent judges, not used in training: reward-model directories, reward_models/ functions or voice specs."
         ),
     )
     rollout: RolloutConfig = Field(

@@ -55,8 +55,8 @@ def _intents(spec: VoiceSpec) -> list[str]:
     if spec.intents is None:
         return []
     lines = [
-        f"- {intent.name} ({_quoted(intent.when, 'or')} in the message): the reply says {_quoted(intent.require, 'or')}."
-        for intent in spec.intents.intents
+        f"- {i.name} ({_quoted(i.when, 'or')} in the message): the reply says {_quoted(i.require, 'or')}."
+        for i in spec.intents.intents
     ]
     return ["## What each request needs\n" + "\n".join(lines)]
 

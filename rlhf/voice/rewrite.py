@@ -50,8 +50,8 @@ def rewrites(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors: di
 
     Besides the plain edit (drop the sign-off, drop a step's sentences, add an offending sentence, pad past the
     bound) it yields length-keeping ones (the dropped words replaced by on-voice filler, an offending sentence in
-    place of one of the reply's), so that `rlhf voice pairs` can pick rejected replies that are as often longer as shorter
-    than the chosen one and a reward model trained on the pairs cannot learn length instead of the rule.
+    place of one of the reply's), so that `rlhf voice pairs` can pick rejected replies that are as often longer as
+    shorter than the chosen one and a reward model trained on the pairs cannot learn length instead of the rule.
 
     Args:
         scorer: The compiled spec.

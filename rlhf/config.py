@@ -415,7 +415,8 @@ class CompareStage(Block):
     judges: list[RewardSourceConfig] = Field(
         min_length=1,
         description=(
-            "Independent judges, not used in training: reward-model directories, reward_models/ functions or voice specs."
+            "Independent judges, not used in training: reward-model directories, reward_models/ functions or "
+            "voice specs."
         ),
     )
     rollout: RolloutConfig = Field(

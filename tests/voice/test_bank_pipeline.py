@@ -1,7 +1,7 @@
 """The second brand end to end, shortened: Harbourstone Bank's logs -> `rlhf voice pairs` -> sft -> reward -> ppo ->
-compare on the embedded default model; ppo, trained on the learned reward model alone (the spec is logged at weight
-0), must beat sft on the bank spec's judge. The spec labelled the pairs, so this shows ppo learned the bank's rules
-from them; the report says what the judge shares with training."""
+compare on the embedded default model; ppo must beat sft on the bank spec's judge. The spec labelled the pairs and
+is a ppo reward term beside the learned reward model (see the recipe for the measurement without it), so this shows
+ppo learned the bank's rules; the report says what the judge shares with training."""
 
 from __future__ import annotations
 
@@ -55,4 +55,4 @@ def test_ppo_beats_sft_on_the_bank_judge(run_dir):
     difference = results["differences"]["ppo"]["bank_voice"]
     assert difference["mean"] > 0 and difference["low"] > 0, difference
     shares = {s["name"]: s["statement"] for s in results["shares"]}
-    assert "labelled the preference pairs" in shares["bank_voice"]
+    assert "are a ppo reward term" in shares["bank_voice"]

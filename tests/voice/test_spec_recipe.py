@@ -11,7 +11,7 @@ import yaml
 
 from rlhf.cli import main
 from rlhf.config import RewardSourceConfig
-from rlhf.ppo.rewards import build_reward_terms, reward_module
+from rlhf.rewards.sources import build_reward_terms, reward_module
 from rlhf.recipe import RecipeError, load_recipe
 from rlhf.voice.scorer import load_scorer
 

@@ -92,15 +92,15 @@ def _critic_model(tiny_path, critic: bool = True) -> ActorCritic:
 
 
 def _rollout(model: ActorCritic) -> tuple[Rollout, Scored, Estimate]:
-    """Eight responses of 1 to 8 real tokens (unequal micro-batch token counts are what tell the normalisations
-    apart), with old log-probs, values and advantages near the model's own."""
+    """Eight responses of 1 to 8 real tokens, 15, 3, 11 and 7 per micro-batch of two (unequal counts are what tell
+    the normalisations apart), with old log-probs, values and advantages near the model's own."""
     pad, eos = model.policy.config.pad_token_id, model.policy.config.eos_token_id
     generator = torch.Generator().manual_seed(1)
     query, query_mask = left_pad(
         [torch.randint(3, 200, (3 + i % 3,), generator=generator).tolist() for i in range(8)], pad
     )
     response = torch.randint(3, 200, (8, 8), generator=generator)
-    for row, length in enumerate([8, 1, 2, 7, 3, 6, 4, 5]):
+    for row, length in enumerate([8, 7, 1, 2, 6, 5, 3, 4]):
         response[row, length - 1] = eos
         response[row, length:] = pad
     mask, has_eos = response_mask(response, eos)

@@ -374,12 +374,25 @@ class RewardSourceConfig(Block):
             "for an explicitly named module. The function takes prompts and responses and returns floats."
         ),
     )
+    spec: str | None = Field(
+        None,
+        description="A voice spec YAML (relative to the recipe), compiled into a programmatic reward: its weighted "
+        "rule score in [0, 1] (rlhf.voice), with a per-rule breakdown in compare.",
+    )
     weight: float = Field(1.0, description="Weight of this term in the total reward.")
+
+    @field_validator("spec")
+    @classmethod
+    def _resolve_spec(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None or Path(value).expanduser().is_absolute():
+            return value
+        return str((Path(base) / value).resolve())
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RewardSourceConfig:
-        if (self.model is None) == (self.function is None):
-            raise ValueError(f"reward source '{self.name}' needs exactly one of `model` or `function`")
+        if sum(source is not None for source in (self.model, self.function, self.spec)) != 1:
+            raise ValueError(f"reward source '{self.name}' needs exactly one of `model`, `function` or `spec`")
         return self
 
 
@@ -565,7 +578,8 @@ class CompareStage(Block):
     judges: list[RewardSourceConfig] = Field(
         min_length=1,
         description=(
-            "Independent judges, not used in training: reward-model directories and/or reward_models/ functions."
+            "Independent judges, not used in training: reward-model directories, reward_models/ functions or "
+            "voice specs."
         ),
     )
     rollout: RolloutConfig = Field(
@@ -632,9 +646,9 @@ class CompareStage(Block):
             if scores.count(name) > 1 or name in reserved:
                 raise ValueError(f"score name '{name}' is used twice or is reserved ({', '.join(sorted(reserved))})")
         # A weight-0 term is logged during training but never optimised, so it may serve as a judge.
-        trained_on = {s.model or s.function for s in self.proxy if s.weight != 0}
+        trained_on = {s.model or s.function or s.spec for s in self.proxy if s.weight != 0}
         for judge in self.judges:
-            if (judge.model or judge.function) in trained_on:
+            if (judge.model or judge.function or judge.spec) in trained_on:
                 raise ValueError(f"judge '{judge.name}' is also a proxy (training) reward: a judge must be independent")
             if judge.weight != RewardSourceConfig.model_fields["weight"].default:
                 raise ValueError(f"judge '{judge.name}': judges are reported one by one, a weight has no meaning")

@@ -264,19 +264,23 @@ def plan_reward(cfg: RewardStage, shape: ModelShape, launch: LaunchSpec, device:
 def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, device: str = "cuda") -> StagePlan:
     """ppo: policy and value trained; ref_policy and reward models frozen; peak of rollout or update phase.
 
+    The critic-free estimators (grpo, rloo, reinforce_pp) train the policy alone. A step samples
+    `rollout.samples_per_prompt` replies for each of `training.batch_size` prompts.
+
     Args:
-        shapes: 'policy', and 'value' (critic mode) and 'reward/<name>' for every learned reward source.
+        shapes: 'policy', and 'value' (gae in critic mode) and 'reward/<name>' for every learned reward source.
     """
     dtype, lora, t = cfg.model.dtype, cfg.model.lora, cfg.training
     policy_shape = shapes["policy"]
     width = DTYPE_BYTES[dtype]
     policy = model_memory("policy", policy_shape, "lm", dtype, launch, trainable=True, lora=lora)
     models, trained = [policy], [(policy_shape, policy)]
-    if cfg.value.mode == "critic":
+    critic_free = cfg.advantage.estimator != "gae"
+    if not critic_free and cfg.value.mode == "critic":
         critic = model_memory("value (critic)", shapes["value"], "score", dtype, launch, trainable=True)
         models.append(critic)
         trained.append((shapes["value"], critic))
-    else:  # a scalar head on the policy's trunk, in float32
+    elif not critic_free:  # a scalar head on the policy's trunk, in float32
         head = policy_shape.hidden_size + 1
         models.append(
             ModelMemory(
@@ -300,12 +304,12 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
         models.append(model_memory(role, shape, head, dtype, launch, trainable=False))
 
     seq = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    response, batch = cfg.rollout.max_new_tokens, t.batch_size
+    response, batch = cfg.rollout.max_new_tokens, t.batch_size * cfg.rollout.samples_per_prompt
     vocab = policy_shape.vocab_size
     # Update phase: one micro-batch through policy (+ critic); response logits, log-softmax and their gradients.
     micro = max(1, batch // cfg.update.num_minibatches // t.gradient_accumulation_steps)
     update = {"activations": micro * seq * policy_shape.activation_elements(seq, t.gradient_checkpointing) * width}
-    if cfg.value.mode == "critic":
+    if not critic_free and cfg.value.mode == "critic":
         update["critic activations"] = (
             micro * seq * shapes["value"].activation_elements(seq, t.gradient_checkpointing) * width
         )
@@ -353,7 +357,7 @@ def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda
     learned = [s for s in cfg.rewards if s.model is not None]
     for source in learned:
         shapes[f"reward/{source.name}"] = shape(source.model)
-    if cfg.value.mode == "critic":
+    if cfg.advantage.estimator == "gae" and cfg.value.mode == "critic":
         init = cfg.value.init or (learned[0].model if learned else None)
         if init is None:
             raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")

@@ -36,8 +36,21 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         RecipeError: The file is missing or not YAML, an override is malformed, or the recipe is invalid.
     """
     path = Path(path)
+    data = read_yaml_mapping(path)
+    for override in overrides:
+        apply_override(data, override)
+    return validate_recipe(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def read_yaml_mapping(path: Path, what: str = "recipe file") -> dict[str, Any]:
+    """Reads a UTF-8 YAML file that must hold a mapping (a recipe, a voice spec).
+
+    Raises:
+        RecipeError: The file is missing (named as `what`), not UTF-8 (byte and line named), not YAML, or not a
+            mapping.
+    """
     if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+        raise RecipeError(f"{what} not found: {path}")
     try:
         # safe_load: a recipe is data, never a way to construct arbitrary Python objects.
         data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
@@ -50,9 +63,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         ) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
-    for override in overrides:
-        apply_override(data, override)
-    return validate_recipe(data, base_dir=path.resolve().parent, source=str(path))
+    return data
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -114,6 +114,37 @@ def test_ppo_lora_with_value_head_by_hand():
     assert plan.total == resident + max(8192 * 4 + 65 * 4, 105680 + 128000)
 
 
+def test_grpo_trains_the_policy_alone_and_samples_k_replies_per_prompt():
+    base = dict(
+        stage="ppo",
+        output_dir="out",
+        model={"dtype": "bfloat16", "lora": {"r": 4}},
+        data={"train": "prompts.jsonl", "max_length": 16, "max_prompt_length": 6},
+        rewards=[{"name": "learned", "model": "reward_dir"}],
+        rollout={"max_new_tokens": 4},
+        update={"num_minibatches": 2},
+        training={"batch_size": 4},
+    )
+    gae = plan_ppo(
+        PPOStage(**base, value={"mode": "head"}),
+        {"policy": SHAPE, "reward/learned": SHAPE},
+        LaunchSpec("single", 1),
+        device="cpu",
+    )
+    grpo = plan_ppo(
+        PPOStage(
+            **{**base, "rollout": {"max_new_tokens": 4, "samples_per_prompt": 3}}, advantage={"estimator": "grpo"}
+        ),
+        {"policy": SHAPE, "reward/learned": SHAPE},
+        LaunchSpec("single", 1),
+        device="cpu",
+    )
+    assert {m.role for m in grpo.models} == {"policy", "reward/learned"}  # no value head, no critic
+    # 4 prompts x 3 replies: three times the KV cache and scoring logits of one reply per prompt.
+    assert grpo.phases["rollout"] == {key: 3 * value for key, value in gae.phases["rollout"].items()}
+    assert grpo.phases["update"]["activations"] == 3 * gae.phases["update"]["activations"]
+
+
 def test_shipped_launch_configs_read():
     specs = {path.stem: LaunchSpec.from_file(path) for path in shipped_launch_configs()}
     assert set(specs) == {"single", "ddp", "zero1", "zero2", "zero3", "zero3_offload", "two_nodes"}

@@ -23,7 +23,8 @@ def shared_with_training(cfg: CompareStage, proxy_terms: list, judge_terms: list
     out = []
     for role, terms in (("proxy", proxy_terms), ("judge", judge_terms)):
         for term in terms:
-            entry: dict[str, Any] = {"name": term.name, "role": role, "source": sources[term.name].function}
+            source = sources[term.name]
+            entry: dict[str, Any] = {"name": term.name, "role": role, "source": source.function or source.spec}
             if term.function is not None:
                 statement = getattr(reward_module(term.function), "SHARES_WITH_TRAINING", None)
                 entry["statement"] = statement if isinstance(statement, str) else "not declared"

@@ -345,6 +345,14 @@ def _reward_sources(stage: PPOStage) -> list[str]:
             if problem:
                 errors.append(f"rewards.{index}.function: {problem}")
             continue
+        if source.spec is not None:
+            from rlhf.voice.spec import VoiceSpecError, load_voice
+
+            try:
+                load_voice(source.spec)
+            except VoiceSpecError as err:
+                errors.append(f"rewards.{index}.spec: {err}")
+            continue
         if source.model is None or source.model.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
             continue
         config = Path(source.model).expanduser() / "config.json"

@@ -71,8 +71,11 @@ def takes_info(function: Callable) -> bool:
     )
 
 
-def reward_module(function: Callable) -> ModuleType | None:
-    """The module a programmatic reward comes from (for its `explain` and `SHARES_WITH_TRAINING`), if importable."""
+def reward_module(function: Callable) -> ModuleType | object | None:
+    """The module a programmatic reward comes from (for its `explain` and `SHARES_WITH_TRAINING`), if importable;
+    for a bound method (a compiled voice spec's `score`), the object it is bound to."""
+    if getattr(function, "__self__", None) is not None:
+        return function.__self__
     try:
         return importlib.import_module(function.__module__)
     except (ImportError, AttributeError, TypeError):
@@ -168,6 +171,11 @@ def build_reward_terms(
     for source in sources:
         if source.function is not None:
             terms.append(RewardTerm(source.name, source.weight, function=load_reward_function(source.function)))
+            continue
+        if source.spec is not None:
+            from rlhf.voice.scorer import load_scorer
+
+            terms.append(RewardTerm(source.name, source.weight, function=load_scorer(source.spec).score))
             continue
         model = load_reward_model(source.model, dtype, trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source.model, trust_remote_code=trust_remote_code)

@@ -181,7 +181,9 @@ def _load_final(cfg: DPOStage, final_dir: Path, model_path: str):
     if cfg.model.lora is not None:
         from peft import AutoPeftModelForCausalLM
 
-        policy = AutoPeftModelForCausalLM.from_pretrained(str(final_dir), dtype=torch_dtype(cfg.model))
+        policy = AutoPeftModelForCausalLM.from_pretrained(
+            str(final_dir), dtype=torch_dtype(cfg.model), trust_remote_code=cfg.model.trust_remote_code
+        )
         return policy.eval(), None
     policy = load_causal_lm(cfg.model, str(final_dir))
     return policy.eval(), load_causal_lm(cfg.model, model_path).eval()

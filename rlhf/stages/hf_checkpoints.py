@@ -1,4 +1,4 @@
-"""Checkpoints, resume and the non-finite-loss guard for the Trainer-based stages (sft, reward).
+"""Checkpoints, resume and the non-finite-loss guard for the Trainer-based stages (sft, reward, dpo).
 
 The Trainer writes `checkpoints/checkpoint-N/` itself; these callbacks make its checkpoints follow `rlhf.checkpoint`:
 a marker written last (after every rank has saved) makes a checkpoint complete, pruning keeps the newest

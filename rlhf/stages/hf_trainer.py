@@ -1,4 +1,4 @@
-"""What the Trainer-based stages (sft, reward) share: training arguments, datasets, and saving final/."""
+"""What the Trainer-based stages (sft, reward, dpo) share: training arguments, datasets, and saving final/."""
 
 from __future__ import annotations
 

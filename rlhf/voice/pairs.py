@@ -8,10 +8,12 @@ Steps: read the logs (`rlhf.data.readers`, so bad rows fail with file, row and f
 - `prefs_train.jsonl`, `prefs_eval.jsonl`: preference pairs (`prompt`, `chosen`, `rejected`, `rule`, `source`):
   `rewrite` pairs put an on-voice reply over a rewrite of it that breaks exactly `rule` (`rlhf.voice.rewrite`);
   `logs` pairs put an on-voice reply to the most similar message of the same split over an off-voice reply from the
-  logs (`rule`: the rules it breaks, joined by '+');
+  logs (`rule`: the rules it breaks, joined by '+'). Each pair is picked so that, rule by rule, the chosen reply is
+  about as often longer as shorter than the rejected one (`length_balance` in the summary): a reward model trained
+  on them cannot score length instead of the rules;
 - `ppo_prompts.jsonl` (train prompts) and `eval_prompts.jsonl` (held-out prompts, for ppo eval and compare);
 - `summary.json`: rows in, dropped and why, PII replaced per kind, on-voice share (overall and per agent), rows and
-  groups per split, pairs per rule.
+  groups per split, pairs per rule, length balance of the pairs.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from rlhf.data.readers import DataError, read_rows
 from rlhf.voice.check import text_cell
-from rlhf.voice.rewrite import break_rule, sentences, split_reply
+from rlhf.voice.rewrite import rewrites, sentences, split_reply
 from rlhf.voice.scorer import VoiceScorer
 from rlhf.voice.scrub import PII_PATTERNS, PLACEHOLDER, Scrubber
 from rlhf.voice.spec import normalise
@@ -177,6 +180,7 @@ def make_pairs(scorer: VoiceScorer, logs: list[LogRow], out_dir: str | Path, opt
         rule: {source: n for (r, source), n in sorted(pairs.items()) if r == rule}
         for rule in sorted({rule for rule, _ in pairs})
     }
+    summary["length_balance"] = length_balance(files["prefs_train"] + files["prefs_eval"])
     summary["files"] = {name: len(rows) for name, rows in files.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,28 +275,102 @@ def _donors(scorer: VoiceScorer, logs: list[LogRow]) -> dict[str, list[str]]:
     return {rule: list(dict.fromkeys(found)) for rule, found in donors.items()}
 
 
-def _pairs(scorer: VoiceScorer, rows: list[LogRow], donors: dict[str, list[str]], options: PairsOptions) -> list[dict]:
-    rules = list(scorer.weights)
-    on_voice = [r for r in rows if not r.violations]
-    out = []
-    for i, log in enumerate(on_voice):
-        # Rotate the first rule tried so every rule gets pairs; fall through to the next when a rewrite fails.
-        for rule in rules[i % len(rules) :] + rules[: i % len(rules)]:
-            rewritten = break_rule(scorer, rule, log.message, log.reply, donors)
-            if rewritten is not None:
-                out.append(_pair(log.message, log.reply, rewritten, rule, "rewrite"))
+def _direction(chosen: str, rejected: str) -> int:
+    """+1 when the chosen reply has more words than the rejected one, -1 when fewer, 0 when as many."""
+    difference = len(chosen.split()) - len(rejected.split())
+    return (difference > 0) - (difference < 0)
+
+
+def _pick(options: Iterator[tuple[str, str]], balances: tuple[int, int]) -> tuple[str, str] | None:
+    """The (chosen, rejected) option that best keeps two length balances near 0; None when there is no option.
+
+    A balance counts pairs so far whose chosen reply is longer minus those whose chosen reply is shorter: the
+    rule's own, then all pairs'. Options are ranked by: does not push the rule's balance away from 0, then does not
+    push the overall one away, then brings the overall one back; the first option ranked best wins, and options are
+    generated lazily, so the search stops there.
+    """
+
+    def rank(direction: int) -> tuple[bool, bool, bool]:
+        rule, overall = balances
+        return (rule * direction > 0, overall * direction > 0, overall != 0 and overall * direction >= 0)
+
+    best, best_rank = None, None
+    for chosen, rejected in options:
+        option_rank = rank(_direction(chosen, rejected))
+        if best_rank is None or option_rank < best_rank:
+            best, best_rank = (chosen, rejected), option_rank
+            if not any(best_rank):
                 break
+    return best
+
+
+def _pairs(scorer: VoiceScorer, rows: list[LogRow], donors: dict[str, list[str]], options: PairsOptions) -> list[dict]:
+    on_voice = [r for r in rows if not r.violations]
+    # Pairs whose chosen reply is longer minus pairs whose chosen reply is shorter, per rule and over all pairs
+    # (key None). Picking each pair to keep both near 0 makes length useless for telling chosen from rejected; the
+    # log pairs come first because they offer the least choice.
+    balance: Counter[str | None] = Counter()
+
+    def add(prompt: str, picked: tuple[str, str], rule: str, source: str, out: list[dict]) -> None:
+        for key in (rule, None):
+            balance[key] += _direction(*picked)
+        out.append(_pair(prompt, *picked, rule, source))
+
+    from_logs: list[dict] = []
     words = {id(r): set(normalise(r.message).split()) for r in rows}
     for log in (r for r in rows if r.violations):
-        best, similarity = None, options.min_similarity
+        similar = []
         for candidate in on_voice:
             a, b = words[id(log)], words[id(candidate)]
-            jaccard = len(a & b) / len(a | b)
-            if jaccard >= similarity:
-                best, similarity = candidate, jaccard
-        if best is not None:
-            out.append(_pair(log.message, best.reply, log.reply, "+".join(log.violations), "logs"))
-    return out
+            similarity = len(a & b) / len(a | b)
+            if similarity >= options.min_similarity:
+                similar.append((similarity, candidate.row, candidate))
+        # The most similar message's reply, unless a less similar one (still above the threshold) balances length.
+        similar.sort(key=lambda found: (-found[0], found[1]))
+        rule = "+".join(log.violations)
+        # A reply on-voice for its own message may not be for this one (the greeting names that customer).
+        fits = (c.reply for _, _, c in similar if not scorer.violations(log.message, c.reply))
+        picked = _pick(((reply, log.reply) for reply in fits), (balance[rule], balance[None]))
+        if picked is not None:
+            add(log.message, picked, rule, "logs", from_logs)
+    rules = list(scorer.weights)
+    rewritten: list[dict] = []
+    for i, log in enumerate(on_voice):
+        # Rotate the first rule tried so every rule gets pairs; fall through to the next when no rewrite works.
+        for rule in rules[i % len(rules) :] + rules[: i % len(rules)]:
+            found = rewrites(scorer, rule, log.message, log.reply, donors)
+            picked = _pick(((log.reply, rewrite) for rewrite in found), (balance[rule], balance[None]))
+            if picked is not None:
+                add(log.message, picked, rule, "rewrite", rewritten)
+                break
+    return rewritten + from_logs
+
+
+def length_balance(pairs: list[dict]) -> dict:
+    """How often the chosen reply is longer than the rejected one (in words), overall and per source.
+
+    Args:
+        pairs: Rows of the preference files (`chosen`, `rejected` as one assistant message each, and `source`).
+
+    Returns:
+        {"chosen_longer", "chosen_shorter", "same_length": counts, "share_chosen_longer": share of the pairs that
+        differ in length, "mean_word_difference": mean chosen minus rejected words, "by_source": the same per
+        source}. A share near 0.5 and a difference near 0 mean length does not tell chosen from rejected.
+    """
+
+    def describe(rows: list[dict]) -> dict:
+        differences = [len(r["chosen"][0]["content"].split()) - len(r["rejected"][0]["content"].split()) for r in rows]
+        longer, shorter = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+        return {
+            "chosen_longer": longer,
+            "chosen_shorter": shorter,
+            "same_length": len(rows) - longer - shorter,
+            "share_chosen_longer": round(longer / max(longer + shorter, 1), 4),
+            "mean_word_difference": round(sum(differences) / max(len(rows), 1), 2),
+        }
+
+    sources = sorted({r["source"] for r in pairs})
+    return {**describe(pairs), "by_source": {s: describe([r for r in pairs if r["source"] == s]) for s in sources}}
 
 
 def _pair(prompt: str, chosen: str, rejected: str, rule: str, source: str) -> dict:

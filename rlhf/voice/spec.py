@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rlhf.config import Block
-from rlhf.recipe import RecipeError, describe_errors
+from rlhf.recipe import RecipeError, describe_errors, read_yaml_mapping
 
 # Every rule scores a reply in [0, 1]; an avoid rule loses this much per distinct offending phrase, so one slip is
 # penalised but a reply full of them is worse.
@@ -32,6 +31,14 @@ def normalise(text: str) -> str:
     """Lower-cases a reply, treats curly apostrophes as straight ones and collapses whitespace: what rules match."""
     text = text.replace("\u2019", "'").replace("\u2018", "'")
     return " ".join(text.lower().split())
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """The text's sentences (split after '.', '!' or '?' followed by white space)."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
 
 
 def _check_patterns(patterns: list[str]) -> list[str]:
@@ -110,6 +117,11 @@ class AvoidRule(Block):
         description="Regular expressions searched in the normalised reply, for what whole-word phrases cannot say "
         "(e.g. '!' for no exclamation marks).",
     )
+    paraphrases: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Other wordings of a listed phrase (key: the phrase, as in `phrases`), matched like phrases and "
+        "counted as that phrase: a reply using 'no worries' and 'not to worry' has one offending phrase, not two.",
+    )
 
     @field_validator("patterns")
     @classmethod
@@ -120,6 +132,92 @@ class AvoidRule(Block):
     def _has_a_marker(self) -> AvoidRule:
         if not self.phrases and not self.patterns:
             raise ValueError(f"avoid rule '{self.name}' needs phrases or patterns")
+        listed = {normalise(phrase) for phrase in self.phrases}
+        for phrase, variants in self.paraphrases.items():
+            if normalise(phrase) not in listed:
+                raise ValueError(f"paraphrases.{phrase}: '{phrase}' is not one of the rule's phrases")
+            for variant in variants:
+                if normalise(variant) in listed:
+                    raise ValueError(f"paraphrases.{phrase}: '{variant}' is already a phrase of the rule")
+        return self
+
+    def canonical(self) -> dict[str, str]:
+        """{normalised phrase or paraphrase: the normalised listed phrase it counts as}."""
+        out = {normalise(phrase): normalise(phrase) for phrase in self.phrases}
+        for phrase, variants in self.paraphrases.items():
+            out.update((normalise(variant), normalise(phrase)) for variant in variants)
+        return out
+
+
+class GreetingRule(Block):
+    """How a reply opens: with the customer's name when their message gives it, with a general greeting when not."""
+
+    name: str = Field("greeting", description="Rule name in scores and reports.")
+    weight: float = Field(gt=0, description="Weight of the rule in the weighted mean score.")
+    with_name: str = Field(
+        description="The opening when the name is known, with '{name}' where the name goes, e.g. 'Dear {name},'. "
+        "A reply whose first line starts with it scores 1; a general greeting instead scores 0.5; none scores 0."
+    )
+    without_name: str = Field(
+        min_length=1, description="The opening when the message gives no name, e.g. 'Dear customer,'."
+    )
+    name_pattern: str = Field(
+        description="Regular expression with a group named 'name', searched in the customer's message as written "
+        "(case kept): e.g. '(?:Regards|Thanks),? (?P<name>[A-Z][a-z]+(?: [A-Z][a-z]+)?)$' for a signed message."
+    )
+
+    @field_validator("with_name")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        rest = value.replace("{name}", "", 1)
+        if value.count("{name}") != 1 or "{" in rest or "}" in rest:
+            raise ValueError(f"'{value}' must contain '{{name}}' exactly once and no other braces")
+        return value
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _named_group(cls, value: str) -> str:
+        _check_patterns([value])
+        if "name" not in re.compile(value).groupindex:
+            raise ValueError(f"pattern {value!r} has no group named 'name' (write (?P<name>...))")
+        return value
+
+
+class SentencesRule(Block):
+    """Full sentences: every sentence of the body ends with '.', '?' or '!' and has at least `min_words` words."""
+
+    name: str = Field("full_sentences", description="Rule name in scores and reports.")
+    weight: float = Field(gt=0, description="Weight of the rule in the weighted mean score.")
+    min_words: int = Field(
+        gt=0, description="Fewest words of a full sentence; shorter ones ('Done.', 'All sorted.') are fragments."
+    )
+
+
+class IntentRequirement(Block):
+    """What a reply to one kind of request must say, e.g. a lost-card reply says the card is blocked."""
+
+    name: str = Field(description="Intent name, shown in explanations and the guide (e.g. 'lost_card').")
+    when: list[str] = Field(
+        min_length=1, description="Phrases (whole words, case-insensitive) in the customer's message that show it."
+    )
+    require: list[str] = Field(
+        min_length=1, description="Phrases (whole words, case-insensitive) any of which the reply must contain."
+    )
+
+
+class IntentsRule(Block):
+    """Per-intent requirements; the rule scores the share of the message's intents whose requirement the reply
+    meets (1 when the message shows none)."""
+
+    name: str = Field("intents", description="Rule name in scores and reports.")
+    weight: float = Field(gt=0, description="Weight of the rule in the weighted mean score.")
+    intents: list[IntentRequirement] = Field(min_length=1, description="The intents, each found by its phrases.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> IntentsRule:
+        names = [intent.name for intent in self.intents]
+        if len(set(names)) < len(names):
+            raise ValueError(f"intent names must be unique: {', '.join(names)}")
         return self
 
 
@@ -145,15 +243,21 @@ class GuideText(Block):
     example: str = Field(description="Markdown under '## Example': a customer message, an on- and an off-voice reply.")
 
 
+Rule = SignOffRule | GreetingRule | StructureRule | AvoidRule | SentencesRule | IntentsRule | LengthRule
+
+
 class VoiceSpec(Block):
     """A company's support voice: the rules a reply is scored on, with weights, and the guide's prose."""
 
     company: str = Field(min_length=1, description="Company name, used in the guide's title.")
     sign_off: SignOffRule = Field(description="The closing line rule.")
+    greeting: GreetingRule | None = Field(None, description="The opening line rule; none: openings not scored.")
     structure: StructureRule = Field(description="The steps every reply takes (e.g. acknowledge, then act).")
     avoid: list[AvoidRule] = Field(
         default_factory=list, description="Phrase lists the voice never uses, one rule each, in report order."
     )
+    sentences: SentencesRule | None = Field(None, description="The full-sentences rule; none: not scored.")
+    intents: IntentsRule | None = Field(None, description="Per-intent requirements; none: not scored.")
     length: LengthRule = Field(description="Word-count bounds.")
     guide: GuideText = Field(description="Prose of the rendered voice guide.")
 
@@ -172,21 +276,30 @@ class VoiceSpec(Block):
                 f"guide.never_say must list every avoid rule once: {', '.join(r.name for r in self.avoid)} "
                 f"(got {', '.join(self.guide.never_say) or 'nothing'})"
             )
-        sign_off = normalise(self.sign_off.text)
+        # Lines every on-voice reply contains: a rule that forbids a word in them could never be met.
+        fixed = {"the sign-off": self.sign_off.text}
+        if self.greeting is not None:
+            fixed["the greeting"] = self.greeting.without_name
+            fixed["the named greeting"] = self.greeting.with_name.replace("{name}", "")
         for i, rule in enumerate(self.avoid):
-            for field, found in (("phrases", rule.phrases), ("patterns", rule.patterns)):
+            paraphrases = [v for variants in rule.paraphrases.values() for v in variants]
+            for field, found in (("phrases", rule.phrases), ("patterns", rule.patterns), ("paraphrases", paraphrases)):
                 for j, phrase in enumerate(found):
-                    pattern = phrase_pattern([phrase]) if field == "phrases" else re.compile(phrase)
-                    if pattern.search(sign_off):
-                        raise ValueError(
-                            f"avoid.{i}.{field}.{j}: '{phrase}' ({rule.name}) matches the sign-off "
-                            f"'{self.sign_off.text}', so no reply could follow both rules"
-                        )
+                    pattern = re.compile(phrase) if field == "patterns" else phrase_pattern([phrase])
+                    for line, text in fixed.items():
+                        if pattern.search(normalise(text)):
+                            raise ValueError(
+                                f"avoid.{i}.{field}.{j}: '{phrase}' ({rule.name}) matches {line} "
+                                f"'{text}', so no reply could follow both rules"
+                            )
         return self
 
-    def rules(self) -> list[SignOffRule | StructureRule | AvoidRule | LengthRule]:
-        """Every rule in report order: sign-off, structure, the avoid rules, length."""
-        return [self.sign_off, self.structure, *self.avoid, self.length]
+    def rules(self) -> list[Rule]:
+        """Every rule in report order: sign-off, greeting, structure, the avoid rules, full sentences, intents,
+        length (the optional ones only when the spec has them)."""
+        optional = (self.greeting, self.sentences, self.intents)
+        greeting, sentences, intents = ([rule] if rule is not None else [] for rule in optional)
+        return [self.sign_off, *greeting, self.structure, *self.avoid, *sentences, *intents, self.length]
 
     def weights(self) -> dict[str, float]:
         """{rule name: weight} in report order."""
@@ -224,16 +337,10 @@ def load_voice(path: str | Path) -> VoiceSpec:
             the file and the key (and, for an unknown key, the closest valid one).
     """
     path = Path(path)
-    if not path.is_file():
-        raise VoiceSpecError(f"voice spec not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except yaml.YAMLError as err:
-        raise VoiceSpecError(f"{path} is not valid YAML: {err}") from None
-    except UnicodeDecodeError as err:
-        raise VoiceSpecError(f"{path} is not UTF-8 text (byte {err.start}): re-save it as UTF-8") from None
-    if not isinstance(data, dict):
-        raise VoiceSpecError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "voice spec")
+    except RecipeError as err:
+        raise VoiceSpecError(str(err)) from None
     try:
         return VoiceSpec.model_validate(data)
     except ValidationError as err:

@@ -1,7 +1,7 @@
 """The second brand end to end, shortened: Harbourstone Bank's logs -> `rlhf voice pairs` -> sft -> reward -> ppo ->
-compare on the embedded default model; ppo must beat sft on the bank spec's judge. The spec is a ppo reward term
-beside the learned reward model (see the recipe: the learned model alone rewarded length, and ppo's replies stopped
-ending), so this shows ppo learned the bank's rules; the report says what the judge shares with training."""
+compare on the embedded default model; ppo must beat sft on the bank spec's judge. The spec labelled the pairs and
+is a ppo reward term beside the learned reward model (see the recipe for the measurement without it), so this shows
+ppo learned the bank's rules; the report says what the judge shares with training."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def run_dir(tmp_path_factory) -> Path:
         for split in ("train", "eval"):
             recipe[stage]["data"][split] = str(data / Path(recipe[stage]["data"][split]).name)
     recipe["compare"]["prompts"]["path"] = str(data / "eval_prompts.jsonl")
+    for source in [*recipe["ppo"]["rewards"], *recipe["compare"]["judges"]]:
+        if "spec" in source:  # relative to the shipped recipe, which this copy is not beside
+            source["spec"] = str(spec)
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     out = tmp / "run"

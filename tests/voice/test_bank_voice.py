@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reward_models import bank_voice, brand_voice
+from reward_models import brand_voice
 from rlhf.cli import main
+from rlhf.voice.scorer import load_scorer
 
 ROOT = Path(__file__).resolve().parents[2]
 BANK = ROOT / "recipes" / "bank_voice"
@@ -45,6 +46,7 @@ def test_shipped_data_is_what_voice_pairs_makes_of_the_logs(tmp_path, capsys):
 
 
 def test_bank_judge_follows_its_own_spec_not_ridgelines():
+    bank_voice = load_scorer(BANK / "voice.yaml")
     formal = (
         "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive "
         "within five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"

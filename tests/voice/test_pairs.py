@@ -197,3 +197,25 @@ def test_missing_customer_column_is_named_and_other_columns_are_configurable(tmp
     assert "row 1, field 'customer_id': missing" in capsys.readouterr().err
     assert main([*args, "--message-column", "text", "--reply-column", "answer", "--split-by", "row"]) == 2
     assert "only 1 row groups: need at least 3" in capsys.readouterr().err
+
+
+def _words(message: list[dict]) -> int:
+    return len(message[0]["content"].split())
+
+
+@pytest.mark.parametrize("data", ["ridgeline", "bank"])
+def test_length_does_not_tell_chosen_from_rejected(produced, data):
+    # Pairs whose rejected reply is mostly the shorter one teach a reward model to pay for length (the bank
+    # pipeline's ppo then wrote past the sign-off): the chosen reply must be the longer one in about half the pairs,
+    # and within each rule other than the length rule itself both ways round.
+    out = produced if data == "ridgeline" else ROOT / "recipes" / "bank_voice" / "data"
+    rows = _read(out / "prefs_train.jsonl") + _read(out / "prefs_eval.jsonl")
+    balance = json.loads((out / "summary.json").read_text())["length_balance"]
+    differences = [_words(r["chosen"]) - _words(r["rejected"]) for r in rows]
+    assert balance["chosen_longer"] == sum(d > 0 for d in differences)
+    assert balance["chosen_shorter"] == sum(d < 0 for d in differences)
+    assert 0.4 <= balance["share_chosen_longer"] <= 0.6, balance
+    length_rule = load_scorer(out.parent / "voice.yaml" if data == "bank" else SPEC).spec.length.name
+    for rule in {r["rule"] for r in rows if r["source"] == "rewrite"} - {length_rule}:
+        signs = {(d > 0) - (d < 0) for r, d in zip(rows, differences, strict=True) if r["rule"] == rule}
+        assert signs != {1} and signs != {-1}, (rule, signs)

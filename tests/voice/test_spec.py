@@ -144,3 +144,17 @@ def test_spec_patterns_and_steps_are_scored(tmp_path):
 def test_every_shipped_voice_spec_loads_and_compiles(path):
     scorer = load_scorer(path)
     assert scorer.score(["hi"], [scorer.spec.sign_off.text])[0] > 0
+
+
+def test_unreadable_spec_files_are_refused_like_recipes(tmp_path):
+    # The spec is read by the recipe loader's own reader: the same messages, byte and line for non-UTF-8 text.
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(SPEC.read_bytes().replace(b"company: Ridgeline", b"company: Ridgel\xefne", 1))
+    with pytest.raises(VoiceSpecError, match=r"latin1.yaml is not UTF-8 text \(byte 0xef on line \d+\)"):
+        load_voice(latin1)
+    with pytest.raises(VoiceSpecError, match="voice spec not found"):
+        load_voice(tmp_path / "missing.yaml")
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(VoiceSpecError, match="must hold a mapping"):
+        load_voice(listed)

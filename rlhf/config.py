@@ -128,13 +128,23 @@ class TrainingConfig(Block):
     batch_size: int = Field(
         8, gt=0, description="Examples per device per step (ppo: prompts per device per rollout batch)."
     )
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimiser step.")
+    gradient_accumulation_steps: int = Field(
+        1,
+        gt=0,
+        description="Micro-batches accumulated per optimiser step (ppo: the losses stay token means over the whole "
+        "minibatch, whatever the split).",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps with a linear learning-rate warm-up.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule after warm-up."
     )
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; null disables clipping.")
+    max_grad_norm: float | None = Field(
+        1.0,
+        gt=0,
+        description="Gradient clipping norm; null disables clipping. ppo clips the policy's and the value "
+        "function's gradients each to this norm, separately (one joint norm under DeepSpeed).",
+    )
     logging_steps: int = Field(10, gt=0, description="Log metrics every N steps.")
     eval_steps: int | None = Field(
         None, gt=0, description="Evaluate on the held-out split every N steps (sft, reward); null: once per epoch."
@@ -276,8 +286,18 @@ class RolloutConfig(Block):
 
     max_new_tokens: int = Field(48, gt=0, description="Maximum response length in tokens.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass; 1.0 disables.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 disables.")
+    top_p: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Nucleus sampling mass; must stay 1.0 (off): ppo's ratio and KL penalty and compare's KL are "
+        "taken against the full temperature-scaled distribution, which a filtered sample does not come from.",
+    )
+    top_k: int = Field(
+        0,
+        ge=0,
+        description="Sample among the k most likely tokens; must stay 0 (off), for the same reason as top_p.",
+    )
     missing_eos_penalty: float | None = Field(
         None, ge=0, description="Subtracted from the score of responses that never emit EOS; null disables."
     )
@@ -287,6 +307,20 @@ class RolloutConfig(Block):
         "included) through a lean KV-cache decoder over their own weights and everything else through its own "
         "forward (the choice is logged); 'hf' always uses the model's own forward (same tokens, slower).",
     )
+
+    @model_validator(mode="after")
+    def _no_filters(self) -> RolloutConfig:
+        # Refused rather than half-supported: log-probs of the filtered distribution need the same filter applied
+        # to the training, reference and compare forwards, where a token can fall outside the other model's filter
+        # set (log-prob -inf, a NaN KL). TRL likewise forces top_k=0, top_p=1 for PPO.
+        for key, off in (("top_k", 0), ("top_p", 1.0)):
+            if getattr(self, key) != off:
+                raise ValueError(
+                    f"rollout.{key}={getattr(self, key)}: sampling filters are not supported (the PPO ratio, the KL "
+                    f"penalty and compare's KL use the unfiltered distribution); set rollout.{key} to {off:g} or "
+                    "remove it, and use rollout.temperature to sharpen sampling"
+                )
+        return self
 
 
 class PPORolloutConfig(RolloutConfig):
@@ -387,7 +421,14 @@ class ValueConfig(Block):
     init: str | None = Field(
         None, description="Critic initialisation (critic mode); default: the first learned reward source's model."
     )
-    coef: float = Field(0.1, ge=0, description="Value-loss weight (head mode, where one loss trains both).")
+    coef: float = Field(
+        0.1,
+        ge=0,
+        description="Value-loss weight in the loss that is backpropagated. Head mode: it balances the value loss "
+        "against the policy loss in the shared trunk. Critic mode: it scales the critic's loss alone (the critic "
+        "shares no weights with the policy), which under AdamW matters mainly through the critic's gradient clip "
+        "(training.max_grad_norm, applied to the critic on its own) and AdamW's epsilon.",
+    )
     learning_rate: float | None = Field(
         None, gt=0, description="Critic learning rate; default: training.learning_rate."
     )

@@ -80,14 +80,14 @@ def sequence_kl(model, reference, batch: Batch, temperature: float = 1.0, refere
     length = batch.response.shape[1]
     temperature = temperature or 1.0
     logp = F.logprobs_from_logits(
-        response_logits(model, input_ids, attention_mask, position_ids, length) / temperature, batch.response
+        response_logits(model, input_ids, attention_mask, position_ids, length), batch.response, temperature
     )
     if reference is None and reference_is_disabled_adapter:
         with model.disable_adapter():
             ref_logits = response_logits(model, input_ids, attention_mask, position_ids, length)
     else:
         ref_logits = response_logits(reference, input_ids, attention_mask, position_ids, length)
-    ref_logp = F.logprobs_from_logits(ref_logits / temperature, batch.response)
+    ref_logp = F.logprobs_from_logits(ref_logits, batch.response, temperature)
     return F.masked_sum(logp - ref_logp, batch.response_mask, dim=1)
 
 

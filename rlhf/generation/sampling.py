@@ -110,8 +110,9 @@ def next_token(
 class Sampled:
     """What `sample` returns with `stats=True`: ids plus each sampled token's log-probability and entropy.
 
-    Both come from the temperature-scaled full distribution (before top-k / top-p filtering), the distribution PPO's
-    ratio is taken against, computed from the very logits each token was drawn from. 0 after a row's EOS.
+    Both come from the temperature-scaled full distribution (fp32 logits divided by the temperature, as in the
+    training forward), the distribution PPO's ratio is taken against, computed from the very logits each token was
+    drawn from; ppo and compare refuse top-k / top-p, whose samples would not come from it. 0 after a row's EOS.
     """
 
     tokens: torch.Tensor

@@ -198,7 +198,13 @@ def reinforce_pp_advantages(
     return masked_whiten(returns, mask, mean=mean, var=var), returns
 
 
-def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str) -> torch.Tensor:
+def kl_loss(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    estimator: str,
+    token_count: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """The KL to the reference as a loss term: the mean per-token estimate over real tokens.
 
     GRPO puts the KL in the loss rather than in the reward, with the k3 estimator (Shao et al. 2024, eq. 3-4:
@@ -210,6 +216,8 @@ def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tens
         ref_logprobs: ``[batch, T]`` reference log-probabilities of the same tokens.
         mask: ``[batch, T]``, 1 for real response tokens.
         estimator: ``"k1"`` or ``"k3"`` (see ``functional.kl_estimate``).
+        token_count: Divide the summed estimate by this (the minibatch's real tokens when accumulating micro-batches,
+            as in ``functional.policy_loss``); None: the mean over this batch's real tokens.
 
     Returns:
         A 0-dim loss.
@@ -218,4 +226,5 @@ def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tens
     # Zero masked inputs first: exp() of garbage there would turn the zero gradient into NaN.
     logprobs = torch.where(mask, logprobs, 0)
     ref_logprobs = torch.where(mask, ref_logprobs, 0)
-    return masked_mean(kl_estimate(logprobs, ref_logprobs, estimator), mask)
+    estimate = kl_estimate(logprobs, ref_logprobs, estimator)
+    return masked_mean(estimate, mask) if token_count is None else masked_sum(estimate, mask) / token_count

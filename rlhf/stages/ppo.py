@@ -390,42 +390,24 @@ def update_policy(
     """
     cfg, accelerator = setup.cfg, setup.accelerator
     t, u, model, batch = cfg.training, cfg.update, state.model, rollout.batch
-    length, temperature = batch.response.shape[1], cfg.rollout.temperature
-    micro = _micro_batch(cfg)
+    micro, accumulation = _micro_batch(cfg), t.gradient_accumulation_steps
     stats: dict[str, list[float]] = {}
     model.train()
     for _ in range(u.epochs):
         order = _group_order(cfg.training.batch_size, setup.group_size, state.generator).to(accelerator.device)
         for start in range(0, len(order), micro):
             rows = order[start : start + micro]
+            if start % (micro * accumulation) == 0:
+                minibatch = order[start : start + micro * accumulation]
+                token_count = batch.response_mask[minibatch].sum().clamp(min=1)
             with accelerator.accumulate(model):
-                part = batch.select(rows)
-                ids, att, pos = part.sequence()
-                new_logits, new_values = model(ids, att, pos, length)
-                new_logprobs = F.logprobs_from_logits(new_logits / temperature, part.response)
-                pg_loss, pg_stats = F.policy_loss(
-                    new_logprobs, rollout.logprobs[rows], estimate.advantages[rows], part.response_mask, u.cliprange
+                loss, step_stats = micro_batch_loss(
+                    cfg, model, rollout, scored, estimate, rows, state.kl_ctl.value, token_count
                 )
-                loss = pg_loss
-                step_stats = {
-                    "loss/policy": pg_loss,
-                    "policy/clipfrac": pg_stats["clipfrac"],
-                    "policy/approx_kl": pg_stats["approx_kl"],
-                }
-                if new_values is not None:
-                    vf_loss, vf_stats = F.value_loss(
-                        new_values, scored.values[rows], estimate.returns[rows], part.response_mask, cfg.value.cliprange
-                    )
-                    loss = loss + cfg.value.coef * vf_loss
-                    step_stats.update({"loss/value": vf_loss, "value/clipfrac": vf_stats["clipfrac"]})
-                if cfg.kl.mode == "loss":
-                    kl_loss = A.kl_loss(new_logprobs, scored.ref_logprobs[rows], part.response_mask, cfg.kl.estimator)
-                    loss = loss + state.kl_ctl.value * kl_loss
-                    step_stats["loss/kl"] = kl_loss
                 _check_finite("loss", loss)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    step_stats.update(clip_gradients(accelerator, state.optimizer, t.max_grad_norm))
                 state.optimizer.step()  # a no-op on accumulation micro-steps (Accelerate tracks the boundary)
                 if accelerator.sync_gradients:
                     state.scheduler.step()
@@ -434,6 +416,69 @@ def update_policy(
                 stats.setdefault(key, []).append(float(value.detach()))
     model.eval()
     return stats
+
+
+def micro_batch_loss(
+    cfg: PPOStage,
+    model,
+    rollout: Rollout,
+    scored: Scored,
+    estimate: Estimate,
+    rows: torch.Tensor,
+    kl_coef: float,
+    token_count: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of one micro-batch (`rows` of the rollout) and its statistics.
+
+    Every token term is summed over the micro-batch and divided by `token_count`, the real tokens of the whole
+    minibatch, then multiplied by `training.gradient_accumulation_steps` because Accelerate (and DeepSpeed) divide
+    each micro-batch's loss by it in `backward`: the accumulated gradient is then the token mean over the minibatch,
+    whatever the split (a mean of per-micro-batch means weights the tokens of short micro-batches more).
+    """
+    part = rollout.batch.select(rows)
+    ids, att, pos = part.sequence()
+    new_logits, new_values = model(ids, att, pos, part.response.shape[1])
+    new_logprobs = F.logprobs_from_logits(new_logits, part.response, cfg.rollout.temperature)
+    mask, count = part.response_mask, token_count / cfg.training.gradient_accumulation_steps
+    pg_loss, pg_stats = F.policy_loss(
+        new_logprobs, rollout.logprobs[rows], estimate.advantages[rows], mask, cfg.update.cliprange, count
+    )
+    loss = pg_loss
+    step_stats = {
+        "loss/policy": pg_loss,
+        "policy/clipfrac": pg_stats["clipfrac"],
+        "policy/approx_kl": pg_stats["approx_kl"],
+    }
+    if new_values is not None:
+        vf_loss, vf_stats = F.value_loss(
+            new_values, scored.values[rows], estimate.returns[rows], mask, cfg.value.cliprange, count
+        )
+        loss = loss + cfg.value.coef * vf_loss
+        step_stats.update({"loss/value": vf_loss, "value/clipfrac": vf_stats["clipfrac"]})
+    if cfg.kl.mode == "loss":
+        kl_loss = A.kl_loss(new_logprobs, scored.ref_logprobs[rows], mask, cfg.kl.estimator, count)
+        loss = loss + kl_coef * kl_loss
+        step_stats["loss/kl"] = kl_loss
+    return loss, step_stats
+
+
+def clip_gradients(accelerator, optimizer, max_norm: float) -> dict[str, torch.Tensor]:
+    """Clips the policy's and the value function's gradients each to `max_norm`; returns their norms before clipping.
+
+    One joint clip would let a large critic gradient shrink the policy's step (and the reverse), so each parameter
+    group (`ActorCritic.param_groups`: "policy", "value") is clipped on its own. In head mode the shared trunk belongs
+    to the policy group. Under DeepSpeed the engine clips the joint norm (its `gradient_clipping`, set from
+    `training.max_grad_norm`) and only that norm is reported, as `grad_norm`.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        norm = accelerator.clip_grad_norm_(None, max_norm)
+        return {} if norm is None else {"grad_norm": torch.as_tensor(norm, dtype=torch.float32)}
+    return {
+        f"grad_norm/{group['name']}": accelerator.clip_grad_norm_(group["params"], max_norm)
+        for group in optimizer.param_groups
+    }
 
 
 def log_step(
@@ -546,7 +591,7 @@ def _ref_logprobs(ref_policy, policy, input_ids, attention_mask, position_ids, l
     else:
         with policy.disable_adapter():
             logits = response_logits(policy, input_ids, attention_mask, position_ids, length)
-    return F.logprobs_from_logits(logits / temperature, response)
+    return F.logprobs_from_logits(logits, response, temperature)
 
 
 def _global_moments(x: torch.Tensor, mask: torch.Tensor, accelerator) -> tuple[torch.Tensor, torch.Tensor]:

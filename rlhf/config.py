@@ -142,8 +142,8 @@ class TrainingConfig(Block):
     max_grad_norm: float | None = Field(
         1.0,
         gt=0,
-        description="Gradient clipping norm; null disables clipping. ppo clips the policy's and the value "
-        "function's gradients each to this norm, separately (one joint norm under DeepSpeed).",
+        description="Gradient clipping norm; null disables clipping. ppo clips the joint norm of policy and value "
+        "gradients and logs each group's norm apart (grad_norm/policy, grad_norm/value).",
     )
     logging_steps: int = Field(10, gt=0, description="Log metrics every N steps.")
     eval_steps: int | None = Field(
@@ -426,8 +426,8 @@ class ValueConfig(Block):
         ge=0,
         description="Value-loss weight in the loss that is backpropagated. Head mode: it balances the value loss "
         "against the policy loss in the shared trunk. Critic mode: it scales the critic's loss alone (the critic "
-        "shares no weights with the policy), which under AdamW matters mainly through the critic's gradient clip "
-        "(training.max_grad_norm, applied to the critic on its own) and AdamW's epsilon.",
+        "shares no weights with the policy), which under AdamW matters mainly through the joint gradient clip "
+        "(training.max_grad_norm over policy and critic together) and AdamW's epsilon.",
     )
     learning_rate: float | None = Field(
         None, gt=0, description="Critic learning rate; default: training.learning_rate."

@@ -16,13 +16,14 @@ import logging
 import time
 from pathlib import Path
 
-from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
+from rlhf.artifacts import FINAL, check_parent, write_recipe
 from rlhf.config import DPOStage
 from rlhf.distributed import is_main_process, single_process_loading
 from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path, torch_dtype
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
 from rlhf.stages.hf_trainer import (
     callbacks,
+    finish_preference_stage,
     launch_summary,
     load_dataset,
     quiet_printer,
@@ -134,37 +135,7 @@ def run(cfg: DPOStage) -> Path:
         )
         if len(trainer.eval_dataset) == len(evaluation):  # rows line up with the file's categories
             by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-        if by_category:
-            results["accuracy_by_category"] = by_category
-        for category, found in by_category.items():
-            logger.info(
-                "dpo: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f",
-                category,
-                found["accuracy"],
-                found["n"],
-                found["margin"],
-            )
-    per_category = {
-        f"final/eval_category/{category}/{key}": value
-        for category, found in by_category.items()
-        for key, value in found.items()
-    }
-    tracker.log(
-        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_category,
-        step=trainer.state.global_step,
-    )
-    tracker.close()
-    if is_main_process():
-        write_manifest(
-            output_dir,
-            cfg,
-            data=data_hashes(cfg.data.train, cfg.data.eval),
-            parents={"model": parent},
-            results=results,
-            started=started,
-        )
-    # The other ranks wait while the main process measures and writes the manifest (see the reward stage).
-    trainer.accelerator.wait_for_everyone()
+    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started)
     return output_dir
 
 

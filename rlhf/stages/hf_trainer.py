@@ -159,3 +159,54 @@ def launch_summary(trainer) -> dict[str, Any]:
         "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in params),
         "parameters_local": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params),
     }
+
+
+def finish_preference_stage(
+    stage: StageBase,
+    trainer,
+    tracker,
+    results: dict[str, Any],
+    by_category: dict[str, dict[str, float]],
+    parent: Path | None,
+    started: float,
+) -> None:
+    """The common end of the stages trained on preference pairs (reward, dpo).
+
+    Adds the held-out accuracy per category to `results` and the log, logs every numeric result under `final/` in
+    the tracker, closes it, writes the manifest on the main process, and holds every rank until then, so that a
+    later stage finds a complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
+    """
+    from rlhf.artifacts import data_hashes, write_manifest
+    from rlhf.distributed import is_main_process
+
+    if by_category:
+        results["accuracy_by_category"] = by_category
+    for category, found in by_category.items():
+        logger.info(
+            "%s: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f",
+            stage.stage,
+            category,
+            found["accuracy"],
+            found["n"],
+            found["margin"],
+        )
+    per_category = {
+        f"final/eval_category/{category}/{key}": value
+        for category, found in by_category.items()
+        for key, value in found.items()
+    }
+    tracker.log(
+        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_category,
+        step=trainer.state.global_step,
+    )
+    tracker.close()
+    if is_main_process():
+        write_manifest(
+            Path(stage.output_dir),
+            stage,
+            data=data_hashes(stage.data.train, stage.data.eval),
+            parents={"model": parent},
+            results=results,
+            started=started,
+        )
+    trainer.accelerator.wait_for_everyone()

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
+from rlhf.artifacts import FINAL, check_parent, write_recipe
 from rlhf.config import DataConfig, RewardStage, is_data_file
 from rlhf.data.formats import read_rows
 from rlhf.distributed import is_main_process, single_process_loading
@@ -22,6 +22,7 @@ from rlhf.models.loading import load_reward_model, load_tokenizer, peft_config, 
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
 from rlhf.stages.hf_trainer import (
     callbacks,
+    finish_preference_stage,
     launch_summary,
     load_dataset,
     quiet_printer,
@@ -131,38 +132,7 @@ def run(cfg: RewardStage) -> Path:
             held_out["margin_mean"],
         )
         by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-        if by_category:
-            results["accuracy_by_category"] = by_category
-        for category, found in by_category.items():
-            logger.info(
-                "reward: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f",
-                category,
-                found["accuracy"],
-                found["n"],
-                found["margin"],
-            )
-    per_category = {
-        f"final/eval_category/{category}/{key}": value
-        for category, found in by_category.items()
-        for key, value in found.items()
-    }
-    tracker.log(
-        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_category,
-        step=trainer.state.global_step,
-    )
-    tracker.close()
-    if is_main_process():
-        write_manifest(
-            output_dir,
-            cfg,
-            data=data_hashes(cfg.data.train, cfg.data.eval),
-            parents={"model": parent},
-            results=results,
-            started=started,
-        )
-    # The other ranks wait while the main process evaluates and writes the manifest, so that a later stage finds a
-    # complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
-    trainer.accelerator.wait_for_everyone()
+    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started)
     return output_dir
 
 

@@ -552,6 +552,101 @@ class BestOfNConfig(Block):
     )
 
 
+DEFAULT_RUBRIC = (
+    "You are judging two replies to the same customer message. The better reply answers what the customer asked, "
+    "is correct and specific about what will happen next, is polite and concise, and adds nothing irrelevant. "
+    "Ignore which reply comes first and do not prefer a reply for being longer.\n\n"
+    "Customer message:\n{prompt}\n\nReply A:\n{first}\n\nReply B:\n{second}\n\n"
+    "Which reply is better? Answer with one letter, A or B."
+)
+"""The model judge's default rubric (brand-voice support replies); {prompt}, {first} and {second} are filled in."""
+
+
+class HumanRatingsConfig(Block):
+    """Filled human-evaluation sheets and the key that unblinds them (`rlhf.compare.human`)."""
+
+    key: str = Field(
+        description="key.json written with the sheet by a compare run with `human_export` (relative to the recipe): "
+        "which model wrote each reply, and the replies themselves."
+    )
+    sheets: list[str] = Field(
+        min_length=1,
+        description="Filled sheets, one per rater (CSV with columns item and choice, optionally rater; the full "
+        "sheet.csv or the form's download). Relative to the recipe.",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _resolve_key(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_relative(value, info)
+
+    @field_validator("sheets")
+    @classmethod
+    def _resolve_sheets(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [_resolve_relative(v, info) for v in value]
+
+
+def _resolve_relative(value: str, info: ValidationInfo) -> str:
+    base = (info.context or {}).get("base_dir")
+    if base is None or Path(value).expanduser().is_absolute():
+        return value
+    return str((Path(base) / value).resolve())
+
+
+class PairwiseJudgeConfig(Block):
+    """A judge that compares two replies to the same prompt (`rlhf.compare.pairwise`): a local causal LM with a
+    rubric, a plug-in function, or human raters. Model and plug-in judges see every pair in both orders; a reply
+    wins only when both orders prefer it."""
+
+    name: str = Field(description="Name of the judge in the report and results.json.")
+    model: str | None = Field(
+        None,
+        description="A causal LM as judge: a directory saved with save_pretrained, a hub id or 'embedded:NAME'. "
+        "Its preference is log P('A') - log P('B') as the next token after the rubric.",
+    )
+    function: str | None = Field(
+        None,
+        description="A plug-in judge 'package.module:function' (e.g. your own API client): called with (prompts, "
+        "first replies, second replies), returns one number per pair, > 0 for the first reply, < 0 for the second, "
+        "0 for no preference.",
+    )
+    human: HumanRatingsConfig | None = Field(None, description="Human raters' filled sheets.")
+    rubric: str = Field(
+        DEFAULT_RUBRIC,
+        description="The model judge's prompt, with the fields {prompt}, {first} and {second}; it should ask for "
+        "the letter A or B (model judges only).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PairwiseJudgeConfig:
+        if sum(kind is not None for kind in (self.model, self.function, self.human)) != 1:
+            raise ValueError(f"pairwise judge '{self.name}' needs exactly one of `model`, `function` or `human`")
+        if "rubric" in self.model_fields_set:
+            if self.model is None:
+                raise ValueError(f"pairwise judge '{self.name}': `rubric` is for model judges only")
+            import string
+
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.rubric) if f is not None}
+            if fields != {"prompt", "first", "second"}:
+                raise ValueError(
+                    f"pairwise judge '{self.name}': the rubric must use exactly the fields {{prompt}}, {{first}} "
+                    f"and {{second}} (found {', '.join(sorted(fields)) or 'none'}; write literal braces as {{{{ }}}})"
+                )
+        return self
+
+
+class HumanExportConfig(Block):
+    """A blinded pairwise sheet for human raters, written by compare into <output_dir>/human/ (`rlhf.compare.human`)."""
+
+    items: int = Field(40, gt=0, description="Prompts per compared pair, chosen at random (all when fewer).")
+    repeats: int = Field(
+        5, ge=0, description="Items shown a second time, sides swapped, to measure each rater's self-consistency."
+    )
+    models: list[str] | None = Field(
+        None, description="Arms rated against the reference; default: every arm but the reference."
+    )
+
+
 class CompareStage(Block):
     """Evaluation: models answer the same held-out prompts with the same decoding and seed, scored by the training
     reward (proxy) and independent judges, with KL to a reference, bootstrap intervals, alarms and a report."""
@@ -595,6 +690,14 @@ class CompareStage(Block):
     report_samples: int = Field(8, ge=0, description="Prompts shown side by side (every model's reply) in the report.")
     best_of_n: BestOfNConfig | None = Field(
         None, description="Add best-of-n arms (needs a proxy, which picks the replies); null: none."
+    )
+    pairwise_judges: list[PairwiseJudgeConfig] = Field(
+        default_factory=list,
+        description="Judges that compare two replies (model, plug-in or human); reported as win rates, with their "
+        "position consistency and agreement with the other judges.",
+    )
+    human_export: HumanExportConfig | None = Field(
+        None, description="Also write a blinded sheet for human raters into <output_dir>/human/; null: none."
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment trackers.")
 
@@ -640,7 +743,7 @@ class CompareStage(Block):
             raise ValueError(f"model names must be unique, got {names}")
         if self.reference is not None and self.reference not in names:
             raise ValueError(f"reference '{self.reference}' is not one of the models ({', '.join(names)})")
-        scores = [s.name for s in self.judges] + [s.name for s in self.proxy]
+        scores = [s.name for s in self.judges] + [s.name for s in self.proxy] + [s.name for s in self.pairwise_judges]
         reserved = {"proxy", "total", *COMPARE_METRICS}
         for name in scores:
             if scores.count(name) > 1 or name in reserved:
@@ -652,6 +755,10 @@ class CompareStage(Block):
                 raise ValueError(f"judge '{judge.name}' is also a proxy (training) reward: a judge must be independent")
             if judge.weight != RewardSourceConfig.model_fields["weight"].default:
                 raise ValueError(f"judge '{judge.name}': judges are reported one by one, a weight has no meaning")
+        exported = self.human_export.models if self.human_export is not None else None
+        for name in exported or []:
+            if name not in self.arm_names() or name == self.reference_name():
+                raise ValueError(f"human_export.models: '{name}' is not an arm other than the reference")
         if self.rollout.missing_eos_penalty is not None:
             raise ValueError(
                 "rollout.missing_eos_penalty shapes the training reward only; compare reports the EOS "

@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, CompareStage
+from rlhf.config import EMBEDDED_PREFIX, STAGE_REF_PREFIX, CompareStage, HumanExportConfig
 from rlhf.recipe import RecipeError, apply_override, load_recipe, validate_recipe
 from rlhf.stages.registry import PipelineRecipe, Recipe
 
@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="[RECIPE] [key.sub=value ...]",
         help="a compare or pipeline recipe, then overrides; with --models: overrides only",
+    )
+    parser.add_argument(
+        "--export-human",
+        action="store_true",
+        help="also write a blinded pairwise sheet for human raters (sheet.csv, form.html, key.json) into the output "
+        "directory's human/ (size: human_export.items=N human_export.repeats=N)",
     )
     quick = parser.add_argument_group("quick form (instead of a recipe)")
     quick.add_argument("--models", nargs="+", metavar="NAME=PATH", help="models to compare, in report order")
@@ -59,6 +65,15 @@ def load(args: argparse.Namespace) -> Recipe:
     Raises:
         RecipeError: Flags and recipe mixed, a malformed flag, or an invalid recipe.
     """
+    recipe = _load(args)
+    if getattr(args, "export_human", False):
+        stage = recipe.compare if isinstance(recipe, PipelineRecipe) else recipe
+        if stage.human_export is None:
+            stage.human_export = HumanExportConfig()
+    return recipe
+
+
+def _load(args: argparse.Namespace) -> Recipe:
     quick = [
         flag for flag in ("models", "prompts", "judge", "reward", "reference", "out") if getattr(args, flag) is not None
     ]
@@ -165,17 +180,25 @@ def check(stage: CompareStage) -> str:
     from rlhf.data.formats import check_stage_data
 
     counts = check_stage_data(stage.prompts.path, None, "prompts")
-    refs = [m.path for m in stage.models] + [s.model for s in [*stage.proxy, *stage.judges] if s.model]
+    refs = [m.path for m in stage.models] + [
+        s.model for s in [*stage.proxy, *stage.judges, *stage.pairwise_judges] if s.model
+    ]
     for ref in refs:
         if ref.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
             continue
         looks_local = ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1
         if looks_local and not Path(ref).expanduser().exists():
             raise RecipeError(f"compare: model directory not found: {ref}")
+    from rlhf.compare.human import read_ratings
+
+    for judge in stage.pairwise_judges:
+        if judge.human is not None:
+            read_ratings(judge.human)  # a bad sheet fails here, naming its file, row and field
     prompts = ", ".join(f"{Path(p).name}: {n} rows" for p, n in counts.items()) or "hub dataset"
     if stage.prompts.max_prompts is not None:
         prompts += f" (the first {stage.prompts.max_prompts} used)"
     return (
         f"compare: models {', '.join(m.name for m in stage.models)} (reference {stage.reference_name()}); "
-        f"judges {', '.join(j.name for j in stage.judges)}; prompts {prompts}; output {stage.output_dir}"
+        f"judges {', '.join(j.name for j in [*stage.judges, *stage.pairwise_judges])}; prompts {prompts}; "
+        f"output {stage.output_dir}"
     )

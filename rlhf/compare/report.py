@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf.compare import breakdown, plots
+from rlhf.compare import breakdown, pairwise, plots
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -218,24 +218,43 @@ def _alarm_scope(results: dict[str, Any]) -> str:
 def _win_matrix(results: dict[str, Any], score: str) -> tuple[list[str], list[list[tuple[str, str, float | None]]]]:
     """(models, rows of (rate text, detail text, rate)) for one score's win-rate matrix (row beats column)."""
     table = results["win_rates"][score]
-    models = list(table)
+    controlled = results.get("length_controlled", {}).get(score, {})
+    models = [m for m in results["summary"] if m in table]
     rows = []
     for a in models:
         row = []
         for b in models:
-            if a == b:
+            w = table[a].get(b)
+            if a == b or w is None or w["rate"] is None:  # a pairwise judge may rate some pairs only (human)
                 row.append(("-", "", None))
                 continue
-            w = table[a][b]
+            lc = controlled.get(a, {}).get(b)
+            length = (
+                f"; LC {lc['rate']:.2f} [{lc['low']:.2f}, {lc['high']:.2f}]"
+                if lc is not None and lc["rate"] is not None and lc["low"] is not None
+                else ""
+            )
             row.append(
                 (
                     f"{w['rate']:.2f} [{w['low']:.2f}, {w['high']:.2f}]",
-                    f"W {w['win']:.0%} / T {w['tie']:.0%} / L {w['loss']:.0%}",
+                    f"W {w['win']:.0%} / T {w['tie']:.0%} / L {w['loss']:.0%}{length}",
                     w["rate"],
                 )
             )
         rows.append(row)
     return models, rows
+
+
+def _win_scores(results: dict[str, Any]) -> list[str]:
+    """Every score with a win-rate matrix: the proxy and judges, then the pairwise judges."""
+    return [*results["scores"], *results.get("pairwise_judges", [])]
+
+
+WIN_NOTE = (
+    "LC: the length-controlled win rate, the rate predicted at equal reply length by a logistic regression of the "
+    "outcome on the normalised length difference (AlpacaEval 2), with its paired bootstrap interval; far from the raw "
+    "rate when the judge pays for length"
+)
 
 
 # ---- Markdown.
@@ -282,7 +301,7 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
             "",
             _md_table(BEST_OF_N_HEADER, _md_rows(sections["best_of_n"])),
         ]
-    for section in breakdown.sections(results):
+    for section in [*breakdown.sections(results), *pairwise.sections(results)]:
         out += ["", f"## {section.title}", ""] + ([f"_{section.note}_", ""] if section.note else [])
         for caption, header, rows in section.tables:
             out += ([f"**{caption}**", ""] if caption else []) + [
@@ -290,11 +309,13 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
                 "",
             ]
         out += [f"- {_md_cell(item)}" for item in section.items]
-    for score in results["scores"]:
+    for score in _win_scores(results):
         models, rows = _win_matrix(results, score)
         out += [
             "",
             f"## Win rate on {score} (row beats column on matched samples; ties count half)",
+            "",
+            f"_{WIN_NOTE}_",
             "",
             _md_table(
                 ["", *models],
@@ -466,7 +487,7 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
             f"<h2>Best-of-n</h2><p class='note'>{_e(BEST_OF_N_NOTE)}</p>",
             _html_table(BEST_OF_N_HEADER, sections["best_of_n"]),
         ]
-    for section in breakdown.sections(results):
+    for section in [*breakdown.sections(results), *pairwise.sections(results)]:
         out.append(
             f"<h2>{_e(section.title)}</h2>" + (f"<p class='note'>{_e(section.note)}</p>" if section.note else "")
         )
@@ -477,9 +498,9 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
     out.append(
         "<h2>Win rates</h2><p class='note'>row beats column: sample k of each model on the same prompt "
         "(drawn with the same seed, so similar models often write the same reply: a tie); ties count half; "
-        "interval in brackets; W/T/L: wins, ties, losses</p><div class='matrices'>"
+        f"interval in brackets; W/T/L: wins, ties, losses. {_e(WIN_NOTE)}</p><div class='matrices'>"
     )
-    for score in results["scores"]:
+    for score in _win_scores(results):
         models, rows = _win_matrix(results, score)
         head = "".join(f"<th>{_e(m)}</th>" for m in [score, *models])
         body = ""

@@ -60,6 +60,12 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
 
     prompts, infos = load_prompts(cfg.prompts)
     generated = generate_and_score(cfg, prompts, infos)
+    if cfg.pairwise_judges:
+        from rlhf.compare.pairwise import run_judges
+        from rlhf.rewards.sources import last_user_message
+
+        texts = [last_user_message(p) for p in prompts]
+        generated["pairwise"] = run_judges(cfg, texts, generated["records"], (len(prompts), cfg.samples_per_prompt))
     results, scores, samples = summarise(cfg, prompts, generated)
 
     from rlhf.compare.report import write_report
@@ -68,6 +74,29 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
     with (output_dir / RESPONSES).open("w", encoding="utf-8") as handle:
         for record in generated["records"]:
             handle.write(json.dumps(record) + "\n")
+    if cfg.human_export is not None:
+        from rlhf.compare.human import export_sheet
+        from rlhf.rewards.sources import last_user_message
+
+        counts = export_sheet(
+            output_dir / "human",
+            generated["records"],
+            [last_user_message(p) for p in prompts],
+            reference=cfg.reference_name(),
+            arms=cfg.arm_names(),
+            samples_per_prompt=cfg.samples_per_prompt,
+            cfg=cfg.human_export,
+            seed=cfg.seed,
+        )
+        results["human_export"] = {"dir": str(output_dir / "human"), **counts}
+        write_atomic(output_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+        logger.info(
+            "compare: human-evaluation sheet (%d items, %d repeated, %d identical pairs as ties) in %s",
+            counts["items"],
+            counts["repeats"],
+            counts["identical"],
+            output_dir / "human",
+        )
     report = write_report(output_dir, results, scores, samples, training_curves(results["models"]))
     _track(cfg, output_dir, results, samples)
     write_manifest(
@@ -433,9 +462,37 @@ def summarise(
         "reward_accuracy": reward_accuracy(cfg),
     }
     failure_judge = next(iter(generated["rules"]), None) or (cfg.judges[0].name if cfg.judges else None)
+    found = _length_and_pairwise(cfg, measures, score_names, generated.get("pairwise", {}), failure_judge)
+    results["win_rates"].update(found.pop("win_rates"))
+    results.update(found)
     results["failures"] = _plain(_failures(cfg, prompts, generated["records"], failure_judge))
     results["failure_judge"] = failure_judge
     return results, measures, _samples(cfg, prompts, generated["records"])
+
+
+def _length_and_pairwise(
+    cfg: CompareStage, measures: dict, score_names: list[str], pairwise: dict, gold: str | None
+) -> dict[str, Any]:
+    """Length-controlled win rates of every score, and the pairwise judges' win rates, trust and agreement, on the
+    bootstrap prompt indices of `analyse` (the same seed draws the same prompts: paired with the raw rates)."""
+    from rlhf.compare import pairwise as pairwise_judges
+    from rlhf.compare.length_control import length_controlled_matrix, score_matrices
+    from rlhf.compare.stats import bootstrap_indices
+
+    n_prompts = next(iter(next(iter(measures.values())).values())).shape[0]
+    indices = bootstrap_indices(n_prompts, cfg.bootstrap_resamples, np.random.default_rng(cfg.seed))
+    pointwise, controlled = {}, {}
+    for score in score_names:
+        outcomes, lengths = score_matrices(measures, score)
+        pointwise[score] = outcomes
+        controlled[score] = length_controlled_matrix(outcomes, lengths, indices, cfg.confidence)
+    found = pairwise_judges.summarise(pairwise, pointwise, gold, indices, cfg.confidence)
+    return {
+        "pairwise_judges": list(pairwise),
+        "length_controlled": _plain({**controlled, **found["length_controlled"]}),
+        "win_rates": _plain(found["win_rates"]),
+        "pairwise": _plain(found["pairwise"]),
+    }
 
 
 MATCH = 0.5

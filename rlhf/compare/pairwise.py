@@ -148,6 +148,8 @@ def agreement(
             theirs, ours = as_matrix(other[a][b]), as_matrix(ours)
             # A human judge has one column block per rater: each rater's verdict is compared with the other judge.
             width = max(theirs.shape[1], ours.shape[1])
+            if width % theirs.shape[1] or width % ours.shape[1]:
+                continue
             theirs = np.tile(theirs, (1, width // theirs.shape[1]))
             ours = np.tile(ours, (1, width // ours.shape[1]))
             decided = np.isfinite(ours) & np.isfinite(theirs) & (ours != 0.5) & (theirs != 0.5)
@@ -238,6 +240,9 @@ CONSISTENT = 0.8
 AGREES = 0.7
 """Agreement with the gold judge on decided pairs below this: the judge measures something else (or noise)."""
 
+MIN_AGREEMENT_PAIRS = 20
+"""Agreement with the gold judge on fewer decided pairs than this is not evidence either way."""
+
 KAPPA = 0.4
 """Cohen's/Fleiss' kappa below this is at most 'fair' agreement (Landis & Koch 1977): raters disagree too often."""
 
@@ -304,17 +309,24 @@ def trust(details: dict[str, Any], gold: str | None) -> str:
             f"its verdict follows the order of the replies (the two orders agree on {consistency:.0%} of pairs, "
             f"below {CONSISTENT:.0%}; first position chosen in {details['first_position']:.0%} of verdicts)"
         )
-    if agreed is not None and agreed.n_responses and np.isfinite(agreed.mean) and agreed.mean < AGREES:
+    checked = agreed is not None and agreed.n_responses >= MIN_AGREEMENT_PAIRS
+    if checked and agreed.mean < AGREES:
         reasons.append(
-            f"it picks the same winner as the gold judge '{gold}' on only {agreed.mean:.0%} of the pairs both "
-            f"decide (below {AGREES:.0%})"
+            f"it picks the same winner as the gold judge '{gold}' on only {agreed.mean:.0%} of the "
+            f"{agreed.n_responses} pairs both decide (below {AGREES:.0%})"
         )
     if reasons:
         return "not trustworthy: " + "; ".join(reasons)
-    against = (
-        f" and agrees with '{gold}' on {agreed.mean:.0%} of decided pairs" if agreed and agreed.n_responses else ""
+    if not checked:
+        found = 0 if agreed is None else agreed.n_responses
+        return (
+            f"position-consistent on {consistency:.0%} of pairs, but unchecked: {found} pairs decided by both it and "
+            f"the gold judge '{gold}' (at least {MIN_AGREEMENT_PAIRS} needed)"
+        )
+    return (
+        f"usable: position-consistent on {consistency:.0%} of pairs and agrees with '{gold}' on {agreed.mean:.0%} "
+        f"of {agreed.n_responses} decided pairs"
     )
-    return f"usable: position-consistent on {consistency:.0%} of pairs{against}"
 
 
 def _rate(value: float | None) -> str:

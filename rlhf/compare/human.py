@@ -152,11 +152,13 @@ class HumanRatings:
 
     Attributes:
         key: key.json's content.
+        source: key.json's path.
         choices: {rater: {item: '1' | '2' | 'tie'}}.
         unrated: Items left blank, over all raters.
     """
 
     key: dict[str, Any]
+    source: str
     choices: dict[str, dict[str, str]] = field(default_factory=dict)
     unrated: int = 0
 
@@ -168,40 +170,46 @@ def read_ratings(cfg: HumanRatingsConfig) -> HumanRatings:
         DataError: A missing or unreadable file, a missing column, an unknown item, a choice other than 1, 2 or tie,
             or one rater rating an item twice (the message names the file, row and field).
     """
+    from rlhf.data.readers import read_rows
+
     path = Path(cfg.key)
+    source = str(path)
     try:
         key = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path}: human-evaluation key not found (a compare run with human_export writes it)") from None
+        raise DataError(
+            source, None, None, "human-evaluation key not found (compare with human_export writes it)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a human-evaluation key ({err})") from None
+        raise DataError(source, None, None, f"not a human-evaluation key ({err})") from None
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT or not isinstance(key.get("items"), list):
-        raise DataError(f"{path}: not a human-evaluation key (format {KEY_FORMAT} expected)")
+        raise DataError(source, None, None, f"not a human-evaluation key (format {KEY_FORMAT} expected)")
     known = {item["item"] for item in key["items"]}
-    ratings = HumanRatings(key)
-    for sheet in map(Path, cfg.sheets):
-        if not sheet.is_file():
-            raise DataError(f"{sheet}: sheet not found")
-        with sheet.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("item", "choice") if c not in (reader.fieldnames or [])]
+    ratings = HumanRatings(key, source)
+    for sheet in cfg.sheets:
+        for line, row in read_rows(sheet):
+            missing = [column for column in ("item", "choice") if column not in row]
             if missing:
-                raise DataError(f"{sheet}: no column {', '.join(repr(c) for c in missing)} (header: item,choice,rater)")
-            for line, row in enumerate(reader, start=2):
-                item, choice = (row["item"] or "").strip(), (row["choice"] or "").strip().lower()
-                if item not in known:
-                    raise DataError(f"{sheet}, row {line}, field 'item': '{item}' is not an item of {path}")
-                if not choice:
-                    ratings.unrated += 1
-                    continue
-                if choice not in CHOICES:
-                    raise DataError(f"{sheet}, row {line}, field 'choice': '{choice}' (write 1, 2 or tie)")
-                rater = (row.get("rater") or "").strip() or sheet.stem
-                given = ratings.choices.setdefault(rater, {})
-                if item in given:
-                    raise DataError(f"{sheet}, row {line}, field 'item': rater '{rater}' rated {item} twice")
-                given[item] = choice
+                raise DataError(sheet, line, missing[0], "missing column (a sheet has the columns item, choice, rater)")
+            item, choice = _cell(row["item"]), _cell(row["choice"]).lower()
+            if item not in known:
+                raise DataError(sheet, line, "item", f"'{item}' is not an item of {path}")
+            if not choice:
+                ratings.unrated += 1
+                continue
+            if choice not in CHOICES:
+                raise DataError(sheet, line, "choice", f"'{choice}' (write 1, 2 or tie; blank: not rated)")
+            rater = _cell(row.get("rater")) or Path(sheet).stem
+            given = ratings.choices.setdefault(rater, {})
+            if item in given:
+                raise DataError(sheet, line, "item", f"rater '{rater}' rated {item} twice")
+            given[item] = choice
     return ratings
+
+
+def _cell(value: Any) -> str:
+    """A sheet cell as text (the reader turns '1' into a number and a blank cell into None or '')."""
+    return "" if value is None else str(value).strip()
 
 
 def _verdict(item: dict[str, Any], choice: str) -> float:
@@ -224,8 +232,11 @@ def human_outcomes(
     key = ratings.key
     if (key["n_prompts"], key["samples_per_prompt"]) != (n_prompts, samples):
         raise DataError(
-            f"human-evaluation key: {key['n_prompts']} prompts x {key['samples_per_prompt']} samples, but this run "
-            f"has {n_prompts} x {samples} (use the prompts and samples_per_prompt of the exporting run)"
+            ratings.source,
+            None,
+            None,
+            f"{key['n_prompts']} prompts x {key['samples_per_prompt']} samples, but this run has {n_prompts} x "
+            f"{samples} (use the prompts and samples_per_prompt of the run that exported the sheet)",
         )
     raters = sorted(ratings.choices)
     outcomes: dict[str, dict[str, np.ndarray]] = {}

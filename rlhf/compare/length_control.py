@@ -158,8 +158,9 @@ def length_controlled_matrix(
         indices, confidence: As in `length_controlled`.
 
     Returns:
-        {a: {b: LengthControlled}}. (b, a) is the mirror of (a, b) (1 - rate, interval flipped, slope negated):
-        the fit with every outcome and difference flipped has the negated coefficients, so it is not refitted.
+        {a: {b: LengthControlled}}. (b, a) is the mirror of (a, b), not refitted: flipping every outcome and
+        every length difference negates the intercept and keeps the slope (the judge's taste for the longer reply),
+        so the rate and its interval become 1 - rate, and the slope stays.
     """
     out: dict[str, dict[str, LengthControlled]] = {a: {} for a in outcomes}
     for a, row in outcomes.items():
@@ -173,7 +174,7 @@ def length_controlled_matrix(
                 1.0 - found.high,
                 1.0 - found.low,
                 1.0 - found.raw,
-                -found.slope,
+                found.slope,
                 found.length_sd,
                 found.n_prompts,
                 found.n_pairs,

@@ -297,6 +297,9 @@ def trust(details: dict[str, Any], gold: str | None) -> str:
         selves = [r["self_consistency"] for r in details["raters"].values() if np.isfinite(r["self_consistency"])]
         if selves and min(selves) < CONSISTENT:
             reasons.append(f"a rater contradicts themself on repeated items ({min(selves):.0%} consistent)")
+        rated = max((p["items"] for p in details["pairs"]), default=0)
+        if details["pairs"] and rated < MIN_AGREEMENT_PAIRS:
+            reasons.append(f"raters shared only {rated} items (at least {MIN_AGREEMENT_PAIRS} to measure agreement)")
         if details["changed_replies"]:
             reasons.append(f"{details['changed_replies']} rated items show replies this run did not write")
         verdict = "trustworthy as the reference for the other judges" if not reasons else "weak"

@@ -183,3 +183,19 @@ def test_a_key_from_another_run_shape_is_refused(exported, tmp_path):
     assert ratings.unrated == 1 and ratings.choices == {}
     with pytest.raises(DataError, match="30 prompts x 2 samples"):
         human.human_outcomes(ratings, P + 1, K)
+
+
+def test_export_can_be_limited_to_some_arms(tmp_path):
+    human.export_sheet(
+        tmp_path,
+        records(),
+        [f"prompt {i}" for i in range(P)],
+        reference="sft",
+        arms=ARMS,
+        samples_per_prompt=K,
+        cfg=HumanExportConfig(items=50, repeats=0, models=["ppo"]),
+        seed=0,
+    )
+    key = json.loads((tmp_path / human.KEY).read_text())
+    assert {item["model"] for item in key["items"]} == {"ppo"} and len(key["items"]) == P  # every prompt once
+    assert sorted(item["prompt_index"] for item in key["items"]) == list(range(P))

@@ -106,3 +106,45 @@ def test_the_model_judge_judges_different_replies_in_both_orders(model_judge):
     assert set(outcomes["x"]["y"].ravel()) <= {0.0, 0.5, 1.0}
     assert np.array_equal(outcomes["y"]["x"], 1 - outcomes["x"]["y"])
     assert 0.0 <= diagnostics["position_consistency"] <= 1.0 and diagnostics["pairs"] == 3
+
+
+def compare_recipe(**extra) -> dict:
+    return {
+        "stage": "compare",
+        "output_dir": "/tmp/never",
+        "models": [{"name": "sft", "path": "/m/sft"}, {"name": "ppo", "path": "/m/ppo"}],
+        "prompts": {"path": "prompts.jsonl"},
+        "judges": [{"name": "rules", "function": "brand_voice"}],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pairwise_judges": [{"name": "j"}]}, "exactly one of `model`, `function` or `human`"),
+        (
+            {"pairwise_judges": [{"name": "j", "function": f"{PROBE}:prefer_first", "rubric": "{prompt}"}]},
+            "model judges",
+        ),
+        (
+            {"pairwise_judges": [{"name": "j", "model": "embedded:tiny", "rubric": "{prompt} {first}"}]},
+            "exactly the fields",
+        ),
+        ({"pairwise_judges": [{"name": "rules", "function": f"{PROBE}:prefer_first"}]}, "used twice"),
+        ({"human_export": {"models": ["sft"]}}, "human_export.models: 'sft'"),
+        ({"human_export": {"models": ["dpo"]}}, "human_export.models: 'dpo'"),
+    ],
+)
+def test_pairwise_and_human_export_settings_are_checked(extra, message):
+    from pydantic import ValidationError
+
+    from rlhf.config import CompareStage
+
+    with pytest.raises(ValidationError, match=message):
+        CompareStage.model_validate(compare_recipe(**extra))
+    rubric = "Q: {prompt}\nA: {first}\nB: {second}\nAnswer:"
+    custom = CompareStage.model_validate(
+        compare_recipe(pairwise_judges=[{"name": "j", "model": "embedded:tiny", "rubric": rubric}])
+    )
+    assert custom.pairwise_judges[0].rubric == rubric

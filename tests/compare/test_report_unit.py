@@ -92,8 +92,9 @@ def test_markdown_tables_hold_the_numbers(report):
     assert f"| {N_PROMPTS} x {K} |" in md
     # Differences are signed; ppo wins every matched sample against sft and loses every one the other way.
     assert "| ppo | +0.500 [+0.500, +0.500] | +1.50 [+1.50, +1.50] |" in md
-    assert "| ppo | 1.00 [1.00, 1.00] (W 100% / T 0% / L 0%) | - |" in md
-    assert "| sft | - | 0.00 [0.00, 0.00] (W 0% / T 0% / L 100%) |" in md
+    # Every length difference is the same, so the length-controlled rate (LC) is the raw rate.
+    assert "| ppo | 1.00 [1.00, 1.00] (W 100% / T 0% / L 0%; LC 1.00 [1.00, 1.00]) | - |" in md
+    assert "| sft | - | 0.00 [0.00, 0.00] (W 0% / T 0% / L 100%; LC 0.00 [0.00, 0.00]) |" in md
 
 
 def test_model_text_is_escaped_in_both_formats(report):

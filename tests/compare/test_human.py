@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +202,27 @@ def test_export_can_be_limited_to_some_arms(tmp_path):
     key = json.loads((tmp_path / human.KEY).read_text())
     assert {item["model"] for item in key["items"]} == {"ppo"} and len(key["items"]) == P  # every prompt once
     assert sorted(item["prompt_index"] for item in key["items"]) == list(range(P))
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the form's script")
+def test_the_forms_download_is_a_sheet_that_ingests(exported, tmp_path):
+    """The page's own script, clicked through with node and a minimal DOM, downloads a CSV that ingests."""
+    directory, _ = exported
+    key = json.loads((directory / human.KEY).read_text())
+    items = {item["item"]: item for item in key["items"]}
+    wanted = {i: planted(item) for i, item in items.items()}
+    blank = sorted(wanted)[0]
+    del wanted[blank]  # one item left unrated
+    (tmp_path / "choices.json").write_text(json.dumps(wanted))
+    driver = Path(__file__).with_name("form_driver.js")
+    csv_text = subprocess.run(
+        ["node", str(driver), str(directory / human.FORM), str(tmp_path / "choices.json"), "Dana Q"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (tmp_path / "ratings-Dana_Q.csv").write_text(csv_text, encoding="utf-8")
+    ratings = human.read_ratings(
+        HumanRatingsConfig(key=str(directory / human.KEY), sheets=[str(tmp_path / "ratings-Dana_Q.csv")])
+    )
+    assert ratings.choices == {"Dana Q": wanted} and ratings.unrated == 1

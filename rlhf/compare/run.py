@@ -169,7 +169,7 @@ def generate_and_score(
         if path.startswith("/") and not Path(path).exists():
             raise FileNotFoundError(f"compare: model '{name}' not found at {path} (has the stage that makes it run?)")
     parents = {f"model/{name}": check_parent(path) for name, path in paths.items()}
-    for source in [*cfg.proxy, *cfg.judges]:
+    for source in [*cfg.proxy, *cfg.judges, *cfg.pairwise_judges]:
         if source.model is not None:
             parents[f"scorer/{source.name}"] = check_parent(source.model)
 

@@ -184,6 +184,7 @@ STAGES: dict[str, Stage] = {
                 Reference("models.*.path", base=True),
                 Reference("proxy.*.model", stage="reward"),
                 Reference("judges.*.model", stage="reward"),
+                Reference("pairwise_judges.*.model", base=True),  # a model judge: any causal LM of the pipeline
             ),
             run=_run_compare,
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,18 @@ def test_pairwise_and_human_export_settings_are_checked(extra, message):
         compare_recipe(pairwise_judges=[{"name": "j", "model": "embedded:tiny", "rubric": rubric}])
     )
     assert custom.pairwise_judges[0].rubric == rubric
+
+
+def test_a_pipeline_model_judge_may_be_an_earlier_stage():
+    from rlhf.pipeline import resolve_references
+    from rlhf.recipe import load_recipe
+
+    pipeline = load_recipe(
+        Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "pipeline.yaml",
+        [
+            "run_dir=/tmp/run",
+            "compare.pairwise_judges=[{name: a, model: 'stage:sft'}, {name: b, model: 'stage:sft.base'}]",
+        ],
+    )
+    stage = resolve_references(pipeline.compare, pipeline)
+    assert [j.model for j in stage.pairwise_judges] == ["/tmp/run/sft/final", pipeline.sft.model.name_or_path]

@@ -243,6 +243,9 @@ AGREES = 0.7
 MIN_AGREEMENT_PAIRS = 20
 """Agreement with the gold judge on fewer decided pairs than this is not evidence either way."""
 
+LENGTH_GAP = 0.1
+"""A judge whose raw and length-controlled win rates differ this much on some pair is said to pay for length."""
+
 KAPPA = 0.4
 """Cohen's/Fleiss' kappa below this is at most 'fair' agreement (Landis & Koch 1977): raters disagree too often."""
 
@@ -281,13 +284,29 @@ def summarise(
             for other, outcomes in everyone.items()
             if other != name
         }
-        details[name] = {"kind": found["kind"], **found["diagnostics"], "agreement": agree}
+        gaps = [abs(lc.raw - lc.rate) for row in controlled[name].values() for lc in row.values()]
+        gaps = [g for g in gaps if np.isfinite(g)]
+        details[name] = {
+            "kind": found["kind"],
+            **found["diagnostics"],
+            "agreement": agree,
+            "length_gap": max(gaps) if gaps else float("nan"),
+        }
         details[name]["trust"] = trust(details[name], gold)
     return {"win_rates": win_rates, "length_controlled": controlled, "pairwise": details}
 
 
 def trust(details: dict[str, Any], gold: str | None) -> str:
     """One sentence: can the report's reader rely on this pairwise judge, and why (from its diagnostics)."""
+    text = _trust(details, gold)
+    gap = details["length_gap"]
+    if np.isfinite(gap) and gap >= LENGTH_GAP:
+        # Agreement with the gold judge can come from length alone when the gold judge also likes longer replies.
+        text += f"; it pays for length (its raw and length-controlled win rates differ by up to {gap:.2f})"
+    return text
+
+
+def _trust(details: dict[str, Any], gold: str | None) -> str:
     reasons = []
     agreed = details["agreement"].get(gold) if gold else None
     if details["kind"] == "human":

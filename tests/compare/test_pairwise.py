@@ -165,3 +165,22 @@ def test_a_pipeline_model_judge_may_be_an_earlier_stage():
     )
     stage = resolve_references(pipeline.compare, pipeline)
     assert [j.model for j in stage.pairwise_judges] == ["/tmp/run/sft/final", pipeline.sft.model.name_or_path]
+
+
+def test_a_judge_that_agrees_with_gold_through_length_is_said_to_pay_for_length():
+    rng = np.random.default_rng(0)
+    p = 60
+    words = {"long": rng.integers(5, 30, p), "short": rng.integers(1, 26, p)}
+    replies = {m: ["w " * int(n) for n in counts] for m, counts in words.items()}
+    outcomes, diagnostics = judge_models(load_preference(f"{PROBE}:prefer_longer"), ["q"] * p, replies, (p, 1))
+    difference = (words["long"] - words["short"]).astype(float)[:, None]
+    lengths = {"long": {"short": difference}, "short": {"long": -difference}}
+    judged = {"longer": {"kind": "function", "outcomes": outcomes, "lengths": lengths, "diagnostics": diagnostics}}
+    gold = {"gold": outcomes}  # a gold judge that also prefers the longer reply
+    found = summarise(judged, gold, "gold", bootstrap_indices(p, 300, np.random.default_rng(1)), 0.95)
+    details = found["pairwise"]["longer"]
+    assert details["agreement"]["gold"].mean == 1.0
+    assert details["trust"].startswith("usable") and "pays for length" in details["trust"]
+    assert details["length_gap"] >= 0.1
+    controlled = found["length_controlled"]["longer"]["long"]["short"]
+    assert controlled.raw > 0.6 and controlled.low < 0.5 < controlled.high

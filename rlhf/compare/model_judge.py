@@ -11,7 +11,6 @@ can generate.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 logger = logging.getLogger("rlhf")
 
@@ -51,7 +50,6 @@ class ModelJudge:
         limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
         self.max_length = min(int(v) for v in limits if v is not None and 0 < v < 10**7)
         self.truncated = 0
-        self.name = Path(path).name if Path(path).exists() else path
 
     def text(self, prompt: str, first: str, second: str) -> str:
         """The judge's input for one ordered pair: the rubric, in the chat template when the tokenizer has one."""

@@ -11,8 +11,8 @@ import yaml
 
 from rlhf.cli import main
 from rlhf.config import RewardSourceConfig
-from rlhf.rewards.sources import build_reward_terms, reward_module
 from rlhf.recipe import RecipeError, load_recipe
+from rlhf.rewards.sources import build_reward_terms, reward_module
 from rlhf.voice.scorer import load_scorer
 
 BANK = Path(__file__).resolve().parents[2] / "recipes" / "bank_voice"

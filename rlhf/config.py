@@ -332,6 +332,14 @@ class PPORolloutConfig(RolloutConfig):
         description="Responses sampled per prompt (k). grpo and rloo compare each response with the others to the "
         "same prompt and need k >= 2; a prompt's k responses stay together on one process and in one minibatch.",
     )
+    recompute_logprobs: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Recompute the old policy's log-probs with the training forward (one extra policy pass per step) "
+        "instead of taking the sampler's: 'auto' does so when the two numerics differ (half-precision weights or an "
+        "Accelerate mixed-precision launch, where the KV-cache sampler and the full-sequence trainer round "
+        "differently), 'always' also in fp32 (the gap it logs is then float noise). Whenever it runs, the "
+        "sampler-trainer gap is logged as rollout/logprob_gap_mean and rollout/logprob_gap_max (nats per token).",
+    )
 
 
 class KLConfig(Block):

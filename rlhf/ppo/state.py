@@ -32,6 +32,7 @@ class Setup:
     infos: list[dict]
     encoded: list[list[int]]
     total_steps: int
+    recompute_logprobs: bool = False  # the old log-probs come from a training forward, not the sampler
 
     @property
     def group_size(self) -> int:
@@ -108,6 +109,7 @@ class Scored:
     scores: torch.Tensor  # [B] after the missing-EOS penalty, normalisation and clipping: what is optimised
     ref_logprobs: torch.Tensor  # [B, R]
     values: torch.Tensor | None  # [B, R] (gae only)
+    old_logprobs: torch.Tensor  # [B, R] what the update's ratio starts from: the sampler's, or a training forward's
 
 
 @dataclass

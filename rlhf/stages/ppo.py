@@ -144,6 +144,7 @@ def run(cfg: PPOStage) -> Path:
         infos=infos,
         encoded=encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length),
         total_steps=total_steps,
+        recompute_logprobs=_recompute_logprobs(cfg.rollout.recompute_logprobs, cfg.model.dtype, accelerator),
     )
     state = PPOState(
         model=model,
@@ -311,18 +312,25 @@ def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
 def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
     """Score: every reward term, the reference log-probabilities and (gae) the values of the rollout.
 
-    The old log-probs (and entropy) are the sampler's own: the same weights and the same distribution as a fresh
-    policy forward over prompt + response (tests check they agree), so that pass is not repeated.
+    The old log-probs are the sampler's own where its numerics are the trainer's (fp32: the same weights and the
+    same distribution as a fresh policy forward over prompt + response; tests check they agree), so that pass is not
+    repeated. With `setup.recompute_logprobs` (bf16, mixed precision) they come from the training forward instead,
+    sharing its pass with the values, so that the first update's ratio is exactly 1.
     """
     cfg, accelerator, u = setup.cfg, setup.accelerator, setup.cfg.update
     device, batch = accelerator.device, rollout.batch
     input_ids, attention_mask, position_ids = batch.sequence()
     length = batch.response.shape[1]
     unwrapped = accelerator.unwrap_model(state.model)
-    values = None
+    values, old_logprobs = None, rollout.logprobs
     with torch.no_grad():
-        if unwrapped.has_value:
-            _, values = state.model(input_ids, attention_mask, position_ids, length, logits=False)
+        if unwrapped.has_value or setup.recompute_logprobs:
+            logits, values = state.model(
+                input_ids, attention_mask, position_ids, length, logits=setup.recompute_logprobs
+            )
+            if logits is not None:
+                old_logprobs = F.logprobs_from_logits(logits, batch.response, cfg.rollout.temperature)
+                old_logprobs = old_logprobs * batch.response_mask  # padding keeps the sampler's zeros
         ref_logprobs = _ref_logprobs(
             setup.ref_policy,
             unwrapped.policy,
@@ -350,7 +358,7 @@ def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
     if u.reward_clip is not None:
         scores = scores.clamp(-u.reward_clip, u.reward_clip)
     _check_finite("reward", scores)
-    return Scored(prompt_texts, response_texts, term_scores, raw_total, scores, ref_logprobs, values)
+    return Scored(prompt_texts, response_texts, term_scores, raw_total, scores, ref_logprobs, values, old_logprobs)
 
 
 def estimate_advantages(setup: Setup, state: PPOState, rollout: Rollout, scored: Scored) -> Estimate:
@@ -364,7 +372,7 @@ def estimate_advantages(setup: Setup, state: PPOState, rollout: Rollout, scored:
     u, estimator = cfg.update, cfg.advantage.estimator
     beta = state.kl_ctl.value if cfg.kl.mode == "reward" else 0.0
     rewards, kl = F.kl_penalized_rewards(
-        scored.scores, rollout.logprobs, scored.ref_logprobs, mask, beta, cfg.kl.estimator
+        scored.scores, scored.old_logprobs, scored.ref_logprobs, mask, beta, cfg.kl.estimator
     )
     if estimator in A.GROUP_BASELINES:
         sequence = A.sequence_rewards(scored.scores, kl, mask, beta)
@@ -441,7 +449,7 @@ def micro_batch_loss(
     new_logprobs = F.logprobs_from_logits(new_logits, part.response, cfg.rollout.temperature)
     mask, count = part.response_mask, token_count / cfg.training.gradient_accumulation_steps
     pg_loss, pg_stats = F.policy_loss(
-        new_logprobs, rollout.logprobs[rows], estimate.advantages[rows], mask, cfg.update.cliprange, count
+        new_logprobs, scored.old_logprobs[rows], estimate.advantages[rows], mask, cfg.update.cliprange, count
     )
     loss = pg_loss
     step_stats = {
@@ -538,6 +546,12 @@ def log_step(
         "tokens_per_s": generated / step_time,
         **{key: sum(values) / len(values) for key, values in stats.items()},
     }
+    if setup.recompute_logprobs:
+        # How far the sampler's numerics are from the trainer's, per real token, before any update.
+        gap = (rollout.logprobs - scored.old_logprobs).abs()
+        metrics["rollout/logprob_gap_mean"] = reduce_mean(F.masked_mean(gap, batch.response_mask))
+        worst = gap.masked_fill(batch.response_mask == 0, 0).max().to(device)
+        metrics["rollout/logprob_gap_max"] = accelerator.gather(worst.reshape(1)).max().item()
     if estimate.returns is not None:
         metrics["value/explained_variance"] = reduce_mean(
             F.explained_variance(scored.values, estimate.returns, batch.response_mask)
@@ -591,6 +605,25 @@ def _batch_indices(step: int, n: int, per_rank: int, world: int, rank: int, seed
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     start = position * global_batch + rank * per_rank
     return order[start : start + per_rank].tolist()
+
+
+def _recompute_logprobs(setting: str, dtype: str, accelerator) -> bool:
+    """Whether the old log-probs come from a training forward: `rollout.recompute_logprobs`, with 'auto' resolved.
+
+    'auto' is on where sampler and trainer round differently: half-precision weights (the KV-cache decoder and the
+    full-sequence forward accumulate in another order) or a mixed-precision launch (the trainer runs under autocast,
+    the sampler does not).
+    """
+    if setting != "auto":
+        return setting == "always"
+    on = dtype != "float32" or accelerator.mixed_precision != "no"
+    logger.info(
+        "ppo: old log-probs from %s (rollout.recompute_logprobs=auto, dtype %s, mixed precision %s)",
+        "a training forward" if on else "the sampler",
+        dtype,
+        accelerator.mixed_precision,
+    )
+    return on
 
 
 def _ref_logprobs(ref_policy, policy, input_ids, attention_mask, position_ids, length, temperature, response):

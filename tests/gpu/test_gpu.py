@@ -123,8 +123,10 @@ def test_ppo_trains_in_bfloat16_on_the_gpu(tmp_path):
     steps = [row for row in rows if "loss/policy" in row]
     assert len(steps) == 2
     for row in steps:
-        for key in ("loss/policy", "loss/value", "kl", "entropy", "reward/total"):
+        for key in ("loss/policy", "loss/value", "kl", "entropy", "reward/total", "rollout/logprob_gap_mean"):
             assert row[key] is not None, (key, row)  # metrics.jsonl writes non-finite values as null
+        # bf16 turns rollout.recompute_logprobs 'auto' on: the sampler-trainer gap is logged, and small.
+        assert 0 <= row["rollout/logprob_gap_mean"] < 0.1, row
     trained = load_file(out / "final" / "model.safetensors")
     start = load_file(Path(resolve_model_path("embedded:tiny")) / "model.safetensors")
     name = "model.layers.0.self_attn.q_proj.weight"

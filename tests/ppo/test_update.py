@@ -1,5 +1,6 @@
-"""The ppo update's numerics: bf16 sampler and trainer log-probs agree before any update, gradient accumulation keeps
-the minibatch's token mean, policy and value gradients are clipped apart, and sampling filters are refused."""
+"""The ppo update's numerics: bf16 sampler and trainer log-probs agree before any update (and, over longer responses,
+are recomputed by the trainer), gradient accumulation keeps the minibatch's token mean, policy and value gradient
+norms are reported apart, and sampling filters are refused."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def tiny_path():
     return resolve_embedded("embedded:tiny")
 
 
-def _scored(batch: Batch, ref_logprobs: torch.Tensor, values: torch.Tensor | None) -> Scored:
+def _scored(batch: Batch, ref_logprobs: torch.Tensor, values: torch.Tensor | None, old_logprobs) -> Scored:
     zeros = torch.zeros(batch.response.shape[0])
-    return Scored([], [], {}, zeros, zeros, ref_logprobs, values)
+    return Scored([], [], {}, zeros, zeros, ref_logprobs, values, old_logprobs)
 
 
 def test_bf16_sampler_and_training_logprobs_agree_before_any_update(tiny_path):
@@ -72,7 +73,14 @@ def test_bf16_sampler_and_training_logprobs_agree_before_any_update(tiny_path):
         rollout = Rollout(list(range(32)), batch, sampled.logprobs, torch.zeros(()))
         estimate = Estimate(torch.ones_like(ref_logprobs), None, torch.zeros_like(ref_logprobs))
         _, stats = ppo.micro_batch_loss(
-            cfg, ActorCritic(policy), rollout, _scored(batch, ref_logprobs, None), estimate, torch.arange(32), 0.0, 32
+            cfg,
+            ActorCritic(policy),
+            rollout,
+            _scored(batch, ref_logprobs, None, rollout.logprobs),
+            estimate,
+            torch.arange(32),
+            0.0,
+            32,
         )
     real = mask.bool()
     torch.testing.assert_close(ref_logprobs[real], sampled.logprobs[real], atol=1e-4, rtol=0)
@@ -111,7 +119,7 @@ def _rollout(model: ActorCritic) -> tuple[Rollout, Scored, Estimate]:
         values = values if values is not None else torch.zeros_like(logprobs)
     noise = torch.randn(4, 8, 8, generator=generator)
     rollout = Rollout(list(range(8)), batch, logprobs + 0.1 * noise[0], torch.zeros(()))
-    scored = _scored(batch, logprobs + 0.1 * noise[1], values + 0.1 * noise[2])
+    scored = _scored(batch, logprobs + 0.1 * noise[1], values + 0.1 * noise[2], rollout.logprobs)
     if not model.has_value:
         scored.values = None
     return rollout, scored, Estimate(noise[3], values + noise[2], torch.zeros_like(logprobs))
@@ -192,3 +200,93 @@ def test_sampling_filters_are_refused_in_ppo_and_compare(key, value):
     with pytest.raises(ValidationError, match=rf"rollout\.{key}={value}: sampling filters are not supported"):
         CompareStage.model_validate({**compare, "rollout": {key: value}})
     CompareStage.model_validate({**compare, "rollout": {"top_k": 0, "top_p": 1.0}})
+
+
+def _bf16_rollout(tiny_path, temperature: float):
+    """A bf16 policy with trained-size logits and 16 responses of up to 12 tokens from the KV-cache sampler."""
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        policy.model.norm.weight.mul_(30.0)
+    pad, eos = policy.config.pad_token_id, policy.config.eos_token_id
+    generator = torch.Generator().manual_seed(2)
+    query, query_mask = left_pad(
+        [torch.randint(3, 200, (4 + i % 5,), generator=generator).tolist() for i in range(16)], pad
+    )
+    sampled = sample(
+        policy,
+        query,
+        query_mask,
+        max_new_tokens=12,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        eos_id=eos,
+        pad_id=pad,
+        generator=generator,
+        stats=True,
+    )
+    mask, has_eos = response_mask(sampled.tokens, eos)
+    batch = Batch(query, query_mask, sampled.tokens, mask, has_eos)
+    return policy, Rollout(list(range(16)), batch, sampled.logprobs, torch.zeros(()))
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_recomputed_old_logprobs_make_the_first_bf16_ratio_exactly_one(tiny_path, recompute):
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from rlhf.ppo.state import PPOState, Setup
+    from rlhf.rewards.sources import build_reward_terms
+
+    temperature = 0.7
+    policy, rollout = _bf16_rollout(tiny_path, temperature)
+    setting = "always" if recompute else "never"
+    cfg = ppo_cfg(
+        model={"name_or_path": "m", "dtype": "bfloat16"},
+        rewards=[{"name": "voice", "function": "brand_voice"}],
+        rollout={"temperature": temperature, "recompute_logprobs": setting},
+        advantage={"estimator": "reinforce_pp"},
+        training={"batch_size": 16},
+    )
+    accelerator = Accelerator(cpu=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path)
+    model = ActorCritic(policy)
+    setup = Setup(
+        cfg=cfg,
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        ref_policy=policy,
+        terms=build_reward_terms(cfg.rewards, tokenizer, "bfloat16", False),
+        prompts=[[{"role": "user", "content": "hi"}]] * 16,
+        infos=[{}] * 16,
+        encoded=[],
+        total_steps=1,
+        recompute_logprobs=ppo._recompute_logprobs(setting, "bfloat16", accelerator),
+    )
+    state = PPOState(model, None, None, F.FixedKLController(0.0), None, torch.Generator())
+    scored = ppo.score(setup, state, rollout)
+    mask = rollout.batch.response_mask
+    estimate = Estimate(torch.ones_like(scored.ref_logprobs), None, torch.zeros_like(scored.ref_logprobs))
+    with torch.no_grad():
+        _, stats = ppo.micro_batch_loss(cfg, model, rollout, scored, estimate, torch.arange(16), 0.0, mask.sum())
+    gap = ((rollout.logprobs - scored.old_logprobs).abs() * mask).max()
+    if recompute:
+        # The trainer's own numerics: before any update the ratio is exactly 1, whatever the sampler's rounding.
+        assert stats["policy/approx_kl"] == 0
+        assert gap > 1e-3, "the KV-cache sampler and the full forward round bf16 differently over 12 tokens"
+        assert (scored.old_logprobs[mask == 0] == 0).all()
+    else:
+        torch.testing.assert_close(scored.old_logprobs, rollout.logprobs, rtol=0, atol=0)
+        assert stats["policy/approx_kl"] > 0
+
+
+def test_recompute_auto_follows_the_numerics():
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    assert ppo._recompute_logprobs("auto", "bfloat16", accelerator)
+    assert not ppo._recompute_logprobs("auto", "float32", accelerator)
+    assert ppo._recompute_logprobs("always", "float32", accelerator)
+    assert not ppo._recompute_logprobs("never", "bfloat16", accelerator)

@@ -291,17 +291,22 @@ def shell_commands(plan: SweepPlan, launcher: str) -> list[str]:
     return lines
 
 
-def evaluation_finished(pipeline: PipelineRecipe, name: str) -> bool:
-    """Whether a section that trains nothing (compare) already holds a finished run of exactly this recipe, prompts
-    and compared artifacts. Training stages make this check themselves (`rlhf.artifacts.up_to_date`)."""
-    from rlhf.artifacts import ArtifactError, check_parent, data_hashes, read_manifest, recipe_hash
+def section_finished(pipeline: PipelineRecipe, name: str) -> bool:
+    """Whether a section's output already holds a finished run of exactly this recipe, data and upstream artifacts.
+
+    A training stage is finished when it resumes (`resume: true`) and `rlhf.artifacts.up_to_date` says so, the check
+    the pipeline itself makes before it skips a stage. compare is not skipped by the pipeline (it trains nothing and
+    has no `resume`); in a sweep, a finished compare whose recipe, prompts and compared artifacts are unchanged is
+    not repeated.
+    """
+    from rlhf.artifacts import ArtifactError, check_parent, data_hashes, read_manifest, recipe_hash, up_to_date
     from rlhf.pipeline import resolve_references
     from rlhf.stages.registry import STAGES
 
     section = pipeline.section(name)
-    if STAGES[section.stage].trains:
-        return False
     resolved = resolve_references(section, pipeline)
+    if STAGES[section.stage].trains:
+        return bool(section.resume) and up_to_date(resolved)
     try:
         manifest = read_manifest(Path(resolved.output_dir))
         if manifest.get("status") != "complete" or manifest.get("recipe_sha256") != recipe_hash(resolved):
@@ -368,11 +373,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             link_upstream(plan, job)
             recipe = load_recipe(plan.recipe, plan.overrides(job))
-            finished = [name for name in job.sections if evaluation_finished(recipe, name)]
+            finished = [name for name in job.sections if section_finished(recipe, name)]
             if finished == job.sections:
                 print(f"sweep job {number}/{len(plan.jobs)}: {job.group}: finished earlier, skipped", flush=True)
                 continue
-            if finished:  # a finished compare is not repeated (training stages skip themselves: `resume`)
+            if finished:
                 recipe = recipe.model_copy(update={"stages": [n for n in job.sections if n not in finished]})
             print(f"sweep job {number}/{len(plan.jobs)}: {job.group} ({', '.join(job.sections)})", flush=True)
             validate(recipe, tokenizers=False, allow_output_dir=args.allow_output_dir)

@@ -20,7 +20,9 @@ def simulate(rng, n_seeds: int, n_prompts: int, seed_sd: float, prompt_sd: float
     return seed_sd * rng.standard_normal((n_seeds, 1)) + prompt_sd * rng.standard_normal((n_seeds, n_prompts))
 
 
-def coverage(seed_sd: float, simulations: int = 300, n_seeds: int = 8, n_prompts: int = 60) -> tuple[float, float, float]:
+def coverage(
+    seed_sd: float, simulations: int = 300, n_seeds: int = 8, n_prompts: int = 60
+) -> tuple[float, float, float]:
     """(hierarchical coverage of the true mean 0, prompt-only coverage, share of runs where hierarchical is wider)."""
     rng = np.random.default_rng(1234)
     hits = prompt_hits = wider = 0
@@ -84,9 +86,7 @@ def test_seed_win_rate_counts_ties_as_half_and_pools_seeds():
     a = [np.array([[1.0], [0.0]]), np.array([[1.0], [1.0]])]
     b = [np.array([[0.0], [0.0]]), np.array([[2.0], [0.0]])]
     rng = np.random.default_rng(0)
-    result = seed_win_rate(
-        a, b, ["1", "2"], hierarchical_indices(2, 2, 200, rng), bootstrap_indices(2, 200, rng), 0.95
-    )
+    result = seed_win_rate(a, b, ["1", "2"], hierarchical_indices(2, 2, 200, rng), bootstrap_indices(2, 200, rng), 0.95)
     # seed 1: a win and a tie (0.75); seed 2: a loss and a win (0.5).
     assert (result.pooled.win, result.pooled.tie, result.pooled.loss) == (0.5, 0.25, 0.25)
     assert result.pooled.rate == pytest.approx(0.625)

@@ -160,6 +160,8 @@ def parse_axes(recipe: Path, arguments: list[str]) -> tuple[list[str], list[Axis
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise RecipeError(f"override '{argument}': the value is not valid YAML: {err}") from None
+        if key == "sweep":
+            raise RecipeError("give axes as key=[a, b] overrides (they replace the recipe's sweep: axis of that key)")
         if isinstance(value, list):
             if not value:
                 raise RecipeError(f"override '{argument}': an empty list sweeps nothing")
@@ -262,7 +264,11 @@ def link_upstream(plan: SweepPlan, job: Job) -> Path:
             link.unlink()
         elif link.exists():
             raise RecipeError(f"{link} should link to {target} (a stage shared across the sweep) but is a directory")
-        link.symlink_to(target, target_is_directory=True)
+        try:
+            link.symlink_to(target, target_is_directory=True)
+        except FileExistsError:  # another process of the same launch made it a moment ago
+            if not (link.is_symlink() and Path(os.readlink(link)) == target):
+                raise
     return directory
 
 

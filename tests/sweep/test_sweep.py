@@ -62,6 +62,14 @@ def test_dependence_follows_the_resolved_recipe_and_the_stage_graph():
     assert {layout["reward"] for layout in result.layout} == {"seed=1", "seed=2"}
     assert [job.group for job in result.jobs] == [SHARED, "seed=1", "seed=2"]
     assert result.jobs[1].links == {"sft": SHARED}
+    # A named arm's key reaches that arm and compare; ppo and dpo beside it are trained once per seed.
+    result = plan("arms.grpo.kl.coef=[0.05, 0.1]", "seed=[1, 2]", recipe=REPO_ROOT / "recipes/brand_voice/arms.yaml")
+    assert result.layout[0] == {
+        **dict.fromkeys(("sft", "reward", "dpo", "ppo"), "seed=1"),
+        "grpo": "arms.grpo.kl.coef=0.05,seed=1",
+        "compare": "arms.grpo.kl.coef=0.05,seed=1",
+    }
+    assert [job.sections for job in result.jobs[:2]] == [["sft", "reward", "dpo", "ppo"]] * 2
 
 
 def test_print_writes_one_command_per_job_wave_by_wave(tmp_path, capsys):

@@ -3,7 +3,7 @@
 Nothing is generated again: every combination's `results.json` and `responses.jsonl` (`rlhf.compare.run`) are read
 from where `<run_dir>/sweep.json` (`rlhf.sweep`) says its compare stage ran. Combinations that differ only in `seed`
 form one *setting* (e.g. `ppo.kl.coef=0.05`); each setting's models are summarised over its seeds with
-`rlhf.compare.seeds.analyse_seeds`. Writes `<run_dir>/study/report.md` and `<run_dir>/study/results.json`.
+`rlhf.compare.seeds.analyse_seeds`. Writes `<run_dir>/study/report.md`, `results.json` and `seeds.png`.
 """
 
 from __future__ import annotations
@@ -130,9 +130,57 @@ def write_sweep_report(run_dir: str | Path) -> Path:
         "settings": {name: _plain(dataclasses.asdict(a)) for name, a in analyses.items()},
     }
     write_atomic(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    (out / FIGURE).write_bytes(seed_plot(analyses, first["scores"]))
     path = out / "report.md"
     write_atomic(path, markdown(record, analyses, first["scores"]))
     return path
+
+
+FIGURE = "seeds.png"
+"""The figure of every setting's differences to the reference: per-seed points, pooled mean and both intervals."""
+
+
+def seed_plot(analyses: dict[str, SeedAnalysis], scores: list[str]) -> bytes:
+    """One panel per score: for each setting and model, its difference to the reference with the hierarchical
+    interval (thick), the prompt-only interval (thin), the pooled mean (black) and each seed's own mean (dots)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: written on servers and in CI
+    import matplotlib.pyplot as plt
+
+    rows = [(setting, model) for setting, a in analyses.items() for model in a.differences]
+    seeds = sorted({seed for a in analyses.values() for seed in a.seeds})
+    palette = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(
+        1, len(scores), figsize=(3.6 * len(scores) + 1.5, 0.45 * len(rows) + 1.4), squeeze=False, sharey=True
+    )
+    for ax, name in zip(axes[0], scores, strict=True):
+        for y, (setting, model) in enumerate(rows):
+            e = analyses[setting].differences[model].get(name)
+            if e is None:
+                continue
+            ax.plot([e.prompt_low, e.prompt_high], [y, y], color="0.6", linewidth=1.0)
+            ax.plot([e.pooled.low, e.pooled.high], [y, y], color="0.2", linewidth=3.0, alpha=0.5)
+            ax.scatter([e.pooled.mean], [y], color="black", s=22, zorder=3)
+            for seed, own in e.per_seed.items():
+                ax.scatter([own.mean], [y + 0.18], color=palette(seeds.index(seed) % 10), s=14, zorder=3)
+        ax.axvline(0.0, color="0.4", linewidth=0.8, linestyle="--")
+        ax.set_title(f"{name}: difference to {next(iter(analyses.values())).reference}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(rows)), [f"{model} | {setting}" for setting, model in rows], fontsize=8)
+    axes[0][0].invert_yaxis()
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=palette(i % 10), label=f"seed {seed}")
+        for i, seed in enumerate(seeds)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(seeds), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def _plain(value: Any) -> Any:
@@ -234,6 +282,13 @@ def markdown(record: dict[str, Any], analyses: dict[str, SeedAnalysis], scores: 
                 )
             rows.append([setting, model, ", ".join(analysis.seeds), *cells])
     lines += _table(["setting", "model", "seeds", *scores], rows)
+    lines += [
+        f"![differences to {reference} over seeds]({FIGURE})",
+        "",
+        "Per setting and model: the pooled difference (black), its interval over seeds and prompts (thick), over "
+        "prompts only (thin), and each seed's own difference (coloured dots).",
+        "",
+    ]
     for setting, analysis in analyses.items():
         lines += [
             f"## {setting}",

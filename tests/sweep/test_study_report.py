@@ -83,6 +83,8 @@ def test_the_report_over_seeds_recovers_planted_gains_and_names_the_flipping_see
     assert split["pooled"]["low"] < 0 < split["pooled"]["high"]
     report = (tmp_path / "study" / "report.md").read_text()
     assert "## ppo.kl.coef=0.1" in report and "- ppo on judge: pooled" in report and "seed 1 +0.4" in report
+    assert "](seeds.png)" in report
+    assert (tmp_path / "study" / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_unfinished_run_is_refused_in_one_line(tmp_path, capsys):

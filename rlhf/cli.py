@@ -8,6 +8,8 @@ directory), with one `error:` message naming what to change; 1 training failed (
 
 `rlhf compare ...` writes the evaluation report (its forms: `rlhf.compare.command`).
 `rlhf voice check|pairs ...` audits replies against a voice spec and turns support logs into data (`rlhf.voice`).
+`rlhf sweep RECIPE key=[a, b] ...` runs a pipeline over the cross product of swept keys, or prints one command per job
+(`rlhf.sweep`); `rlhf compare --sweep RUN_DIR` reports a sweep's arms over seeds (`rlhf.compare.study`).
 
 Recipes are loaded and validated before anything heavy (torch, transformers) is imported, so a typo fails in
 milliseconds. The same commands run under `accelerate launch [options] -m rlhf run RECIPE ...`.
@@ -26,6 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
+from rlhf import sweep as sweep_command
 from rlhf.artifacts import ArtifactError, check_output_dir, check_references
 from rlhf.checkpoint import ResumeError
 from rlhf.compare import command as compare_command
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_verbose_argument(compare)
     _add_plan_arguments(commands.add_parser("plan", help="estimate per-device memory of each stage (docs/memory.md)"))
     voice_command.add_arguments(commands.add_parser("voice", help="brand voice: check replies, make pairs from logs"))
+    sweep = commands.add_parser("sweep", help="run a pipeline over swept keys (seeds, KL...), or print the commands")
+    sweep_command.add_arguments(sweep)
+    _add_verbose_argument(sweep)
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
     _configure_logging(verbose)
@@ -69,9 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         return _plan(args)
     if args.command == "voice":
         return voice_command.run(args)
+    if args.command == "sweep":
+        return sweep_command.run(args)
+    if args.command == "compare" and args.sweep is not None:
+        return compare_command.run_sweep(args)
 
     try:
         recipe = compare_command.load(args) if args.command == "compare" else load_recipe(args.recipe, args.overrides)
+        if args.command == "run" and isinstance(recipe, PipelineRecipe) and recipe.sweep:
+            raise RecipeError(
+                f"{args.recipe} is a study (it has sweep: {', '.join(recipe.sweep)}): run it with rlhf sweep, or "
+                "pass sweep={} to run one combination"
+            )
         checked = validate(recipe, allow_output_dir=getattr(args, "allow_output_dir", False))
     except (RecipeError, DataError, ArtifactError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -83,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for line in checked:
         (logger.warning if "warning:" in line else logger.info)(line)
+    return run_validated(recipe, verbose)
+
+
+def run_validated(recipe: Recipe, verbose: bool = False) -> int:
+    """Runs a recipe that `validate` accepted; returns the exit code (2 refused, 1 training failed)."""
     if verbose:
         return _run(recipe)
     from rlhf.tracking import unused_wandb_mode_unset

@@ -7,7 +7,7 @@ Every field carries a description; `rlhf validate` and the README walkthrough ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -801,6 +801,14 @@ class PipelineBase(Block):
     )
     stages: list[str] | None = Field(
         None, description="Run only these stages (in pipeline order); default: every stage present."
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "A study: dotted key -> the values `rlhf sweep` runs (e.g. `{seed: [1, 2, 3], ppo.kl.coef: [0.05, 0.1]}`); "
+            "every combination of values runs into <run_dir>/<key=value,...>, and stages that no swept key reaches "
+            "are trained once and shared. `rlhf run` refuses a recipe with a sweep (pass `sweep={}` for one run)."
+        ),
     )
 
     @model_validator(mode="before")

@@ -13,6 +13,11 @@
         first model. The resolved recipe is written to DIR/recipe.yaml, so `rlhf compare DIR/recipe.yaml` repeats
         the run exactly.
 
+    rlhf compare --sweep RUN_DIR
+        The report over seeds of a finished `rlhf sweep` (`rlhf.compare.study`): each setting's models with intervals
+        from a hierarchical bootstrap (seeds, then prompts), the seed-to-seed sd, win rates, and the seeds whose
+        conclusion flips. Reads every run's compare outputs; generates nothing. Writes RUN_DIR/study/report.md.
+
 Nothing here imports torch: a bad flag or recipe fails in milliseconds.
 """
 
@@ -57,6 +62,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     quick.add_argument("--reward", metavar="[NAME=]DIR", help="the training reward model (proxy)")
     quick.add_argument("--reference", metavar="NAME", help="model for KL and differences (default: the first)")
     quick.add_argument("--out", metavar="DIR", help="output directory of the report")
+    parser.add_argument(
+        "--sweep",
+        metavar="RUN_DIR",
+        help="report a finished rlhf sweep over its seeds (hierarchical bootstrap); writes RUN_DIR/study/report.md",
+    )
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """`rlhf compare --sweep RUN_DIR`: the report over seeds; exit 2 with one `error:` line when it cannot be made."""
+    import sys
+
+    from rlhf.artifacts import ArtifactError
+    from rlhf.compare.study import write_sweep_report
+
+    if args.arguments or any(getattr(args, f) is not None for f in ("models", "prompts", "judge", "reward", "out")):
+        print("error: rlhf compare --sweep RUN_DIR takes no recipe, overrides or quick-form flags", file=sys.stderr)
+        return 2
+    try:
+        report = write_sweep_report(args.sweep)
+    except (RecipeError, ArtifactError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report over seeds: {report}")
+    return 0
 
 
 def load(args: argparse.Namespace) -> Recipe:

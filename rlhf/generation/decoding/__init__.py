@@ -12,9 +12,11 @@ copying each rollout).
 It covers the Llama-layout families (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3) with PEFT LoRA
 folded into the effective weights of adapted layers. Anything it cannot run exactly (another architecture, a rotary
 variant whose tables depend on the sequence length, an adapter type it cannot fold, weights still partitioned by
-ZeRO-3), or `rollout.decoder: hf`, goes through `HFDecoder`: the model's own forward with its own cache. The choice,
-and the reason for a fallback, is logged at INFO once per model class and outcome in a process. Tests check both
-paths give the same logits at every step.
+ZeRO-3), or `rollout.decoder: hf`, goes through `HFDecoder`: the model's own forward with its own cache. On a CUDA
+device the lean maths run as `GraphDecoder` (`rlhf.generation.decoding.cuda_graph`): a static cache and each token's
+step replayed from a CUDA graph, since GPU steps are bound by kernel launches. The choice, and the reason for a
+fallback, is logged at INFO once per model class and outcome in a process. Tests check every path gives the same
+logits at every step.
 
 A decoder is used as::
 
@@ -30,10 +32,12 @@ import logging
 import torch
 from torch import nn
 
+from rlhf.generation.decoding.cuda_graph import GraphDecoder
 from rlhf.generation.decoding.lean import FAMILIES, LeanDecoder, unsupported
 from rlhf.ppo.models import base_model_of
 
-__all__ = ["FAMILIES", "HFDecoder", "LeanDecoder", "LlamaDecoder", "make_decoder", "unsupported"]
+__all__ = ["FAMILIES", "GraphDecoder", "HFDecoder", "LeanDecoder", "LlamaDecoder", "make_decoder", "unsupported"]
+KINDS = ("auto", "hf", "lean", "static")
 
 logger = logging.getLogger("rlhf")
 
@@ -82,8 +86,12 @@ class HFDecoder:
         return out.logits[:, -1, :]
 
 
-def make_decoder(model: nn.Module, batch: int, capacity: int, kind: str = "auto") -> LeanDecoder | HFDecoder:
-    """The fastest decoder that runs `model` exactly: `LeanDecoder` when supported, else `HFDecoder`.
+def make_decoder(
+    model: nn.Module, batch: int, capacity: int, kind: str = "auto"
+) -> LeanDecoder | GraphDecoder | HFDecoder:
+    """The fastest decoder that runs `model` exactly: lean maths when supported, else `HFDecoder`.
+
+    The lean maths run as `LeanDecoder` on the CPU and as `GraphDecoder` (static cache, CUDA-graph steps) on CUDA.
 
     Logs the choice (and a fallback's reason) at INFO the first time it is made for a model class.
 
@@ -91,11 +99,21 @@ def make_decoder(model: nn.Module, batch: int, capacity: int, kind: str = "auto"
         model: A causal LM (possibly a PEFT model).
         batch: Rows sampled together.
         capacity: Prompt width plus the most tokens that will be appended (the cache size).
-        kind: "auto" (lean path when supported) or "hf" (always the model's own forward).
+        kind: "auto" (lean maths when supported, as above), "hf" (always the model's own forward), or, to compare
+            the paths (benchmark, tests): "lean" (`LeanDecoder` on any device) or "static" (`GraphDecoder`; its steps
+            run eagerly off CUDA). "lean" and "static" fall back to `HFDecoder` like "auto" where unsupported.
     """
-    name = type(base_model_of(model)).__name__
+    if kind not in KINDS:
+        raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(KINDS)}")
+    base = base_model_of(model)
+    name = type(base).__name__
     reason = "decoder=hf requested" if kind == "hf" else unsupported(model)
     if reason is None:
+        on_cuda = base.get_input_embeddings().weight.device.type == "cuda"
+        if kind == "static" or (kind == "auto" and on_cuda):
+            graphs = "CUDA-graph steps" if on_cuda else "eager steps"
+            _announce(f"decoding: lean static-cache decoder ({graphs}) for {name}")
+            return GraphDecoder(model, batch, capacity)
         _announce(f"decoding: lean KV-cache decoder for {name}")
         return LeanDecoder(model, batch, capacity)
     _announce(f"decoding: {name}'s own forward ({reason})")

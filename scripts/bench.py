@@ -7,7 +7,12 @@
     python scripts/bench.py ppo --size small --profile [--profile-tool auto|py-spy|torch|cprofile] [--native]
     python scripts/bench.py sft --size tiny [--max-steps 30]           # sft tokens/s on the brand-voice data
     python scripts/bench.py reward --size tiny [--max-steps 30]        # reward pairs/s on the brand-voice data
+    python scripts/bench.py throughput --size tiny|qwen2-0.5b|qwen2-1.5b [--device auto|cpu|cuda]
+                                [--precision auto|fp32|bf16] [--batch B] [--prompt-length P] [--new-tokens N]
+                                # one policy's generation (ours and HF generate) and PPO update: tokens/s, MFU,
+                                # peak memory; random weights from a config, bf16 on CUDA (docs/performance.md, GPU)
 
+--device (every workload): auto takes CUDA when present; cpu hides the GPUs from a stage; cuda fails without one.
 Every measurement runs in a fresh process with 2 torch threads. stdout gets one JSON object; progress goes to stderr.
 Each measured run is appended to bench/results.jsonl (--no-record to skip). Timings are meaningless while the load
 average is far above the core count: the records carry it.
@@ -21,11 +26,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+THROUGHPUT_SHAPES = ("tiny", "qwen2-0.5b", "qwen2-1.5b")  # rlhf.bench.throughput.SHAPES, without importing torch
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workload", choices=["ppo", "sft", "reward"])
-    parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    parser.add_argument("workload", choices=["ppo", "sft", "reward", "throughput"])
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "small", *THROUGHPUT_SHAPES[1:]],
+        default="tiny",
+        help="ppo / sft / reward: tiny or small; throughput: " + ", ".join(THROUGHPUT_SHAPES),
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--repeats", type=int, default=1, help="measurements (pairs with --baseline)")
     parser.add_argument("--models", help="bench model directory (default: $RLHF_CACHE/bench/models)")
     parser.add_argument(
@@ -48,13 +61,48 @@ def main(argv: list[str] | None = None) -> int:
     ppo.add_argument("--profile-dir", default=None, help="where raw profiles go (default: a temp dir)")
     hf = parser.add_argument_group("sft / reward")
     hf.add_argument("--max-steps", type=int, default=None)
+    tp = parser.add_argument_group(
+        "throughput (defaults: batch 64, prompt 128, 128 new tokens on CUDA; 8, 32, 32 on CPU)"
+    )
+    tp.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 on CUDA")
+    tp.add_argument("--batch", type=int, default=None, help="rows sampled together and updated on")
+    tp.add_argument("--prompt-length", type=int, default=None)
+    tp.add_argument("--new-tokens", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.workload == "throughput":
+        if args.size not in THROUGHPUT_SHAPES:
+            parser.error(f"throughput --size: one of {', '.join(THROUGHPUT_SHAPES)}")
+    else:
+        if args.size not in ("tiny", "small"):
+            parser.error(f"{args.workload} --size: tiny or small")
+        if args.precision != "auto" or args.batch or args.prompt_length or args.new_tokens:
+            parser.error("--precision, --batch, --prompt-length and --new-tokens apply to the throughput workload")
+    for name in ("batch", "prompt_length", "new_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.device == "cuda":
+        from rlhf.bench.devices import DeviceError, resolve
+
+        try:
+            resolve("cuda")
+        except DeviceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     from rlhf.bench import baseline, results
     from rlhf.bench.models import prepare
 
     models_root = Path(args.models).resolve() if args.models else None
-    if args.workload == "ppo":
+    if args.workload == "throughput":
+        options = {
+            "shape": args.size,
+            "device": args.device,
+            "precision": args.precision,
+            "batch": args.batch,
+            "prompt": args.prompt_length,
+            "new_tokens": args.new_tokens,
+        }
+    elif args.workload == "ppo":
         options = {
             "size": args.size,
             "value": args.value,
@@ -72,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     if args.arch != "llama" and args.workload != "ppo":
         parser.error("--arch applies to the ppo workload")
+    if args.workload != "throughput":
+        options["device"] = args.device
     if args.threads != 2:
         if args.baseline:
             parser.error("--baseline runs both sides with the reference's 2 threads")
@@ -118,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 def _line(rec: dict) -> str:
     from rlhf.bench.baseline import summary_line
 
+    if rec["workload"] == "throughput":
+        from rlhf.bench.throughput import summary_lines
+
+        return "\n".join(summary_lines(rec))
     if rec["workload"] == "ppo":
         return summary_line(rec)
     rate = f"{rec['tokens_per_s']:.0f} tokens/s" if "tokens_per_s" in rec else f"{rec['pairs_per_s']:.1f} pairs/s"

@@ -91,3 +91,33 @@ def trl_accounting(policy_cfg: Any, value_cfg: Any, generations: list[Generation
         out["rm_value"] += 2 * val
         out["train"] += epochs * 3 * (pol + val)
     return out
+
+
+def update_flops(cfg: Any, rows: int, prompt: int, response: int) -> int:
+    """FLOPs of one policy training pass over `rows` sequences of `prompt + response` tokens.
+
+    The body runs on every position, the lm_head on the `response + 1` positions whose logits the loss reads
+    (`logits_to_keep`); forward plus backward is 3x the forward.
+    """
+    length = prompt + response
+    forward = trunk_flops(cfg, rows, length, length) + head_flops(
+        rows * (response + 1), cfg.hidden_size, cfg.vocab_size
+    )
+    return 3 * forward
+
+
+def parameter_count(cfg: Any) -> int:
+    """Parameters of a Llama- or Qwen2-layout causal LM from its config alone (no weights built).
+
+    Embedding, lm_head unless tied, per layer q/k/v/o and the gated MLP with their biases (Qwen2: q/k/v always;
+    Llama: `attention_bias` on q/k/v/o, `mlp_bias` on the MLP) and two RMSNorms, plus the final norm.
+    """
+    h, hd, heads, kv = cfg.hidden_size, head_dim(cfg), cfg.num_attention_heads, cfg.num_key_value_heads
+    attention_bias = getattr(cfg, "attention_bias", False)
+    qkv_bias = cfg.model_type == "qwen2" or attention_bias
+    layer = layer_matmul_params(cfg) // cfg.num_hidden_layers
+    layer += (heads + 2 * kv) * hd * qkv_bias + h * attention_bias
+    layer += (2 * cfg.intermediate_size + h) * getattr(cfg, "mlp_bias", False)
+    layer += 2 * h
+    embeddings = cfg.vocab_size * h * (1 if cfg.tie_word_embeddings else 2)
+    return cfg.num_hidden_layers * layer + h + embeddings

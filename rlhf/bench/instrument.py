@@ -151,6 +151,29 @@ class Instrumentation:
         LlamaDecoder._forward = _forward
         self._restore.append((LlamaDecoder, "_forward", original))
 
+        # On CUDA the steps after the prefill (which is the lean decoder's, counted above) are GraphDecoder's own.
+        from rlhf.generation.decoding import GraphDecoder
+
+        original_step = GraphDecoder.step
+
+        def step(decoder, tokens, position_ids):
+            batch, n_kv = tokens.shape[0], decoder.length + 1
+            instrumentation.generations[-1].steps += 1
+            t0 = time.perf_counter()
+            logits = original_step(decoder, tokens, position_ids)
+            seconds = time.perf_counter() - t0
+            config = decoder.config
+            instrumentation.passes.append(
+                ("policy", "generate", batch, 1, n_kv, seconds, trunk_flops(config, batch, 1, n_kv))
+            )
+            instrumentation.heads.append(
+                ("policy", "generate", batch, 0.0, head_flops(batch, config.hidden_size, config.vocab_size))
+            )
+            return logits
+
+        GraphDecoder.step = step
+        self._restore.append((GraphDecoder, "step", original_step))
+
     def _attach(self, model, kind: str) -> None:
         import torch
 

@@ -1,12 +1,18 @@
 """One benchmark measurement in a fresh process: `python -m rlhf.bench.worker WORKLOAD '{json options}'`.
 
+`device` in the options: "auto", "cpu" or "cuda" (the throughput workload places its model itself; a stage
+workload asked for "cpu" runs with the CUDA devices hidden).
+
 Prints `RESULT {json}` (the record of `rlhf.bench.results.record`) as its last line, like the TRL reference script.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+STAGES = ("ppo", "sft", "reward")
 
 
 def main(argv: list[str]) -> int:
@@ -14,6 +20,10 @@ def main(argv: list[str]) -> int:
 
     load_before = load_average()
     workload, options = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    if workload in STAGES and options.pop("device", "auto") == "cpu":
+        # The stages' accelerator takes CUDA whenever it sees one: hiding the devices (before torch is imported)
+        # is how a stage runs on the CPU of a GPU machine.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     from rlhf.bench.results import record
     from rlhf.bench.workloads import measure
 

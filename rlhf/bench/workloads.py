@@ -1,4 +1,5 @@
-"""The benchmark workloads: our ppo at the TRL reference's settings, sft tokens/s and reward pairs/s.
+"""The benchmark workloads: our ppo at the TRL reference's settings, sft tokens/s and reward pairs/s, and the
+throughput of one policy's generation and update (`rlhf.bench.throughput`, CPU or CUDA).
 
 Each workload runs one stage in this process through its `run(cfg)` entry, with a recipe built here and validated by
 the stage's schema, inside an `Instrumentation` (every forward pass counted and timed). The timed region matches the
@@ -109,7 +110,7 @@ def measure(workload: str, threads: int = NUM_THREADS, **options: Any) -> dict:
 
     torch.set_num_threads(threads)
     logging.getLogger("rlhf").setLevel(logging.WARNING)
-    runner = {"ppo": _ppo, "sft": _sft, "reward": _reward}[workload]
+    runner = {"ppo": _ppo, "sft": _sft, "reward": _reward, "throughput": _throughput}[workload]
     with tempfile.TemporaryDirectory(prefix=f"rlhf-bench-{workload}-") as tmp:
         return runner(Path(tmp), **options)
 
@@ -289,6 +290,12 @@ def _sft(tmp: Path, size: str, max_steps: int | None = None, models_root: str | 
 def _reward(tmp: Path, size: str, max_steps: int | None = None, models_root: str | None = None) -> dict:
     settings = {**REWARD_SETTINGS, **({"max_steps": max_steps} if max_steps else {})}
     return _hf_stage(tmp, "reward", size, settings, "prefs_train.jsonl", models_root)
+
+
+def _throughput(tmp: Path, **options: Any) -> dict:
+    from rlhf.bench.throughput import measure as measure_throughput
+
+    return measure_throughput(**options)
 
 
 def _params(policy_cfg, value_cfg) -> dict:

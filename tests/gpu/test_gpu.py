@@ -1,7 +1,9 @@
 """The `gpu` tier: what only a CUDA device can check. Skipped without one (tests/conftest.py); run by
 scripts/gpu_check.sh on a lent GPU machine.
 
-- the lean decoder against the model's own forward in bfloat16 on CUDA kernels (the CPU tier checks bf16 on the CPU);
+- the GPU decode path (static cache, CUDA-graph steps; "auto" on CUDA) and the eager lean decoder against the model's
+  own forward in bfloat16, and graph replay against the same step run eagerly in float32;
+- the throughput benchmark's CUDA path (shortened) and the Qwen2-0.5B shape built on the GPU;
 - a ppo run in bfloat16 on the GPU (the CPU tier trains in float32);
 - the memory planner against `torch.cuda.max_memory_allocated` of a real ppo run;
 - ZeRO-2 on one GPU through `accelerate launch`, where DeepSpeed is installed.
@@ -71,12 +73,9 @@ def ppo_recipe(tmp_path: Path, model: str, dtype: str) -> Path:
     return recipe
 
 
-def test_lean_decoder_matches_the_model_in_bfloat16_on_cuda():
+def small_llama(dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from rlhf.generation.decoding import LlamaDecoder, make_decoder
-    from rlhf.generation.sampling import positions
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -88,14 +87,31 @@ def test_lean_decoder_matches_the_model_in_bfloat16_on_cuda():
         num_key_value_heads=2,
         pad_token_id=0,
     )
-    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
-    query = torch.randint(1, 512, (4, 12), device="cuda")
+    return LlamaForCausalLM(config).to("cuda", dtype).eval()
+
+
+def left_padded_prompts():
+    import torch
+
+    query = torch.randint(1, 512, (4, 12), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     mask = torch.ones_like(query)
     mask[0, :5] = 0  # left padding on two rows
     mask[2, :2] = 0
-    query = query.masked_fill(mask == 0, 0)
-    ours, theirs = make_decoder(model, 4, 12 + 8, "auto"), make_decoder(model, 4, 12 + 8, "hf")
-    assert isinstance(ours, LlamaDecoder)
+    return query.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("kind", ["auto", "lean"])
+def test_lean_maths_match_the_model_in_bfloat16_on_cuda(kind):
+    """Both GPU decoders (CUDA-graph steps, chosen by "auto" on CUDA; eager lean) against the model's own forward."""
+    import torch
+
+    from rlhf.generation.decoding import GraphDecoder, LeanDecoder, make_decoder
+    from rlhf.generation.sampling import positions
+
+    model = small_llama(torch.bfloat16)
+    query, mask = left_padded_prompts()
+    ours, theirs = make_decoder(model, 4, 12 + 8, kind), make_decoder(model, 4, 12 + 8, "hf")
+    assert type(ours) is (GraphDecoder if kind == "auto" else LeanDecoder)
     position_ids = positions(mask)
     with torch.no_grad():
         a, b = ours.prefill(query, mask, position_ids), theirs.prefill(query, mask, position_ids)
@@ -107,6 +123,64 @@ def test_lean_decoder_matches_the_model_in_bfloat16_on_cuda():
             token = b.float().argmax(-1)  # both continue with the same tokens
             position_ids = position_ids[:, -1:] + 1
             a, b = ours.step(token, position_ids), theirs.step(token, position_ids)
+    if kind == "auto":
+        assert ours.graphs and ours.graph is not None and ours.capture_s > 0  # the steps were replayed
+
+
+def test_graph_replay_is_the_eager_static_step_in_float32():
+    """Replaying the captured step gives the eager step's logits (same kernels) and the same sampled tokens."""
+    import torch
+
+    from rlhf.generation.decoding import GraphDecoder
+    from rlhf.generation.sampling import positions, sample
+
+    model = small_llama(torch.float32)
+    query, mask = left_padded_prompts()
+    logits = {}
+    for graphs in (True, False):
+        decoder = GraphDecoder(model, 4, 12 + 10, graphs=graphs)
+        position_ids = positions(mask)
+        with torch.no_grad():
+            out = [decoder.prefill(query, mask, position_ids)]
+            for step in range(10):
+                position_ids = position_ids[:, -1:] + 1
+                out.append(decoder.step(torch.full((4,), 7 + step, device="cuda"), position_ids))
+        logits[graphs] = out
+    for a, b in zip(logits[True], logits[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    settings = dict(max_new_tokens=10, temperature=0.9, top_k=0, top_p=1.0, eos_id=-1, pad_id=0)
+    runs = [
+        sample(model, query, mask, generator=torch.Generator("cuda").manual_seed(3), decoder=kind, **settings)
+        for kind in ("auto", "static", "auto")
+    ]
+    assert runs[0].shape == (4, 10)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])  # a fresh capture per rollout
+
+
+def test_throughput_benchmark_on_cuda():
+    """The throughput workload's CUDA path, shortened: graph decoder, bf16, peak memory and MFU filled in."""
+    from rlhf.bench import devices, throughput
+
+    rec = throughput.measure("tiny", device="cuda", batch=8, prompt=16, new_tokens=12)
+    assert rec["settings"]["precision"] == "bf16" and rec["decoder"] == "GraphDecoder"
+    assert rec["graph_capture_s"] > 0
+    assert set(rec["generation"]) == {"ours", "lean_eager", "hf_generate"}
+    known = devices.peak_for(rec["device"]["name"]) is not None
+    for cell in [*rec["generation"].values(), rec["update"]]:
+        assert cell["tokens_per_s"] > 0 and cell["peak_memory_gib"] > 0
+        assert (cell["mfu"] is not None) == known
+        if known:
+            assert 0 < cell["mfu"] < 1
+
+
+def test_qwen2_shape_builds_on_cuda_at_its_published_size():
+    import torch
+
+    from rlhf.bench import throughput
+
+    model = throughput.build_model("qwen2-0.5b", "cuda", torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == throughput.PUBLISHED_PARAMS["qwen2-0.5b"]
+    assert next(model.parameters()).device.type == "cuda"
 
 
 def test_ppo_trains_in_bfloat16_on_the_gpu(tmp_path):

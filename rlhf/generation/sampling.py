@@ -148,7 +148,8 @@ def sample(
         all_done: In a multi-process launch, takes this rank's "finished" flag and returns whether every rank is
             finished, so ranks keep stepping together (each forward is collective under ZeRO-3).
         decoder: "auto" (the lean KV-cache decoder where it applies: Llama, Mistral, Qwen2/3, Gemma 1/2/3, Phi-3;
-            see `rlhf.generation.decoding`) or "hf" (the model's own forward).
+            on CUDA as static-cache CUDA-graph steps; see `rlhf.generation.decoding`) or "hf" (the model's own
+            forward); "lean" and "static" pick one lean path on any device (benchmark and tests).
         stats: Also return each token's log-probability and entropy (a `Sampled`); needs temperature > 0.
     """
     from rlhf.generation.decoding import make_decoder

@@ -167,3 +167,35 @@ def test_bench_command_refuses_cuda_without_one():
     assert proc.stderr.strip().splitlines() == [
         "error: --device cuda: no CUDA device is visible (torch.cuda.is_available() is False)"
     ]
+
+
+def test_summary_lines_of_a_ppo_record(tmp_path, capsys):
+    from rlhf.bench import summary
+
+    rec = {
+        "workload": "ppo",
+        "settings": {"size": "tiny"},
+        "episodes_per_s": 12.5,
+        "gen_tokens_per_s": 600.0,
+        "train_s": 5.12,
+        "peak_rss_mb": 700.25,
+    }
+    (tmp_path / "runs.jsonl").write_text(json.dumps(rec) + "\n\n")
+    assert summary.main([str(tmp_path / "runs.jsonl")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ppo.tiny.episodes_per_s 12.5",
+        "ppo.tiny.gen_tokens_per_s 600",
+        "ppo.tiny.train_s 5.12",
+        "ppo.tiny.peak_rss_mb 700.25",
+    ]
+
+
+def test_gpu_check_script_parses_and_refuses_a_machine_without_cuda(tmp_path):
+    script = REPO_ROOT / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        return
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "OUT": str(tmp_path), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stderr  # stops before any benchmark or test
+    assert not (tmp_path / "gpu_check.jsonl").exists()

@@ -30,6 +30,7 @@ from typing import Any
 
 from rlhf.bench import devices
 from rlhf.bench import flops as F
+from rlhf.bench.probe import peak_rss_mb
 
 VOCAB_TINY = 2048  # embedded:tiny's tokenizer size (rlhf.models.embedded.VOCAB_SIZE)
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -172,7 +173,9 @@ def measure(
 
     generation, response = {}, None
     gen_flops = F.generation_flops(cfg, F.Generation(settings.batch, settings.prompt, settings.new_tokens))
-    weight_bytes = params * torch.finfo(dtype).bits // 8
+    # Each decoding step reads every weight once, except an untied input embedding (only the sampled rows).
+    streamed = params - (0 if cfg.tie_word_embeddings else cfg.vocab_size * cfg.hidden_size)
+    weight_bytes = streamed * torch.finfo(dtype).bits // 8
     runners = {"ours": _sampler(model, query, query_mask, settings, "auto")}
     if device == "cuda":
         runners["lean_eager"] = _sampler(model, query, query_mask, settings, "lean")
@@ -187,7 +190,7 @@ def measure(
             "tokens_per_s": settings.batch * settings.new_tokens / median,
             "flops": gen_flops,
             **devices.utilisation(gen_flops, median, peak, precision),
-            # Each decoding step streams every weight once (the prefill's reads are left out).
+            # The decode steps' weight reads (the prefill's are left out).
             **devices.bandwidth_share(weight_bytes * (settings.new_tokens - 1), median, peak),
             "peak_memory_gib": peak_mem,
         }
@@ -197,7 +200,7 @@ def measure(
         generation[name]["vs_hf_generate"] = (
             generation[name]["tokens_per_s"] / generation["hf_generate"]["tokens_per_s"]
         )
-    decoder = _decoder_name(model, settings, device)
+    decoder = _decoder_name(model, settings)
     capture_s = _capture_seconds(model, query, query_mask, settings) if decoder == "GraphDecoder" else None
 
     update = _update(model, query, query_mask, response, settings, device, precision, peak)
@@ -218,7 +221,7 @@ def measure(
         "achieved_gflops": total_flops / total_s / 1e9,
         "pct_of_ceiling": None if overall["mfu"] is None else 100 * overall["mfu"],
         "matmul_ceiling_gflops": None if peak is None else {"peak": 1e3 * peak.tflops(precision)},
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -329,7 +332,7 @@ def _timed(run, repeats: int, device: str) -> tuple[list[float], float | None, A
     return seconds, peak, out
 
 
-def _decoder_name(model, settings: Settings, device: str) -> str:
+def _decoder_name(model, settings: Settings) -> str:
     from rlhf.generation.decoding import make_decoder
 
     return type(make_decoder(model, 1, settings.prompt + settings.new_tokens)).__name__
@@ -401,9 +404,3 @@ def _update(model, query, query_mask, response, settings: Settings, device: str,
         **devices.utilisation(flops, median, peak, precision),
         "peak_memory_gib": peak_mem,
     }
-
-
-def _peak_rss_mb() -> float:
-    from rlhf.bench.probe import peak_rss_mb
-
-    return peak_rss_mb()

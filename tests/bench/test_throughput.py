@@ -112,7 +112,11 @@ def test_measure_on_cpu_counts_what_it_ran():
     for cell in rec["generation"].values():
         assert cell["flops"] == gen_flops and cell["mfu"] is None and cell["peak_memory_gib"] is None
         assert len(cell["seconds"]) == 2  # the CPU's repeats, after an untimed warm-up
-        assert cell["tokens_per_s"] == pytest.approx(4 * 6 / statistics.median(cell["seconds"]))
+        median = statistics.median(cell["seconds"])
+        assert cell["tokens_per_s"] == pytest.approx(4 * 6 / median)
+        # 5 decode steps each read every fp32 weight but the untied input embedding (only its sampled rows).
+        streamed = 4 * (F.parameter_count(cfg) - cfg.vocab_size * cfg.hidden_size)
+        assert cell["achieved_tb_s"] == pytest.approx(5 * streamed / median / 1e12)
     assert rec["generation"]["hf_generate"]["vs_hf_generate"] == 1.0
     assert rec["update"]["flops"] == F.update_flops(cfg, 4, 8, 6)
     assert rec["flops"] == gen_flops + rec["update"]["flops"]

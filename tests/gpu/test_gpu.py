@@ -157,6 +157,30 @@ def test_graph_replay_is_the_eager_static_step_in_float32():
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])  # a fresh capture per rollout
 
 
+def test_graph_decoder_under_a_callers_autocast():
+    """A float32 model sampled inside bf16 autocast: the graph holds its own casts (none from autocast's cache,
+    which is freed when the context exits) and agrees with the eager lean decoder under the same autocast."""
+    import torch
+
+    from rlhf.generation.decoding import GraphDecoder, LeanDecoder
+    from rlhf.generation.sampling import positions
+
+    model = small_llama(torch.float32)
+    query, mask = left_padded_prompts()
+    outputs = []
+    for decoder in (GraphDecoder(model, 4, 12 + 6), LeanDecoder(model, 4, 12 + 6)):
+        position_ids = positions(mask)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = [decoder.prefill(query, mask, position_ids)]
+            for step in range(6):
+                position_ids = position_ids[:, -1:] + 1
+                logits.append(decoder.step(torch.full((4,), 7 + step, device="cuda"), position_ids))
+        outputs.append(logits)
+    for a, b in zip(*outputs, strict=True):
+        assert a.dtype == torch.bfloat16  # the casts happened inside the replayed steps
+        assert (a.float() - b.float()).abs().max() <= 0.03 * b.float().abs().max()
+
+
 def test_throughput_benchmark_on_cuda():
     """The throughput workload's CUDA path, shortened: graph decoder, bf16, peak memory and MFU filled in."""
     from rlhf.bench import devices, throughput

@@ -103,15 +103,23 @@ class GraphDecoder:
 
     def _capture(self) -> None:
         started = time.perf_counter()
+        # Under a caller's autocast, its cache of cast weights would be freed when that context exits while the
+        # graph still reads them: the same autocast, uncached, puts the casts inside the graph instead.
+        autocast = torch.autocast(
+            "cuda",
+            enabled=torch.is_autocast_enabled("cuda"),
+            dtype=torch.get_autocast_dtype("cuda"),
+            cache_enabled=False,
+        )
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), autocast:
             for _ in range(WARMUP_STEPS):
                 self._step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph), autocast:
                 self.logits = self._step()
         except RuntimeError as error:
             # An op this torch build cannot capture: the same step eagerly is still exact, only slower.

@@ -68,3 +68,15 @@ def test_dispatch_by_kind_and_device():
         GraphDecoder(model, 3, CAPACITY, graphs=True)
     with pytest.raises(ValueError, match="unknown decoder 'fast'"):
         make_decoder(model, 3, CAPACITY, "fast")
+
+
+def test_static_step_under_autocast_matches_the_lean_decoder():
+    """float32 weights and caches, bf16 activations from a caller's autocast: the new keys and values are cast into
+    the cache as the lean decoder's slice assignment casts them."""
+    model = build("qwen2")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        static = step_logits(make_decoder(model, len(PROMPTS), CAPACITY, "static"))
+        lean = step_logits(LeanDecoder(model, len(PROMPTS), CAPACITY))
+    for a, b in zip(static, lean, strict=True):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.float(), atol=0.05 * b.float().abs().max().item(), rtol=0)

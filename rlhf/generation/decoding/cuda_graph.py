@@ -160,11 +160,13 @@ class GraphDecoder:
             if layer.q_norm is not None:
                 q, k = norm(q, layer.q_norm, eps), norm(k, layer.k_norm, eps)
             cos, sin = rope[layer.rope]
-            lean.k_cache[i].index_copy_(2, self.index, _rope(k.transpose(1, 2), cos, sin))
-            lean.v_cache[i].index_copy_(2, self.index, v.view(batch, 1, lean.kv_heads, lean.head_dim).transpose(1, 2))
-            attn = lean._attend(
-                _rope(q.transpose(1, 2), cos, sin), lean.k_cache[i], lean.v_cache[i], masks[layer.window]
-            )
+            k_cache, v_cache = lean.k_cache[i], lean.v_cache[i]
+            # `.to`: under a caller's autocast the new keys are bf16 while the cache keeps the weights' dtype (the lean
+            # decoder's slice assignment casts the same way; index_copy_ does not cast by itself).
+            k_cache.index_copy_(2, self.index, _rope(k.transpose(1, 2), cos, sin).to(k_cache.dtype))
+            v = v.view(batch, 1, lean.kv_heads, lean.head_dim).transpose(1, 2)
+            v_cache.index_copy_(2, self.index, v.to(v_cache.dtype))
+            attn = lean._attend(_rope(q.transpose(1, 2), cos, sin), k_cache, v_cache, masks[layer.window])
             attn = F.linear(attn.transpose(1, 2).reshape(batch, 1, -1), *layer.o)
             if layer.attn_out is not None:
                 attn = norm(attn, layer.attn_out, eps)

@@ -10,4 +10,8 @@
 * `baseline`: runs the TRL reference and compares, alternating runs so that machine drift cancels.
 * `profile`: where the time of a ppo run goes (py-spy when installed, cProfile otherwise).
 * `results`: the result record and `bench/results.jsonl`.
+* `throughput`: one policy's generation (ours and HF `generate`) and PPO update on CPU or CUDA, random-weight models
+  of Qwen2-0.5B / 1.5B shape: tokens/s, MFU, peak memory.
+* `devices`: the `--device` option and the GPU peak table MFU is measured against.
+* `summary`: one `name value` line per number of a record (what scripts/gpu_check.sh prints).
 """

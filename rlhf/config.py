@@ -301,11 +301,13 @@ class RolloutConfig(Block):
     missing_eos_penalty: float | None = Field(
         None, ge=0, description="Subtracted from the score of responses that never emit EOS; null disables."
     )
-    decoder: Literal["auto", "hf"] = Field(
+    decoder: Literal["auto", "hf", "static"] = Field(
         "auto",
         description="Decoding path: 'auto' runs Llama, Mistral, Qwen2/3, Gemma 1/2/3 and Phi-3 models (LoRA "
         "included) through a lean KV-cache decoder over their own weights and everything else through its own "
-        "forward (the choice is logged); 'hf' always uses the model's own forward (same tokens, slower).",
+        "forward (the choice is logged); 'hf' always uses the model's own forward (same tokens, slower); 'static' "
+        "the lean maths over a fixed-size cache with each step replayed from a CUDA graph on GPUs (eager on CPU; "
+        "not yet run on a GPU end to end, see docs/performance.md).",
     )
 
     @model_validator(mode="after")

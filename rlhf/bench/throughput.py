@@ -176,7 +176,9 @@ def measure(
     # Each decoding step reads every weight once, except an untied input embedding (only the sampled rows).
     streamed = params - (0 if cfg.tie_word_embeddings else cfg.vocab_size * cfg.hidden_size)
     weight_bytes = streamed * torch.finfo(dtype).bits // 8
-    runners = {"ours": _sampler(model, query, query_mask, settings, "auto")}
+    # On CUDA "ours" is the CUDA-graph decoder (opt-in as rollout.decoder: static until this benchmark has run on a GPU).
+    ours = "static" if device == "cuda" else "auto"
+    runners = {"ours": _sampler(model, query, query_mask, settings, ours)}
     if device == "cuda":
         runners["lean_eager"] = _sampler(model, query, query_mask, settings, "lean")
     runners["hf_generate"] = _hf_generate(model, query, query_mask, settings)
@@ -200,7 +202,7 @@ def measure(
         generation[name]["vs_hf_generate"] = (
             generation[name]["tokens_per_s"] / generation["hf_generate"]["tokens_per_s"]
         )
-    decoder = _decoder_name(model, settings)
+    decoder = _decoder_name(model, settings, ours)
     capture_s = _capture_seconds(model, query, query_mask, settings) if decoder == "GraphDecoder" else None
 
     update = _update(model, query, query_mask, response, settings, device, precision, peak)
@@ -332,10 +334,10 @@ def _timed(run, repeats: int, device: str) -> tuple[list[float], float | None, A
     return seconds, peak, out
 
 
-def _decoder_name(model, settings: Settings) -> str:
+def _decoder_name(model, settings: Settings, kind: str) -> str:
     from rlhf.generation.decoding import make_decoder
 
-    return type(make_decoder(model, 1, settings.prompt + settings.new_tokens)).__name__
+    return type(make_decoder(model, 1, settings.prompt + settings.new_tokens, kind)).__name__
 
 
 def _capture_seconds(model, query, query_mask, settings: Settings) -> float:

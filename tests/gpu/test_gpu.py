@@ -1,7 +1,7 @@
 """The `gpu` tier: what only a CUDA device can check. Skipped without one (tests/conftest.py); run by
 scripts/gpu_check.sh on a lent GPU machine.
 
-- the GPU decode path (static cache, CUDA-graph steps; "auto" on CUDA) and the eager lean decoder against the model's
+- the GPU decode path (static cache, CUDA-graph steps; rollout.decoder "static", opt-in until this tier has run) and the eager lean decoder against the model's
   own forward in bfloat16, and graph replay against the same step run eagerly in float32;
 - the throughput benchmark's CUDA path (shortened) and the Qwen2-0.5B shape built on the GPU;
 - a ppo run in bfloat16 on the GPU (the CPU tier trains in float32);
@@ -100,9 +100,9 @@ def left_padded_prompts():
     return query.masked_fill(mask == 0, 0), mask
 
 
-@pytest.mark.parametrize("kind", ["auto", "lean"])
+@pytest.mark.parametrize("kind", ["static", "lean"])
 def test_lean_maths_match_the_model_in_bfloat16_on_cuda(kind):
-    """Both GPU decoders (CUDA-graph steps, chosen by "auto" on CUDA; eager lean) against the model's own forward."""
+    """Both GPU decoders (CUDA-graph steps, rollout.decoder "static"; eager lean) against the model's own forward."""
     import torch
 
     from rlhf.generation.decoding import GraphDecoder, LeanDecoder, make_decoder
@@ -111,7 +111,7 @@ def test_lean_maths_match_the_model_in_bfloat16_on_cuda(kind):
     model = small_llama(torch.bfloat16)
     query, mask = left_padded_prompts()
     ours, theirs = make_decoder(model, 4, 12 + 8, kind), make_decoder(model, 4, 12 + 8, "hf")
-    assert type(ours) is (GraphDecoder if kind == "auto" else LeanDecoder)
+    assert type(ours) is (GraphDecoder if kind == "static" else LeanDecoder)
     position_ids = positions(mask)
     with torch.no_grad():
         a, b = ours.prefill(query, mask, position_ids), theirs.prefill(query, mask, position_ids)
@@ -123,7 +123,7 @@ def test_lean_maths_match_the_model_in_bfloat16_on_cuda(kind):
             token = b.float().argmax(-1)  # both continue with the same tokens
             position_ids = position_ids[:, -1:] + 1
             a, b = ours.step(token, position_ids), theirs.step(token, position_ids)
-    if kind == "auto":
+    if kind == "static":
         assert ours.graphs and ours.graph is not None and ours.capture_s > 0  # the steps were replayed
 
 
@@ -151,7 +151,7 @@ def test_graph_replay_is_the_eager_static_step_in_float32():
     settings = dict(max_new_tokens=10, temperature=0.9, top_k=0, top_p=1.0, eos_id=-1, pad_id=0)
     runs = [
         sample(model, query, mask, generator=torch.Generator("cuda").manual_seed(3), decoder=kind, **settings)
-        for kind in ("auto", "static", "auto")
+        for kind in ("static", "static", "static")
     ]
     assert runs[0].shape == (4, 10)
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])  # a fresh capture per rollout

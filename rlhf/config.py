@@ -626,6 +626,11 @@ class PairwiseJudgeConfig(Block):
         description="The model judge's prompt, with the fields {prompt}, {first} and {second}; it should ask for "
         "the letter A or B (model judges only).",
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow the model judge's code from the hub to run (model judges only). Off by default: only "
+        "enable for sources you trust.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> PairwiseJudgeConfig:

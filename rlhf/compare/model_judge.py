@@ -26,9 +26,10 @@ class ModelJudge:
         rubric: The prompt, with the fields {prompt}, {first} and {second}; it should end by asking for "A" or "B".
         dtype: Dtype to load the model in.
         batch_size: Pairs per forward pass.
+        trust_remote_code: Allow the model's code from the hub to run (the judge entry's setting).
     """
 
-    def __init__(self, path: str, rubric: str, dtype: str, batch_size: int) -> None:
+    def __init__(self, path: str, rubric: str, dtype: str, batch_size: int, trust_remote_code: bool = False) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -37,8 +38,9 @@ class ModelJudge:
 
         resolved = resolve_model_path(path)
         self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        self.model = load_causal_lm(ModelConfig(name_or_path=resolved, dtype=dtype), resolved).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model_cfg = ModelConfig(name_or_path=resolved, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.model = load_causal_lm(model_cfg, resolved).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
         self.rubric = rubric
         self.batch_size = batch_size
         answer_ids = [self.tokenizer(a, add_special_tokens=False)["input_ids"][:1] for a in ANSWERS]

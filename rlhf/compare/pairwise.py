@@ -217,7 +217,9 @@ def run_judges(cfg, prompts: list[str], records: list[dict[str, Any]], shape: tu
             out[judge.name] = {"kind": "human", "outcomes": outcomes, "lengths": diffs, "diagnostics": diagnostics}
             continue
         if judge.model is not None:
-            prefer: Preference = ModelJudge(judge.model, judge.rubric, cfg.dtype, cfg.batch_size)
+            prefer: Preference = ModelJudge(
+                judge.model, judge.rubric, cfg.dtype, cfg.batch_size, judge.trust_remote_code
+            )
         else:
             prefer = load_preference(judge.function)
         outcomes, diagnostics = judge_models(prefer, expanded, replies, shape)

@@ -11,9 +11,11 @@ to scrub. On-voice replies greet the customer by the name they signed with (the 
 60% of the replies follow the voice; the rest break it the way agents do (casual words and contractions, exclamation
 marks, a missing sign-off, jargon, blame, over-promises, a curt or rambling reply, "Dear customer," to a customer who
 signed, a fragment such as "Noted.", a vague commitment instead of what the request needs), and some agents break it
-more often than others. The pipeline's data files come from these logs:
+more often than others. The bank pipeline's pairs stage turns these logs into its data files; the shipped copies of
+those files are made with:
 
-    rlhf voice pairs recipes/bank_voice/voice.yaml recipes/bank_voice/data/logs.jsonl --out recipes/bank_voice/data
+    rlhf voice pairs recipes/bank_voice/voice.yaml recipes/bank_voice/data/logs.jsonl --out recipes/bank_voice/data \
+        --held-out-share 0.2
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def test_the_bank_pipeline_starts_from_its_logs_and_writes_the_shipped_files(tmp
     manifest = read_manifest(out)
     assert manifest["stage"] == "pairs" and manifest["status"] == "complete"
     assert set(manifest["data"]) == {str(BANK / "data" / "logs.jsonl"), str(BANK / "voice.yaml")}
-    assert manifest["results"]["eval_prompts"] == json.loads((out / "final" / "summary.json").read_text())[
-        "files"
-    ]["eval_prompts"]
+    assert (
+        manifest["results"]["eval_prompts"]
+        == json.loads((out / "final" / "summary.json").read_text())["files"]["eval_prompts"]
+    )
     # every later stage reads what the pairs stage wrote: the references resolve into its final/
     full = load_recipe(BANK / "pipeline.yaml", [f"run_dir={tmp_path / 'run'}"])
     assert resolve_references(full.sft, full).data.train == str(out / "final" / "sft_train.jsonl")

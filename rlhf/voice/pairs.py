@@ -263,15 +263,11 @@ def split_logs(logs: list[LogRow], options: PairsOptions) -> dict[str, list[LogR
 
 
 def _donors(scorer: VoiceScorer, logs: list[LogRow]) -> dict[str, list[str]]:
-    """Sentences from the logs that break one avoid rule (to break it the company's way), on-voice sentences to pad
-    with for the length rule, and the greeting rule's openings for the customers who signed (another customer's
-    name is a wrong greeting)."""
+    """Sentences from the logs that break one avoid rule (to break it the company's way), and on-voice sentences to
+    pad with for the length rule."""
     donors: dict[str, list[str]] = {}
     sign_off = scorer.spec.sign_off.text
-    greeting = scorer.spec.greeting
     for log in logs:
-        if greeting is not None and scorer.customer_name(log.message) is not None:
-            donors.setdefault(greeting.name, []).append(scorer.greeting_for(log.message))
         body, _ = split_reply(log.reply, sign_off)
         for sentence in (s for line in body for s in sentences(line)):
             # Greetings are too short to pad with; a placeholder means something else in another conversation.

@@ -59,8 +59,7 @@ def rewrites(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors: di
         prompt: The customer's message.
         reply: An on-voice reply (no violations).
         donors: Rule name -> sentences that break it, taken from the company's own off-voice replies (used first,
-            in order, so the rewrite reads like the logs), for the length rule on-voice sentences to pad with, and
-            for the greeting rule the openings the logs' signed messages ask for (another customer's name).
+            in order, so the rewrite reads like the logs), and for the length rule on-voice sentences to pad with.
 
     Yields:
         Rewritten replies, each checked with the scorer: its only violation is `rule`.
@@ -98,16 +97,10 @@ def _candidates(scorer: VoiceScorer, rule: str, prompt: str, reply: str, donors:
             yield _insert_before_sign_off(reply, sign_off, sentence)
             yield from _replacing_each_sentence(reply, sign_off, sentence)
     elif spec.greeting is not None and rule == spec.greeting.name and body:
-        # Where the customer signed: another customer's name (the worst opening a bank can write; first every other
-        # message, so the pairs teach both) or the general greeting; then no greeting at all.
+        # The general greeting where the customer gave a name, or no greeting at all.
         general = spec.greeting.without_name
         if scorer.customer_name(prompt) is not None:
-            right = scorer.greeting_for(prompt)
-            others = list(dict.fromkeys(g for g in donors.get(rule, []) if g != right))
-            same = [g for g in others if _words(g) == _words(right)] or others  # as many words keeps the length
-            wrong = [same[len(prompt) % len(same)]] if same else []  # spread over the names, deterministically
-            for opening in [*wrong, general] if len(prompt) % 2 else [general, *wrong]:
-                yield _join([opening, *body[1:]], closing)
+            yield _join([general, *body[1:]], closing)
         yield _join(body[1:], closing)
     elif spec.sentences is not None and rule == spec.sentences.name:
         # An unfinished last sentence (its full stop dropped), then one cut short to a fragment.

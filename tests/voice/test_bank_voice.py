@@ -88,22 +88,3 @@ def test_bank_judge_greets_by_the_signed_name_and_wants_the_request_answered():
     ]
     assert len(named) > 200
     assert all(row["reply"].startswith(f"Dear {bank_voice.customer_name(row['message'])},") for row in named)
-
-
-def test_bank_greeting_pairs_teach_that_another_customers_name_is_wrong():
-    bank_voice = load_scorer(BANK / "voice.yaml")
-    rows = [json.loads(line) for line in (BANK / "data" / "prefs_train.jsonl").read_text(encoding="utf-8").splitlines()]
-    openings = {}
-    for row in rows:
-        if row["rule"] != "greeting" or row["source"] != "rewrite":
-            continue
-        prompt, rejected = row["prompt"][-1]["content"], row["rejected"][-1]["content"]
-        assert bank_voice.violations(prompt, rejected) == ["greeting"]
-        first = rejected.split("\n", 1)[0]
-        kind = "general" if first == "Dear customer," else "named" if first.startswith("Dear ") else "none"
-        if kind == "named":  # a real customer's name, not the one who signed this message
-            assert (
-                first != bank_voice.greeting_for(prompt) and bank_voice.explain_one(prompt, rejected)["greeting"] == 0
-            )
-        openings[kind] = openings.get(kind, 0) + 1
-    assert openings.keys() == {"general", "named", "none"}, openings

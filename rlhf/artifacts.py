@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rlhf.config import STAGE_REF_PREFIX, is_data_file
+from rlhf.config import is_data_file, reference_parts
 from rlhf.recipe import recipe_to_yaml
-from rlhf.stages.registry import STAGES, PipelineRecipe, declared_references, stage_references
+from rlhf.stages.registry import STAGES, PipelineRecipe, declared_references, stage_of, stage_references
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
@@ -97,8 +97,8 @@ def git_commit() -> str | None:
 
 
 def data_hashes(*paths: str | None) -> dict[str, str]:
-    """SHA-256 of each local data file (hub datasets are recorded by name)."""
-    return {p: (file_sha256(p) if is_data_file(p) else "hub") for p in paths if p is not None}
+    """SHA-256 of each local data file (and any other local file, e.g. a voice spec; hub datasets: 'hub')."""
+    return {p: (file_sha256(p) if is_data_file(p) or Path(p).is_file() else "hub") for p in paths if p is not None}
 
 
 def write_manifest(
@@ -177,7 +177,8 @@ def check_parent(model_dir: str | Path, expected_stage: str | None = None) -> di
         raise ArtifactError(f"{stage_dir} is marked '{manifest.get('status')}', not complete")
     if expected_stage and manifest.get("stage") != expected_stage:
         raise ArtifactError(f"{model_dir} comes from a '{manifest.get('stage')}' stage, expected '{expected_stage}'")
-    if not any((model_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
+    writes = STAGES[manifest["stage"]].writes if manifest.get("stage") in STAGES else ()
+    if not writes and not any((model_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise ArtifactError(f"{model_dir} has a manifest but no config.json: the model files are missing")
     recorded = manifest.get("final_files") or {}
     missing = [name for name in recorded if not (model_dir / name).is_file()]
@@ -214,7 +215,7 @@ def check_references(recipe: BaseModel) -> None:
         running = {recipe.section_name(stage) for stage in recipe.selected_stages()}
         for stage in recipe.selected_stages():
             for field, ref in stage_references(stage):
-                target = ref.removeprefix(STAGE_REF_PREFIX)
+                target, _ = reference_parts(ref)
                 if target in running:
                     continue
                 final = recipe.stage_output(target) / FINAL
@@ -242,8 +243,7 @@ def up_to_date(stage: BaseModel) -> bool:
         return False
     if manifest.get("status") != "complete" or manifest.get("recipe_sha256") != recipe_hash(stage):
         return False
-    data = getattr(stage, "data", None)
-    if data is not None and manifest.get("data") != data_hashes(data.train, data.eval):
+    if manifest.get("data") != data_hashes(*stage_of(stage).inputs(stage)):
         return False
     try:
         check_parent(output_dir / FINAL, expected_stage=stage.stage)

@@ -32,11 +32,11 @@ from rlhf import sweep as sweep_command
 from rlhf.artifacts import ArtifactError, check_output_dir, check_references
 from rlhf.checkpoint import ResumeError
 from rlhf.compare import command as compare_command
-from rlhf.config import STAGE_REF_PREFIX, CompareStage, StageBase
+from rlhf.config import STAGE_REF_PREFIX, StageBase
 from rlhf.data.doctor import DataProblems, examine
 from rlhf.data.formats import DataError
 from rlhf.recipe import RecipeError, load_recipe
-from rlhf.stages.registry import PipelineRecipe, Recipe, declared_references
+from rlhf.stages.registry import PipelineRecipe, Recipe, declared_references, stage_of
 from rlhf.voice import command as voice_command
 
 logger = logging.getLogger("rlhf")
@@ -133,8 +133,8 @@ def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool 
     reports = iter(report.stages)
     lines = []
     for stage in stages:
-        if isinstance(stage, CompareStage):
-            lines.append(compare_command.check(stage))
+        if stage_of(stage).check is not None:  # compare, pairs: no data block for the doctor
+            lines.append(stage_of(stage).check(stage))
             continue
         for ref in _model_references(stage):
             _check_local_model(ref, stage.stage)
@@ -150,7 +150,7 @@ def validate(recipe: Recipe, *, tokenizers: bool = True, allow_output_dir: bool 
 
 def _model_references(stage: StageBase) -> list[str]:
     """Every model a stage recipe names in its declared reference fields (`rlhf.stages.registry`)."""
-    return [value for _, _, value in declared_references(stage)]
+    return [value for reference, _, value in declared_references(stage) if not reference.file]
 
 
 def _check_local_model(ref: str, stage: str) -> None:

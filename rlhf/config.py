@@ -16,6 +16,13 @@ ARM_NAME = r"^[a-z][a-z0-9_]*$"  # a named arm: a directory name and a `stage:NA
 STAGE_REF_PREFIX = "stage:"
 BASE_REF_SUFFIX = ".base"  # `stage:NAME.base` in a pipeline's compare models: the model stage NAME starts from
 EMBEDDED_PREFIX = "embedded:"
+FILE_REF_SEPARATOR = "/"  # `stage:NAME/FILE` in a data field: a file stage NAME wrote into its final/
+
+
+def reference_parts(ref: str) -> tuple[str, str]:
+    """(section, file) of a `stage:NAME` reference (file '') or of a `stage:NAME/FILE` data reference."""
+    section, _, file = ref.removeprefix(STAGE_REF_PREFIX).partition(FILE_REF_SEPARATOR)
+    return section, file
 
 
 class Block(BaseModel):
@@ -30,8 +37,9 @@ def is_data_file(value: str) -> bool:
 
 
 def _resolve_data_path(value: str | None, info: ValidationInfo) -> str | None:
-    """Makes a relative data file path absolute against the recipe's directory (hub names pass through)."""
-    if value is None or not is_data_file(value):
+    """Makes a relative data file path absolute against the recipe's directory (hub names and `stage:NAME/FILE`
+    references to a file an earlier pipeline stage writes pass through)."""
+    if value is None or not is_data_file(value) or value.startswith(STAGE_REF_PREFIX):
         return value
     base = (info.context or {}).get("base_dir")
     path = Path(value).expanduser()
@@ -82,10 +90,12 @@ class DataConfig(Block):
     """Where a stage's data comes from. Files: .jsonl, .json, .csv, .parquet; anything else is a hub dataset."""
 
     train: str = Field(
-        description="Training data: a file path (relative to the recipe's directory) or a hub dataset name."
+        description="Training data: a file path (relative to the recipe's directory), a hub dataset name, or in a "
+        "pipeline 'stage:NAME/FILE', a file an earlier stage wrote (e.g. 'stage:pairs/sft_train.jsonl')."
     )
     eval: str | None = Field(
-        None, description="Held-out data (same format as train): eval loss, preference accuracy, or eval prompts."
+        None,
+        description="Held-out data (same format and forms as train): eval loss, preference accuracy, or eval prompts.",
     )
     split: str = Field("train", description="Split to read when `train` is a hub dataset.")
     eval_split: str = Field(
@@ -537,7 +547,10 @@ class CompareModelConfig(Block):
 class PromptsConfig(Block):
     """The held-out prompts every model answers (the ppo prompt format: `prompt` or `messages`)."""
 
-    path: str = Field(description="A prompts file (relative to the recipe's directory) or a hub dataset name.")
+    path: str = Field(
+        description="A prompts file (relative to the recipe's directory), a hub dataset name, or in a pipeline "
+        "'stage:NAME/FILE', a file an earlier stage wrote (e.g. 'stage:pairs/eval_prompts.jsonl')."
+    )
     split: str = Field("test", description="Split to read when `path` is a hub dataset.")
     max_prompts: int | None = Field(None, gt=0, description="Use only the first N prompts (quick runs).")
     max_prompt_length: int = Field(128, gt=0, description="Maximum prompt tokens; longer prompts are left-truncated.")
@@ -786,6 +799,85 @@ class CompareStage(Block):
         return self.reference or self.models[0].name
 
 
+class LogColumns(Block):
+    """The column names of a support log (`rlhf voice pairs`, the pairs stage)."""
+
+    message: str = Field("message", description="The customer's message.")
+    reply: str = Field("reply", description="The agent's reply.")
+    thread: str = Field("thread_id", description="The conversation (thread) id; optional unless split_by: thread.")
+    customer: str = Field("customer_id", description="The customer id; optional unless split_by: customer.")
+    timestamp: str = Field("timestamp", description="ISO 8601 time of the reply; optional unless by_time.")
+    agent: str = Field("agent_id", description="The agent id (the summary's on-voice share per agent); optional.")
+
+
+class PairsOptions(Block):
+    """How support logs are split, scrubbed and paired (`rlhf voice pairs`, the pairs stage)."""
+
+    split_by: Literal["customer", "thread", "row"] = Field(
+        "customer", description="Keep each customer's (or thread's) rows in one split; 'row': rows split alone."
+    )
+    by_time: bool = Field(False, description="Hold out the newest groups (needs the timestamp column).")
+    eval_share: float = Field(0.1, gt=0, lt=1, description="Share of the rows for the sft and preference eval files.")
+    held_out_share: float = Field(
+        0.1, gt=0, lt=1, description="Share of the rows held out as eval prompts (never in any other file)."
+    )
+    scrub: bool = Field(
+        True,
+        description="Replace PII (emails, phone and card numbers, street addresses, order ids) by consistent "
+        "placeholders; false only for logs already scrubbed.",
+    )
+    min_similarity: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Word overlap (Jaccard) for pairing an off-voice log reply with an on-voice reply to a similar "
+        "message.",
+    )
+    seed: int = Field(0, description="Seed of the split and of the rewrites' choices.")
+
+    @model_validator(mode="after")
+    def _shares_leave_training_rows(self) -> PairsOptions:
+        if self.eval_share + self.held_out_share >= 1:
+            raise ValueError(
+                f"eval_share + held_out_share ({self.eval_share} + {self.held_out_share}) must leave rows to train on"
+            )
+        return self
+
+
+class PairsStage(PairsOptions):
+    """`rlhf voice pairs` as a pipeline stage: a company's support logs and voice spec -> the data files the later
+    stages read, written into final/ (sft_train.jsonl, sft_eval.jsonl, prefs_train.jsonl, prefs_eval.jsonl,
+    ppo_prompts.jsonl, eval_prompts.jsonl, summary.json). A later stage names one as 'stage:pairs/FILE'."""
+
+    stage: Literal["pairs"] = Field(description="The stage this recipe runs.")
+    output_dir: str = Field(description="Where the stage writes final/ (the data files), recipe.yaml, manifest.json.")
+    spec: str = Field(description="The voice spec YAML (relative to the recipe) that labels the replies.")
+    logs: str = Field(
+        description="The support logs (relative to the recipe): .jsonl, .json, .csv or .parquet, one customer "
+        "message and agent reply per row."
+    )
+    columns: LogColumns = Field(default_factory=LogColumns, description="The logs' column names.")
+    resume: bool = Field(
+        True,
+        description="Skip the stage when its output already holds a finished run of this recipe, logs and spec; "
+        "false writes the files again.",
+    )
+
+    _resolve_logs = field_validator("logs")(_resolve_data_path)
+
+    @field_validator("spec")
+    @classmethod
+    def _resolve_spec(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_relative(value, info)
+
+    @field_validator("logs")
+    @classmethod
+    def _logs_file(cls, value: str) -> str:
+        if not is_data_file(value):
+            raise ValueError(f"'{value}' is not a logs file: use .jsonl, .json, .csv or .parquet")
+        return value
+
+
 class PipelineBase(Block):
     """Stages chained into one run directory: <run_dir>/<stage> for each stage section (sft, reward, ppo, compare...).
 
@@ -832,7 +924,7 @@ class PipelineBase(Block):
         def fill(name: str, section: dict, stage: str) -> dict:
             section = {"stage": stage, **section, "output_dir": str(Path(str(data["run_dir"])) / name)}
             section.setdefault("seed", data.get("seed", cls.model_fields["seed"].default))
-            if "tracking" in data and "tracking" not in section:
+            if "tracking" in data and "tracking" not in section and "tracking" in STAGES[stage].schema.model_fields:
                 section["tracking"] = data["tracking"]
             if "resume" in data and STAGES[stage].trains:
                 section.setdefault("resume", data["resume"])
@@ -882,7 +974,7 @@ class PipelineBase(Block):
             for reference, field, ref in declared_references(self.section(name)):
                 if not ref.startswith(STAGE_REF_PREFIX):
                     continue
-                target = ref.removeprefix(STAGE_REF_PREFIX)
+                target, file = reference_parts(ref) if reference.file else (ref.removeprefix(STAGE_REF_PREFIX), "")
                 if reference.base and target.endswith(BASE_REF_SUFFIX):
                     target = target.removesuffix(BASE_REF_SUFFIX)  # `stage:NAME.base`: the model NAME starts from
                 if target not in present[:position]:
@@ -890,7 +982,18 @@ class PipelineBase(Block):
                         f"{name}.{field} refers to '{ref}', but '{target}' is not an earlier stage of this pipeline "
                         f"(earlier stages: {', '.join(present[:position]) or 'none'})"
                     )
-                if reference.stage is not None and self.section_stage(target) != reference.stage:
+                if reference.file:
+                    written = STAGES[self.section_stage(target)].writes
+                    if file not in written:
+                        raise ValueError(
+                            f"{name}.{field} refers to '{ref}', but a data reference names a file that stage writes: "
+                            + (
+                                ", ".join(f"'{STAGE_REF_PREFIX}{target}{FILE_REF_SEPARATOR}{w}'" for w in written)
+                                if written
+                                else f"'{target}' writes no data files"
+                            )
+                        )
+                elif reference.stage is not None and self.section_stage(target) != reference.stage:
                     raise ValueError(
                         f"{name}.{field} refers to '{ref}', but a reward source must be a reward model: "
                         f"use '{STAGE_REF_PREFIX}{reference.stage}'"
@@ -951,3 +1054,10 @@ class PipelineBase(Block):
     def stage_output(self, name: str) -> Path:
         """The output directory of a stage of this pipeline."""
         return Path(self.run_dir) / name
+
+    def reference_path(self, ref: str) -> Path:
+        """What a `stage:NAME` reference stands for in this run: NAME's final/ directory (`stage:NAME/FILE`: the
+        file in it)."""
+        section, file = reference_parts(ref)
+        final = self.stage_output(section) / "final"
+        return final / file if file else final

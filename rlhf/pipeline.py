@@ -7,19 +7,18 @@ import time
 from pathlib import Path
 
 from rlhf.artifacts import FINAL, begin_stage, check_parent, end_stage, up_to_date
-from rlhf.config import STAGE_REF_PREFIX, CompareStage, StageBase
+from rlhf.config import STAGE_REF_PREFIX, CompareStage, StageBase, reference_parts
 from rlhf.stages.registry import PipelineRecipe, Recipe, replace_references, stage_of, stage_references
 
 logger = logging.getLogger("rlhf")
 
 
 def resolve_references(stage: StageBase | CompareStage, pipeline: PipelineRecipe) -> StageBase | CompareStage:
-    """Replaces `stage:NAME` references with the referenced stage's final/ directory in this pipeline."""
+    """Replaces `stage:NAME` references with the referenced stage's final/ directory in this pipeline (and
+    `stage:NAME/FILE` with that file in it)."""
 
     def resolve(ref: str) -> str:
-        if not ref.startswith(STAGE_REF_PREFIX):
-            return ref
-        return str(pipeline.stage_output(ref.removeprefix(STAGE_REF_PREFIX)) / FINAL)
+        return str(pipeline.reference_path(ref)) if ref.startswith(STAGE_REF_PREFIX) else ref
 
     return replace_references(stage, resolve)
 
@@ -63,7 +62,7 @@ def check_stage_references(stage: StageBase | CompareStage, pipeline: PipelineRe
         rlhf.artifacts.ArtifactError: The referenced artifact is missing, half-written or of another stage.
     """
     for _, ref in stage_references(stage):
-        target = ref.removeprefix(STAGE_REF_PREFIX)
+        target, _ = reference_parts(ref)
         check_parent(pipeline.stage_output(target) / FINAL, expected_stage=pipeline.section_stage(target))
 
 

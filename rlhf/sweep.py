@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from rlhf.config import STAGE_REF_PREFIX
+from rlhf.config import reference_parts
 from rlhf.recipe import RecipeError, load_recipe, read_yaml_mapping
 from rlhf.stages.registry import PipelineRecipe, stage_references
 
@@ -233,7 +233,7 @@ def _signatures(recipe: PipelineRecipe) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, section in recipe.sections().items():
         own = json.dumps(section.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True)
-        upstream = [out[ref.removeprefix(STAGE_REF_PREFIX)] for _, ref in stage_references(section)]
+        upstream = [out[reference_parts(ref)[0]] for _, ref in stage_references(section)]
         out[name] = hashlib.sha256("\n".join([own, *upstream]).encode()).hexdigest()
     return out
 

@@ -7,11 +7,15 @@ Writes `logs.jsonl` (one customer message and the agent's reply per row, with `c
 `timestamp` and `agent_id`, as a support tool exports them) and `voice_guide.md` (rendered from
 `recipes/bank_voice/voice.yaml`). The output is a pure function of the seed. Messages carry the PII real logs carry
 (emails, phone numbers, card numbers, street addresses, reference numbers) so that `rlhf voice pairs` has something
-to scrub. About 60% of the replies follow the voice; the rest break it the way agents do (casual words and
-contractions, exclamation marks, a missing sign-off, jargon, blame, over-promises, a curt or rambling reply), and
-some agents break it more often than others. The pipeline's data files come from these logs:
+to scrub. On-voice replies greet the customer by the name they signed with (the spec's greeting rule decides). About
+60% of the replies follow the voice; the rest break it the way agents do (casual words and contractions, exclamation
+marks, a missing sign-off, jargon, blame, over-promises, a curt or rambling reply, "Dear customer," to a customer who
+signed, a fragment such as "Noted.", a vague commitment instead of what the request needs), and some agents break it
+more often than others. The bank pipeline's pairs stage turns these logs into its data files; the shipped copies of
+those files are made with:
 
-    rlhf voice pairs recipes/bank_voice/voice.yaml recipes/bank_voice/data/logs.jsonl --out recipes/bank_voice/data
+    rlhf voice pairs recipes/bank_voice/voice.yaml recipes/bank_voice/data/logs.jsonl --out recipes/bank_voice/data \
+        --held-out-share 0.2
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script, Python puts scripts/ on sys.path, not the repository root
 
 from rlhf.voice.guide import render_guide  # noqa: E402
+from rlhf.voice.scorer import load_scorer  # noqa: E402
 from rlhf.voice.spec import load_voice  # noqa: E402
 
 SPEC = REPO_ROOT / "recipes" / "bank_voice" / "voice.yaml"
 DEFAULT_OUT = REPO_ROOT / "recipes" / "bank_voice" / "data"
 SIGN_OFF = load_voice(SPEC).sign_off.text
+SCORER = load_scorer(SPEC)  # the spec's greeting rule picks the opening, so the logs and the judge agree
 
 # fmt: off
 FIRST = ["Anna", "Omar", "Grace", "Henrik", "Leila", "Tomas", "Ruth", "Kwame", "Ines", "Daniel", "Mei", "Farid",
@@ -118,6 +124,10 @@ BREAKS = {
                      "The refund will arrive instantly."],
     "curt": None,
     "rambling": None,
+    "general_greeting": None,
+    "fragment": ["Noted.", "Understood.", "All done."],
+    "vague": ["We have passed your message to the team concerned and will reply shortly.",
+              "We have logged your request and will be in touch with an update."],
 }
 # fmt: on
 
@@ -146,10 +156,10 @@ def _message(intent: str, name: tuple[str, str], slots: dict[str, str], rng: ran
     return " ".join(part for part in (opener, ask, closer) if part)
 
 
-def _on_voice(intent: str, name: tuple[str, str], slots: dict[str, str], rng: random.Random) -> list[str]:
+def _on_voice(intent: str, message: str, slots: dict[str, str], rng: random.Random) -> list[str]:
     spec = INTENTS[intent]
-    # The name the customer gave, never a guessed title; "Dear customer," when they did not sign.
-    greeting = f"Dear {name[0]} {name[1]}," if rng.random() < 0.7 else "Dear customer,"
+    # The name the customer signed with, never one from the account; "Dear customer," when they did not sign.
+    greeting = SCORER.greeting_for(message)
     body = [
         rng.choice(ACKS).format(topic=spec["topic"]),
         rng.choice(spec["acts"]).format(**slots),
@@ -171,6 +181,13 @@ def _off_voice(lines: list[str], intent: str, slots: dict[str, str], rng: random
         body, greeting = " ".join(INTENTS[intent]["acts"][0].format(**slots).split()[:7]).rstrip(",;") + ".", ""
     elif kind == "rambling":
         body = " ".join([body, *rng.sample(PADDING, 4), *rng.sample(PADDING, 3)])
+    elif kind == "general_greeting":
+        greeting = "Dear customer,"  # where the customer signed: still a greeting, not the personal one
+    elif kind == "fragment":
+        body = f"{rng.choice(BREAKS[kind])} {body}"
+    elif kind == "vague":  # acknowledges and commits to something, but not what this request needs
+        ack, _, rest = body.split(". ", 2)
+        body = f"{ack}. {rng.choice(BREAKS[kind])} {rest}"
     else:
         body = f"{body} {rng.choice(BREAKS[kind]).format(**slots)}"
     return kind, [line for line in (greeting, body, sign_off) if line]
@@ -187,12 +204,13 @@ def generate(out_dir: Path, seed: int = 0, rows: int = 600) -> list[dict]:
         intent = rng.choice(list(INTENTS))
         agent = rng.choice(list(AGENTS))
         slots = _slots(rng, name)
-        lines = _on_voice(intent, name, slots, rng)
+        message = _message(intent, name, slots, rng)
+        lines = _on_voice(intent, message, slots, rng)
         if rng.random() < AGENTS[agent]:
             _, lines = _off_voice(lines, intent, slots, rng)
         out.append(
             {
-                "message": _message(intent, name, slots, rng),
+                "message": message,
                 "reply": "\n".join(lines),
                 "customer_id": customer,
                 "thread_id": f"T{i:05d}",

@@ -120,8 +120,8 @@ def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> R
     held_out: list[tuple[str, Scan]] = []
     for stage in stages:
         if not isinstance(stage, StageBase):  # compare: its prompts are a held-out set
-            prompts = getattr(getattr(stage, "prompts", None), "path", None)
-            if prompts and is_data_file(prompts):
+            prompts = _readable(getattr(getattr(stage, "prompts", None), "path", None), pipeline)
+            if prompts and is_data_file(prompts) and not prompts.startswith(STAGE_REF_PREFIX):
                 scan = scan_file(prompts, stage_of(stage).reads, "compare", getattr(stage.prompts, "max_prompts", None))
                 held_out.append((stage.stage, scan))
                 if scan.errors:
@@ -145,22 +145,35 @@ def examine(recipe: StageBase | PipelineRecipe, *, tokenizers: bool = True) -> R
     return report
 
 
+def _readable(source: str | None, pipeline: PipelineRecipe | None) -> str | None:
+    """A data source as the doctor reads it: `stage:NAME/FILE` is that file once stage NAME has written it, and
+    stays the reference (named, not read) until then."""
+    if source is None or pipeline is None or not source.startswith(STAGE_REF_PREFIX):
+        return source
+    path = pipeline.reference_path(source)
+    return str(path) if path.is_file() else source
+
+
 def _examine_stage(
     stage: StageBase, pipeline: PipelineRecipe | None, tokenizers: bool
 ) -> tuple[StageReport, list[Scan]]:
     data = stage.data
+    train, evaluation = _readable(data.train, pipeline), _readable(data.eval, pipeline)
     scans = []
-    for role, source, limit in (("train", data.train, data.max_train_rows), ("eval", data.eval, data.max_eval_rows)):
-        if source is not None and is_data_file(source):
+    for role, source, limit in (("train", train, data.max_train_rows), ("eval", evaluation, data.max_eval_rows)):
+        if source is not None and is_data_file(source) and not source.startswith(STAGE_REF_PREFIX):
             scans.append(scan_file(source, stage_of(stage).reads, role, limit, data.margin_from_scores))
     files = ", ".join(s.described() for s in scans)
     hub = [
         f"{source} [{split}]"
-        for source, split in ((data.train, data.split), (data.eval, data.eval_split))
+        for source, split in ((train, data.split), (evaluation, data.eval_split))
         if source is not None and not is_data_file(source)
     ]
     if hub:  # named, not fetched: `rlhf validate` stays offline
         files += ("; " if files else "") + f"hub {', '.join(hub)} (checked when loaded)"
+    pending = [s for s in (train, evaluation) if s is not None and s.startswith(STAGE_REF_PREFIX)]
+    if pending:
+        files += ("; " if files else "") + f"{', '.join(pending)} (written earlier in this run; checked when read)"
     report = StageReport(
         stage.stage, f"{stage.stage}: model {stage.model.name_or_path}; data {files}; output {stage.output_dir}"
     )

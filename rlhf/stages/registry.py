@@ -1,7 +1,8 @@
 """The stage registry: every stage declared once, and everything that has to know the stages reads it from here.
 
 A `Stage` names the stage, its schema class, the data shape its `data.train`/`data.eval` hold, the fields that may
-hold a `stage:NAME` reference (and to which stage they must point), its entry function and its memory estimate.
+hold a `stage:NAME` reference (and to which stage they must point), the data files it writes (which later stages
+name as `stage:NAME/FILE`), its entry function and its memory estimate.
 Recipe loading, pipeline validation and resolution, the data doctor, the CLI's checks, artifact lineage and
 `rlhf plan` read these declarations; adding a stage is a schema class in `rlhf.config`, a module in `rlhf.stages`
 and one entry in `STAGES`.
@@ -24,6 +25,7 @@ from rlhf.config import (
     STAGE_REF_PREFIX,
     CompareStage,
     DPOStage,
+    PairsStage,
     PipelineBase,
     PPOStage,
     RewardStage,
@@ -42,11 +44,13 @@ class Reference:
         field: Dotted path into the stage recipe; `*` steps over the items of a list.
         stage: The stage the reference must name (a reward source must be a reward model); None: any earlier stage.
         base: Also accepts `stage:NAME.base`, the model stage NAME starts from.
+        file: A data field: holds `stage:NAME/FILE`, a file that stage writes (one of its `writes`).
     """
 
     field: str
     stage: str | None = None
     base: bool = False
+    file: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,15 +66,22 @@ class Stage:
         run: The entry function (`run(cfg) -> output directory`).
         plan: The memory estimate (`plan(cfg, shape, launch, device) -> StagePlan`, `shape(ref)` reading a model's
             config); None for a stage that trains nothing.
+        writes: The data files it writes into final/ instead of a model (later stages read `stage:NAME/FILE`).
+        inputs: The local files a finished run depends on beyond its recipe (`inputs(cfg)`): a change runs it again.
+        check: What `rlhf validate` checks on a stage without a `data` block (`check(cfg) -> summary line`), without
+            loading a model; None: the data doctor checks its `data` block.
     """
 
     name: str
     schema: type[BaseModel]
     summary: str
-    reads: DataShape
+    reads: DataShape | None
     references: tuple[Reference, ...]
     run: Callable[[Any], Path]
     plan: Callable[..., Any] | None = None
+    writes: tuple[str, ...] = ()
+    inputs: Callable[[Any], tuple[str | None, ...]] = lambda cfg: (cfg.data.train, cfg.data.eval)
+    check: Callable[[Any], str] | None = None
 
     @property
     def trains(self) -> bool:
@@ -79,6 +90,28 @@ class Stage:
 
 
 # Entry functions and estimates import their module when called: see the module docstring.
+def _run_pairs(cfg: PairsStage) -> Path:
+    from rlhf.stages.pairs import run
+
+    return run(cfg)
+
+
+def _check_pairs(cfg: PairsStage) -> str:
+    from rlhf.stages.pairs import check
+
+    return check(cfg)
+
+
+def _check_compare(cfg: CompareStage) -> str:
+    from rlhf.config import STAGE_REF_PREFIX
+
+    if cfg.prompts.path.startswith(STAGE_REF_PREFIX):  # an earlier stage of the run writes them: checked when read
+        return f"compare: prompts {cfg.prompts.path} (written earlier in this run); output {cfg.output_dir}"
+    from rlhf.compare import command
+
+    return command.check(cfg)
+
+
 def _run_sft(cfg: SFTStage) -> Path:
     from rlhf.stages.sft import run
 
@@ -134,17 +167,32 @@ def _plan_ppo(cfg: PPOStage, shape, launch, device: str):
 
 
 MODEL = Reference("model.name_or_path")
+DATA = (Reference("data.train", file=True), Reference("data.eval", file=True))
+PAIRS_FILES = tuple(
+    f"{name}.jsonl" for name in ("sft_train", "sft_eval", "prefs_train", "prefs_eval", "ppo_prompts", "eval_prompts")
+)
 
 # In pipeline order: a pipeline runs its sections in this order, and a reference may only point backwards.
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         Stage(
+            "pairs",
+            PairsStage,
+            "Support logs and a voice spec -> the data files of the later stages (`rlhf voice pairs`).",
+            reads=None,
+            references=(),
+            run=_run_pairs,
+            writes=PAIRS_FILES,
+            inputs=lambda cfg: (cfg.logs, cfg.spec),
+            check=_check_pairs,
+        ),
+        Stage(
             "sft",
             SFTStage,
             "The sft stage.",
             reads="demonstrations",
-            references=(MODEL,),
+            references=(MODEL, *DATA),
             run=_run_sft,
             plan=_plan_sft,
         ),
@@ -153,7 +201,7 @@ STAGES: dict[str, Stage] = {
             RewardStage,
             "The reward stage.",
             reads="preferences",
-            references=(MODEL,),
+            references=(MODEL, *DATA),
             run=_run_reward,
             plan=_plan_reward,
         ),
@@ -162,7 +210,7 @@ STAGES: dict[str, Stage] = {
             DPOStage,
             "The dpo stage (an arm beside ppo).",
             reads="preferences",
-            references=(MODEL,),
+            references=(MODEL, *DATA),
             run=_run_dpo,
             plan=_plan_dpo,
         ),
@@ -171,7 +219,12 @@ STAGES: dict[str, Stage] = {
             PPOStage,
             "The ppo stage.",
             reads="prompts",
-            references=(MODEL, Reference("rewards.*.model", stage="reward"), Reference("value.init")),
+            references=(
+                MODEL,
+                Reference("rewards.*.model", stage="reward"),
+                Reference("value.init"),
+                *DATA,
+            ),
             run=_run_ppo,
             plan=_plan_ppo,
         ),
@@ -185,8 +238,11 @@ STAGES: dict[str, Stage] = {
                 Reference("proxy.*.model", stage="reward"),
                 Reference("judges.*.model", stage="reward"),
                 Reference("pairwise_judges.*.model", base=True),  # a model judge: any causal LM of the pipeline
+                Reference("prompts.path", file=True),
             ),
             run=_run_compare,
+            inputs=lambda cfg: (cfg.prompts.path,),
+            check=_check_compare,
         ),
     )
 }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from pydantic import ValidationError
+
+from rlhf.config import LogColumns, PairsOptions
 from rlhf.data.readers import DataError
 from rlhf.recipe import RecipeError
-from rlhf.voice.pairs import LogColumns, PairsOptions
 from rlhf.voice.scorer import VoiceScorer, load_scorer
 
 
@@ -82,7 +83,7 @@ def _check(scorer: VoiceScorer, args: argparse.Namespace) -> int:
 
 
 def _pairs(scorer: VoiceScorer, args: argparse.Namespace) -> int:
-    from rlhf.voice.pairs import make_pairs, read_logs
+    from rlhf.voice.pairs import make_pairs, needed_columns, read_logs, summary_lines
 
     columns = LogColumns(
         message=args.message_column,
@@ -92,34 +93,20 @@ def _pairs(scorer: VoiceScorer, args: argparse.Namespace) -> int:
         timestamp=args.timestamp_column,
         agent=args.agent_column,
     )
-    needed = tuple(
-        name
-        for name in (args.split_by, "timestamp" if args.by_time else None)
-        if name in ("customer", "thread", "timestamp")
-    )
-    options = PairsOptions(
-        split_by=args.split_by,
-        by_time=args.by_time,
-        eval_share=args.eval_share,
-        held_out_share=args.held_out_share,
-        scrub=not args.no_scrub,
-        min_similarity=args.min_similarity,
-        seed=args.seed,
-    )
-    summary = make_pairs(scorer, read_logs(args.logs, columns, needed), args.out, options)
-    dropped = ", ".join(f"{why} {n}" for why, n in summary["dropped"].items()) or "none"
-    print(f"{args.logs}: {summary['rows_in']} rows in; dropped: {dropped}")
-    print("PII replaced: " + ", ".join(f"{kind} {n}" for kind, n in summary["pii_replaced"].items()))
-    print(f"on-voice share of the logs: {summary['on_spec_share']:.0%}")
-    for name, split in summary["splits"].items():
-        print(f"  {name}: {split['rows']} rows, {split['groups']} {args.split_by} groups")
-    print(
-        "pairs per rule: "
-        + "; ".join(
-            f"{rule} " + ", ".join(f"{source} {n}" for source, n in by.items())
-            for rule, by in summary["pairs_per_rule"].items()
+    try:
+        options = PairsOptions(
+            split_by=args.split_by,
+            by_time=args.by_time,
+            eval_share=args.eval_share,
+            held_out_share=args.held_out_share,
+            scrub=not args.no_scrub,
+            min_similarity=args.min_similarity,
+            seed=args.seed,
         )
-    )
-    for name, n in summary["files"].items():
-        print(f"{Path(args.out) / (name + '.jsonl')}: {n} rows")
+    except ValidationError as err:
+        first = err.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        raise RecipeError(f"{option}: {first['msg']}") from None
+    summary = make_pairs(scorer, read_logs(args.logs, columns, needed_columns(options)), args.out, options)
+    print("\n".join(summary_lines(summary, args.logs, args.out, options)))
     return 0

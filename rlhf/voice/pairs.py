@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from rlhf.config import LogColumns, PairsOptions
 from rlhf.data.readers import DataError, read_rows
 from rlhf.voice.check import text_cell
 from rlhf.voice.rewrite import rewrites, sentences, split_reply
@@ -34,18 +35,6 @@ from rlhf.voice.scrub import PII_PATTERNS, PLACEHOLDER, Scrubber
 from rlhf.voice.spec import normalise
 
 SPLITS = ("train", "eval", "held_out")
-
-
-@dataclass(frozen=True)
-class LogColumns:
-    """The column names of a support log."""
-
-    message: str = "message"
-    reply: str = "reply"
-    thread: str = "thread_id"
-    customer: str = "customer_id"
-    timestamp: str = "timestamp"
-    agent: str = "agent_id"
 
 
 @dataclass
@@ -111,17 +100,13 @@ def _optional(value: object) -> str | None:
     return None if value is None or str(value).strip() == "" else str(value)
 
 
-@dataclass
-class PairsOptions:
-    """How `make_pairs` splits and what it writes."""
-
-    split_by: str = "customer"
-    by_time: bool = False
-    eval_share: float = 0.1
-    held_out_share: float = 0.1
-    scrub: bool = True
-    min_similarity: float = 0.3
-    seed: int = 0
+def needed_columns(options: PairsOptions) -> tuple[str, ...]:
+    """The optional log columns every row must have for these options: the split's group, and the time with by_time."""
+    return tuple(
+        name
+        for name in (options.split_by, "timestamp" if options.by_time else None)
+        if name in ("customer", "thread", "timestamp")
+    )
 
 
 def make_pairs(scorer: VoiceScorer, logs: list[LogRow], out_dir: str | Path, options: PairsOptions) -> dict:
@@ -131,7 +116,7 @@ def make_pairs(scorer: VoiceScorer, logs: list[LogRow], out_dir: str | Path, opt
         scorer: The compiled voice spec that labels replies.
         logs: The rows of `read_logs`.
         out_dir: Directory to write into (created).
-        options: Split and scrub settings.
+        options: Split, scrub and pairing settings (`rlhf.config.PairsOptions`, or the pairs stage's recipe).
 
     Returns:
         The summary also written to `summary.json`.
@@ -190,6 +175,28 @@ def make_pairs(scorer: VoiceScorer, logs: list[LogRow], out_dir: str | Path, opt
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def summary_lines(summary: dict, logs: str | Path, out_dir: str | Path, options: PairsOptions) -> list[str]:
+    """The summary of `make_pairs` as the lines `rlhf voice pairs` prints and the pairs stage logs."""
+    dropped = ", ".join(f"{why} {n}" for why, n in summary["dropped"].items()) or "none"
+    lines = [
+        f"{logs}: {summary['rows_in']} rows in; dropped: {dropped}",
+        "PII replaced: " + ", ".join(f"{kind} {n}" for kind, n in summary["pii_replaced"].items()),
+        f"on-voice share of the logs: {summary['on_spec_share']:.0%}",
+    ]
+    lines += [
+        f"  {name}: {split['rows']} rows, {split['groups']} {options.split_by} groups"
+        for name, split in summary["splits"].items()
+    ]
+    lines.append(
+        "pairs per rule: "
+        + "; ".join(
+            f"{rule} " + ", ".join(f"{source} {n}" for source, n in by.items())
+            for rule, by in summary["pairs_per_rule"].items()
+        )
+    )
+    return lines + [f"{Path(out_dir) / (name + '.jsonl')}: {n} rows" for name, n in summary["files"].items()]
 
 
 def _scrub(logs: list[LogRow], counts: dict[str, int]) -> None:

@@ -28,7 +28,8 @@ def test_shipped_logs_and_guide_are_the_seeded_generator_output(tmp_path):
 
 def test_shipped_data_is_what_voice_pairs_makes_of_the_logs(tmp_path, capsys):
     spec, logs = BANK / "voice.yaml", BANK / "data" / "logs.jsonl"
-    assert main(["voice", "pairs", str(spec), str(logs), "--out", str(tmp_path)]) == 0
+    # the command the bank recipe documents (its pairs stage makes the same files: test_pairs_stage.py)
+    assert main(["voice", "pairs", str(spec), str(logs), "--out", str(tmp_path), "--held-out-share", "0.2"]) == 0
     for name in [*DATA_FILES, "summary"]:
         suffix = ".json" if name == "summary" else ".jsonl"
         assert filecmp.cmp(tmp_path / (name + suffix), BANK / "data" / (name + suffix), shallow=False), name
@@ -47,12 +48,43 @@ def test_shipped_data_is_what_voice_pairs_makes_of_the_logs(tmp_path, capsys):
 
 def test_bank_judge_follows_its_own_spec_not_ridgelines():
     bank_voice = load_scorer(BANK / "voice.yaml")
+    signed = "I lost my debit card this morning, please block it. Regards, Anna Patel"
     formal = (
         "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive "
         "within five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"
     )
     casual = formal.replace("Thank you for letting us know.", "No worries!").replace("We have", "We've")
-    assert bank_voice.score(["p", "p"], [formal, casual])[0] == 1.0
-    # no acknowledgement left, and "we've" is a contraction, not the act step's "we have"
-    assert bank_voice.violations("p", casual) == ["acknowledge_and_act", "formal_register", "no_exclamation"]
-    assert "signoff" in brand_voice.violations("p", formal)  # Ridgeline's judge wants its own sign-off
+    assert bank_voice.score([signed, signed], [formal, casual])[0] == 1.0
+    # no acknowledgement left, "we've" is a contraction, not the act step's "we have", and "No worries!" a fragment
+    assert bank_voice.violations(signed, casual) == [
+        "acknowledge_and_act",
+        "formal_register",
+        "no_exclamation",
+        "full_sentences",
+    ]
+    assert "signoff" in brand_voice.violations(signed, formal)  # Ridgeline's judge wants its own sign-off
+
+
+def test_bank_judge_greets_by_the_signed_name_and_wants_the_request_answered():
+    bank_voice = load_scorer(BANK / "voice.yaml")
+    formal = (
+        "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive "
+        "within five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"
+    )
+    unsigned = "I lost my debit card this morning, please block it."
+    assert bank_voice.explain_one(unsigned, formal)["greeting"] == 0.0  # a name the customer never gave
+    general = formal.replace("Dear Anna Patel,", "Dear customer,")
+    assert bank_voice.violations(unsigned, general) == []
+    assert bank_voice.explain_one(unsigned + " Thanks, Anna", general)["greeting"] == 0.5
+    assert bank_voice.violations(unsigned + " Thanks, Anna", general.replace("customer", "Anna")) == []
+    vague = general.replace("We have blocked the card and", "We have logged your request and")
+    assert bank_voice.violations(unsigned, vague) == ["intents"]
+    # the logs follow the spec: most on-voice replies to a signed message greet by that name
+    rows = [json.loads(line) for line in (BANK / "data" / "logs.jsonl").read_text(encoding="utf-8").splitlines()]
+    named = [
+        row
+        for row in rows
+        if bank_voice.customer_name(row["message"]) and not bank_voice.violations(row["message"], row["reply"])
+    ]
+    assert len(named) > 200
+    assert all(row["reply"].startswith(f"Dear {bank_voice.customer_name(row['message'])},") for row in named)

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from rlhf.cli import main
-from rlhf.voice.pairs import LogColumns, PairsOptions, read_logs, split_logs
+from rlhf.config import LogColumns, PairsOptions
+from rlhf.voice.pairs import read_logs, split_logs
 from rlhf.voice.scorer import load_scorer
 
 ROOT = Path(__file__).resolve().parents[2]

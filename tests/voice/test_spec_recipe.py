@@ -16,6 +16,7 @@ from rlhf.rewards.sources import build_reward_terms, reward_module
 from rlhf.voice.scorer import load_scorer
 
 BANK = Path(__file__).resolve().parents[2] / "recipes" / "bank_voice"
+PROMPT = "I lost my debit card this morning, please block it. Regards, Anna Patel"
 REPLY = (
     "Dear Anna Patel,\nThank you for letting us know. We have blocked the card and a replacement will arrive within "
     "five working days. Please call us if anything looks unfamiliar.\nKind regards, Harbourstone Bank"
@@ -72,9 +73,10 @@ def test_spec_term_scores_like_the_compiled_spec_and_explains_per_rule():
     source = RewardSourceConfig(name="bank_voice", spec=str(BANK / "voice.yaml"))
     (term,) = build_reward_terms([source], None, "float32", False)
     casual = REPLY.replace("Thank you for letting us know.", "No worries!")
-    scores = term.score(None, ["p", "p"], [REPLY, casual], None)
-    assert scores.tolist() == pytest.approx(load_scorer(BANK / "voice.yaml").score(["p", "p"], [REPLY, casual]))
+    prompts = [PROMPT, PROMPT]
+    scores = term.score(None, prompts, [REPLY, casual], None)
+    assert scores.tolist() == pytest.approx(load_scorer(BANK / "voice.yaml").score(prompts, [REPLY, casual]))
     assert scores[0] == 1.0 and scores[1] < 1.0
     owner = reward_module(term.function)
-    assert owner.explain(["p"], [casual])[0]["no_exclamation"] == 0.5
+    assert owner.explain([PROMPT], [casual])[0]["no_exclamation"] == 0.5
     assert "labelled the preference pairs" in owner.SHARES_WITH_TRAINING

@@ -9,7 +9,7 @@ and `best_of_n_points` build the plain dicts that results.json holds under "fron
 finds where a score is highest.
 
 Names: a ppo term is shown under this comparison's name for the same source (the judge with the same function, spec
-or model; "proxy" for the one learned term when the comparison's proxy is that model alone), so the ppo points and the
+or model; "proxy" for a trained-on term when the comparison's proxy is that source alone, at weight 1), so the ppo points and the
 best-of-n points of one score share a panel; a term with no counterpart keeps its ppo name.
 """
 
@@ -111,7 +111,11 @@ def runs(stage_dirs: dict[str, Path], proxy: list, judges: list) -> dict[str, di
         if found is None:
             continue
         names = _names(_recipe(stage_dir).get("rewards") or [], found["roles"], proxy, judges)
-        found["roles"] = {names.get(term, term): role for term, role in found["roles"].items()}
+        # What ppo trained on and compare calls its proxy is the proxy, learned or not.
+        found["roles"] = {
+            names.get(term, term): "proxy" if names.get(term) == "proxy" else role
+            for term, role in found["roles"].items()
+        }
         for point in found["points"]:
             point["scores"] = {names.get(term, term): value for term, value in point["scores"].items()}
         found["peaks"] = {score: peak(found["points"], score) for score in found["roles"]}
@@ -166,7 +170,7 @@ def _names(rewards: list[dict], roles: dict[str, str], proxy: list, judges: list
         match = next((j.name for j in judges if _same_source(source, j)), None)
         # compare's proxy is the weighted sum of its sources: the same numbers as the ppo term for one, at weight 1.
         only = proxy[0] if len(proxy) == 1 and proxy[0].weight == 1 else None
-        if match is None and roles[name] == "proxy" and only is not None and _same_source(source, only):
+        if match is None and roles[name] != "gold" and only is not None and _same_source(source, only):
             match = "proxy"
         if match is not None:
             out[name] = match

@@ -82,6 +82,8 @@ def test_frontier_points_and_resume(tmp_path):
     rows = [json.loads(line) for line in (out_a / "metrics.jsonl").read_text().splitlines()]
     assert all(row["time/frontier"] > 0 for row in rows if "frontier/kl" in row and row["step"] < 6)
 
+    _compare(tmp_path, out_a, points)
+
     # Killed once its first checkpoint (step 2, after the step-2 point) is complete, then resumed.
     recipe_b, out_b = _write(tmp_path, "killed")
     process = subprocess.Popen(_command(recipe_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,6 +98,43 @@ def test_frontier_points_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
     assert _points(out_b) == points  # same steps, each once, same values (resuming is exact)
+
+
+def _compare(tmp_path: Path, ppo_dir: Path, points: list[tuple[int, dict]]) -> None:
+    """compare over the run: its points in results.json under compare's names, best-of-n beside them, the figure."""
+    from rlhf.compare.run import run
+    from rlhf.recipe import validate_recipe
+
+    out = tmp_path / "compare"
+    cfg = validate_recipe(
+        {
+            "stage": "compare",
+            "output_dir": str(out),
+            "models": [{"name": "start", "path": "embedded:tiny"}, {"name": "ppo", "path": str(ppo_dir / "final")}],
+            "prompts": {"path": str(DATA / "eval_prompts.jsonl"), "max_prompts": 6, "max_prompt_length": 64},
+            "proxy": [{"name": "voice", "function": "brand_voice"}],
+            "judges": [{"name": "support_content", "function": "support_content"}],
+            "rollout": {"max_new_tokens": 12},
+            "best_of_n": {"n": [2]},
+            "bootstrap_resamples": 100,
+            "report_samples": 1,
+            "tracking": {"report_to": ["none"]},
+        },
+        base_dir=tmp_path,
+    )
+    run(cfg)
+    found = json.loads((out / "results.json").read_text())["frontier"]
+    series = found["runs"]["ppo"]
+    assert list(found["runs"]) == ["ppo"] and series["kl_coef"] == 0.05
+    # voice_rules is what ppo trained on and compare's proxy (same function); content is compare's judge.
+    assert series["roles"] == {"proxy": "proxy", "support_content": "gold"}
+    assert [(p["step"], p["kl"], p["scores"]["support_content"]) for p in series["points"]] == [
+        (step, found_["frontier/kl"], found_["frontier/gold/content"]) for step, found_ in points
+    ]
+    assert series["peaks"]["support_content"]["value"] == max(f["frontier/gold/content"] for _, f in points)
+    assert [(b["arm"], b["n"]) for b in found["best_of_n"]] == [("start", 1), ("start-bo2", 2)]
+    assert (out / "plots" / "frontier.png").is_file()
+    assert "## Over-optimisation frontier" in (out / "report.md").read_text()
 
 
 def test_frontier_needs_eval_prompts(tmp_path):

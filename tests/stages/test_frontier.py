@@ -173,3 +173,23 @@ def test_due_and_roles():
         "frontier/gold/judge": 0.25,
         "frontier/reward/rules": 0.5,
     }
+
+
+@pytest.mark.slow
+def test_frontier_under_two_processes(tmp_path):
+    """DDP on 2 CPU processes: every rank evaluates (as the closing evaluation does), rank 0 writes each point once;
+    before training the point is the single-process one (same policy, prompts and seed)."""
+    from ..distributed.launching import launch_command, run
+
+    recipe, out = _write(tmp_path, "ddp")
+    # 4 prompts per rank and step keep the global batch of the single-process recipe (8).
+    recipe.write_text(recipe.read_text().replace("batch_size: 8, max_steps: 6", "batch_size: 4, max_steps: 4"))
+    run(launch_command("ddp", ["-m", "rlhf", "run", str(recipe)]), tmp_path / "launch.log")
+    points = _points(out)
+    assert [step for step, _ in points] == [0, 2, 4]
+    assert points[0][1]["frontier/kl"] == 0.0 and points[-1][1]["frontier/kl"] > 0
+    single, single_out = _write(tmp_path, "single")
+    # The same evaluation batches (training.batch_size x 2 prompts): the sampler's random stream follows them.
+    single.write_text(single.read_text().replace("batch_size: 8, max_steps: 6", "batch_size: 4, max_steps: 1"))
+    subprocess.run(_command(single), check=True, capture_output=True, timeout=600)
+    assert _points(single_out)[0] == points[0]

@@ -84,6 +84,14 @@ def test_frontier_points_and_resume(tmp_path):
 
     _compare(tmp_path, out_a, points)
 
+    # The evaluations leave training alone: without them the same steps and the same final weights.
+    recipe_c, out_c = _write(tmp_path, "off")
+    recipe_c.write_text(recipe_c.read_text().replace("frontier_every: 2", "frontier_every: null"))
+    subprocess.run(_command(recipe_c), check=True, env=env, capture_output=True, timeout=600)
+    assert _points(out_c) == []
+    assert _training(out_c) == _training(out_a)
+    assert (out_c / "final" / "model.safetensors").read_bytes() == (out_a / "final" / "model.safetensors").read_bytes()
+
     # Killed once its first checkpoint (step 2, after the step-2 point) is complete, then resumed.
     recipe_b, out_b = _write(tmp_path, "killed")
     process = subprocess.Popen(_command(recipe_b), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,6 +106,15 @@ def test_frontier_points_and_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
     assert _points(out_b) == points  # same steps, each once, same values (resuming is exact)
+
+
+def _training(out: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        row["step"]: {k: v for k, v in row.items() if not k.startswith(("time", "tokens_per_s", "frontier/"))}
+        for row in rows
+        if "kl" in row
+    }
 
 
 def _compare(tmp_path: Path, ppo_dir: Path, points: list[tuple[int, dict]]) -> None:

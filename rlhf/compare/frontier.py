@@ -124,13 +124,15 @@ def runs(stage_dirs: dict[str, Path], proxy: list, judges: list) -> dict[str, di
 
 
 def best_of_n_points(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The reference curve: each best-of-n arm of the comparison at its measured KL to the reference, after the model
-    it samples from (n = 1), in order of n; empty without best-of-n arms or without a KL."""
+    """The reference curve: each best-of-n arm of the comparison at its measured KL to the reference, in order of n,
+    from the model it samples from (n = 1, unless an arm has n = 1); empty without best-of-n arms or without a KL."""
     arms = results.get("best_of_n") or {}
     summary = results["summary"]
     out = []
     for model in dict.fromkeys(found["model"] for found in arms.values()):
-        chosen = [(1, model)] + sorted((found["n"], arm) for arm, found in arms.items() if found["model"] == model)
+        chosen = sorted((found["n"], arm) for arm, found in arms.items() if found["model"] == model)
+        if chosen[0][0] != 1:  # n = 1 is the model's own reply (unless an arm of its own samples it)
+            chosen.insert(0, (1, model))
         for n, arm in chosen:
             kl = (summary[arm].get("kl") or {}).get("mean")
             if kl is None:

@@ -228,7 +228,8 @@ def frontier(runs: dict[str, dict], best_of_n: list[dict] | None = None, colour_
                     fontsize=7,
                 )
         ax.set_xlabel("sqrt(KL to reference)")
-        ax.set_title(f"{LABELS.get(score, score)} ({roles[score]})")
+        kind = {"proxy": "", "reward": " (trained on)", "gold": " (gold)"}.get(roles[score], "")
+        ax.set_title(f"{LABELS.get(score, score)}{kind}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(frameon=False, loc="best", fontsize=7)
     fig.tight_layout()

@@ -108,6 +108,10 @@ def test_best_of_n_curve_starts_at_its_sampling_model():
     assert [(b["n"], b["arm"]) for b in found] == [(1, "sft"), (2, "sft_bo2"), (4, "sft_bo4")]
     assert found[2]["sqrt_kl"] == pytest.approx(0.9**0.5) and found[2]["scores"] == {"proxy": 0.5}
     assert frontier.best_of_n_points({"scores": [], "summary": {}, "best_of_n": {}}) == []
+    # An arm with n = 1 (the first candidate) stands for the model: no second point at n = 1.
+    summary["sft_bo1"] = {"proxy": {"mean": 0.12}, "kl": {"mean": 0.0}}
+    results["best_of_n"]["sft_bo1"] = {"model": "sft", "n": 1}
+    assert [b["arm"] for b in frontier.best_of_n_points(results)] == ["sft_bo1", "sft_bo2", "sft_bo4"]
 
 
 def test_figure_over_several_runs_with_best_of_n():

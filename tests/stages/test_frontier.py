@@ -193,15 +193,18 @@ def test_due_and_roles():
 
 
 @pytest.mark.slow
-def test_frontier_under_two_processes(tmp_path):
-    """DDP on 2 CPU processes: every rank evaluates (as the closing evaluation does), rank 0 writes each point once;
-    before training the point is the single-process one (same policy, prompts and seed)."""
+@pytest.mark.distributed
+@pytest.mark.parametrize("config", ["ddp", "zero3"])
+def test_frontier_under_two_processes(tmp_path, config):
+    """2 CPU processes, DDP or ZeRO-3 (weights gathered for the evaluation, as for the closing one): every rank
+    evaluates, rank 0 writes each point once; before training the point is the single-process one (same policy,
+    prompts and seed)."""
     from ..distributed.launching import launch_command, run
 
-    recipe, out = _write(tmp_path, "ddp")
+    recipe, out = _write(tmp_path, config)
     # 4 prompts per rank and step keep the global batch of the single-process recipe (8).
     recipe.write_text(recipe.read_text().replace("batch_size: 8, max_steps: 6", "batch_size: 4, max_steps: 4"))
-    run(launch_command("ddp", ["-m", "rlhf", "run", str(recipe)]), tmp_path / "launch.log")
+    run(launch_command(config, ["-m", "rlhf", "run", str(recipe)]), tmp_path / "launch.log")
     points = _points(out)
     assert [step for step, _ in points] == [0, 2, 4]
     assert points[0][1]["frontier/kl"] == 0.0 and points[-1][1]["frontier/kl"] > 0

@@ -138,8 +138,8 @@ def evaluate_against_reference(
 
     Both sample with the recipe's rollout settings and the same seed; reported: mean and standard deviation of each
     reward term for both, the mean per-sequence KL of the policy to the reference, lengths and EOS rates. With
-    `reference` false the reference does not answer (nor the gain in its units is reported): the policy's side
-    alone, which is what the ppo stage's in-loop frontier points need (`rlhf.ppo.frontier`).
+    `reference` false only the policy answers (no reference scores, no gain in its units): what the ppo stage's
+    in-loop frontier points need (`rlhf.ppo.frontier`).
     """
     settings = dict(
         max_prompt_length=cfg.data.max_prompt_length,

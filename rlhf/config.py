@@ -485,10 +485,27 @@ class PPOStage(StageBase):
     value: ValueConfig = Field(default_factory=ValueConfig, description="Value function settings (gae only).")
     update: UpdateConfig = Field(default_factory=UpdateConfig, description="PPO update settings.")
     log_samples_every: int = Field(10, gt=0, description="Log a small table of prompts and responses every N steps.")
+    frontier_every: int | None = Field(
+        None,
+        gt=0,
+        description="Every N steps, and before the first, the policy answers the held-out prompts (data.eval, capped "
+        "by data.max_eval_rows) as the closing evaluation does (the rollout's sampling, the recipe's seed: the same "
+        "replies at every point while the policy is unchanged), and metrics.jsonl records the over-optimisation "
+        "frontier (Gao et al. 2022): frontier/kl (mean KL per reply to the reference), frontier/sqrt_kl, and each "
+        "reward term's mean as frontier/proxy/<name> (learned terms), frontier/gold/<name> (weight-0 terms) or "
+        "frontier/reward/<name> (other terms); the closing evaluation adds the last point. compare draws them. "
+        "Null: off.",
+    )
 
     @model_validator(mode="after")
     def _scores_unused(self) -> PPOStage:
         return _no_score_margin(self)
+
+    @model_validator(mode="after")
+    def _frontier_needs_eval(self) -> PPOStage:
+        if self.frontier_every is not None and self.data.eval is None:
+            raise ValueError("frontier_every evaluates on the held-out prompts: set data.eval, or frontier_every=null")
+        return self
 
     @model_validator(mode="after")
     def _batch_splits(self) -> PPOStage:

@@ -122,13 +122,24 @@ def score_generations(
 
 
 def evaluate_against_reference(
-    policy, ref_policy, tokenizer, terms, prompts, cfg, accelerator, info: list[dict] | None = None
+    policy,
+    ref_policy,
+    tokenizer,
+    terms,
+    prompts,
+    cfg,
+    accelerator,
+    info: list[dict] | None = None,
+    *,
+    reference: bool = True,
 ) -> dict[str, float]:
     """Held-out check at the end of ppo: policy vs reference (the sft model) on the eval prompts (`info`: their rows'
     extra columns, for reward functions that take them).
 
     Both sample with the recipe's rollout settings and the same seed; reported: mean and standard deviation of each
-    reward term for both, the mean per-sequence KL of the policy to the reference, lengths and EOS rates.
+    reward term for both, the mean per-sequence KL of the policy to the reference, lengths and EOS rates. With
+    `reference` false only the policy answers (no reference scores, no gain in its units): what the ppo stage's
+    in-loop frontier points need (`rlhf.ppo.frontier`).
     """
     settings = dict(
         max_prompt_length=cfg.data.max_prompt_length,
@@ -144,7 +155,7 @@ def evaluate_against_reference(
     )
     policy.eval()
     results: dict[str, float] = {"eval_prompts": len(prompts)}
-    for name, model in (("policy", policy), ("reference", ref_policy)):
+    for name, model in (("policy", policy), ("reference", ref_policy))[: 2 if reference else 1]:
         if model is None:
             with policy.disable_adapter():
                 generations = generate(policy, tokenizer, prompts, **settings)
@@ -167,6 +178,8 @@ def evaluate_against_reference(
                 {"prompt": prompts[i][-1]["content"], "response": generations.texts[i]}
                 for i in range(min(3, len(prompts)))
             ]
+    if not reference:
+        return results
     sft_std = results["eval_reference_total_std"] or 1e-8
     results["eval_reward_gain_in_reference_std"] = (
         results["eval_policy_total_mean"] - results["eval_reference_total_mean"]

@@ -148,3 +148,89 @@ def training_curves(curves: dict[str, Path], all_models: list[str]) -> bytes | N
     axes[0][0].legend(frameon=False)
     fig.tight_layout()
     return _png(fig)
+
+
+def frontier(runs: dict[str, dict], best_of_n: list[dict] | None = None, colour_of: dict[str, str] | None = None):
+    """The over-optimisation frontier (Gao et al. 2022, fig. 1): each score against sqrt(KL to the reference).
+
+    One panel per score (proxy and other trained-on terms first, then the gold judges). Each run is a line over its
+    training points (hollow circle: the first, filled: the last), a star where a gold score peaks; with several runs
+    a dotted line joins their last points in order of KL (the curve across e.g. swept KL coefficients, each labelled
+    with its coefficient); best-of-n, where given, is the black reference curve (labelled with n).
+
+    A pure function over the plain dicts of `rlhf.compare.frontier` (results.json "frontier"), so a report over
+    several comparisons (a sweep) draws one figure from all their runs.
+
+    Args:
+        runs: {label: {"roles": {score: "proxy"|"reward"|"gold"}, "points": [{"step", "sqrt_kl", "scores": {score:
+            value}}] in step order, "peaks": {score: {"sqrt_kl", "value"} or None}, optional "kl_coef"}}.
+        best_of_n: [{"n", "sqrt_kl", "scores": {score: value}}] in order of n, or None.
+        colour_of: {label: colour}; default: `colours` in the order of `runs`.
+
+    Returns:
+        PNG bytes, or None when no run has a point.
+    """
+    runs = {label: run for label, run in runs.items() if run.get("points")}
+    if not runs:
+        return None
+    order = {"proxy": 0, "reward": 1, "gold": 2}
+    roles = {score: role for run in runs.values() for score, role in run["roles"].items()}
+    scores = sorted(roles, key=lambda s: order.get(roles[s], 3))
+    colour = colour_of or colours(list(runs))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores) + 0.6, 3.4), squeeze=False)
+    for ax, score in zip(axes[0], scores, strict=True):
+        finals = []
+        for label, run in runs.items():
+            points = [(p["sqrt_kl"], p["scores"][score]) for p in run["points"] if p["scores"].get(score) is not None]
+            if not points:
+                continue
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, color=colour[label], marker="o", ms=3, lw=1.2, label=label)
+            ax.scatter([x[0]], [y[0]], s=30, facecolors="white", edgecolors=colour[label], zorder=3)
+            ax.scatter([x[-1]], [y[-1]], s=36, color=colour[label], edgecolors="black", zorder=3)
+            finals.append((x[-1], y[-1], run.get("kl_coef")))
+            best = (run.get("peaks") or {}).get(score)
+            if roles[score] == "gold" and best is not None:
+                ax.scatter(
+                    [best["sqrt_kl"]],
+                    [best["value"]],
+                    marker="*",
+                    s=150,
+                    color=colour[label],
+                    edgecolors="black",
+                    zorder=4,
+                )
+        if len(finals) > 1:
+            finals.sort()
+            ax.plot([f[0] for f in finals], [f[1] for f in finals], ls=":", color="0.35", lw=1.2, zorder=2)
+            for x, y, coef in finals:
+                if coef is not None:
+                    ax.annotate(f"β={coef:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        bon = [b for b in best_of_n or [] if b["scores"].get(score) is not None]
+        if bon:
+            ax.plot(
+                [b["sqrt_kl"] for b in bon],
+                [b["scores"][score] for b in bon],
+                color="black",
+                ls="--",
+                marker="x",
+                ms=5,
+                lw=1,
+                label="best-of-n",
+            )
+            for b in bon:
+                ax.annotate(
+                    f"n={b['n']}",
+                    (b["sqrt_kl"], b["scores"][score]),
+                    textcoords="offset points",
+                    xytext=(3, 4),
+                    fontsize=7,
+                )
+        ax.set_xlabel("sqrt(KL to reference)")
+        kind = {"proxy": "", "reward": " (trained on)", "gold": " (gold)"}.get(roles[score], "")
+        ax.set_title(f"{LABELS.get(score, score)}{kind}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(frameon=False, loc="best", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

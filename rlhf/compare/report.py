@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf.compare import breakdown, pairwise, plots
+from rlhf.compare import breakdown, frontier, pairwise, plots
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -43,6 +43,11 @@ def write_report(
         "score_distributions": plots.score_distributions(measures, [*results["scores"], "kl", "length"]),
         "reward_vs_kl": plots.reward_vs_kl(measures, results["scores"], results["reference"]),
         "ppo_training_curves": plots.training_curves(curves, models),
+        "frontier": plots.frontier(
+            (results.get("frontier") or {}).get("runs") or {},
+            (results.get("frontier") or {}).get("best_of_n"),
+            plots.colours(models),
+        ),
     }
     figures = {name: png for name, png in figures.items() if png is not None}
     (output_dir / PLOTS).mkdir(parents=True, exist_ok=True)
@@ -301,7 +306,7 @@ def _markdown(results: dict[str, Any], sections: dict[str, Any], figures: dict[s
             "",
             _md_table(BEST_OF_N_HEADER, _md_rows(sections["best_of_n"])),
         ]
-    for section in [*breakdown.sections(results), *pairwise.sections(results)]:
+    for section in [*breakdown.sections(results), *pairwise.sections(results), *frontier.sections(results)]:
         out += ["", f"## {section.title}", ""] + ([f"_{section.note}_", ""] if section.note else [])
         for caption, header, rows in section.tables:
             out += ([f"**{caption}**", ""] if caption else []) + [
@@ -487,7 +492,7 @@ def _html(results: dict[str, Any], sections: dict[str, Any], figures: dict[str, 
             f"<h2>Best-of-n</h2><p class='note'>{_e(BEST_OF_N_NOTE)}</p>",
             _html_table(BEST_OF_N_HEADER, sections["best_of_n"]),
         ]
-    for section in [*breakdown.sections(results), *pairwise.sections(results)]:
+    for section in [*breakdown.sections(results), *pairwise.sections(results), *frontier.sections(results)]:
         out.append(
             f"<h2>{_e(section.title)}</h2>" + (f"<p class='note'>{_e(section.note)}</p>" if section.note else "")
         )

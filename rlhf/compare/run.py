@@ -67,6 +67,7 @@ def _compare(cfg: CompareStage, output_dir: Path) -> Path:
         texts = [last_user_message(p) for p in prompts]
         generated["pairwise"] = run_judges(cfg, texts, generated["records"], (len(prompts), cfg.samples_per_prompt))
     results, scores, samples = summarise(cfg, prompts, generated)
+    results["frontier"] = frontier_results(cfg, results)
 
     from rlhf.compare.report import write_report
 
@@ -601,6 +602,18 @@ def training_curves(models: dict[str, dict[str, str]]) -> dict[str, Path]:
             if stage == "ppo":
                 curves[name] = stage_dir / METRICS
     return curves
+
+
+def frontier_results(cfg: CompareStage, results: dict[str, Any]) -> dict[str, Any]:
+    """results.json's "frontier": the in-loop points of every compared ppo-family run (`rlhf.compare.frontier`)
+    and the best-of-n reference curve; {"runs": {}, ...} when no run recorded points (`frontier_every` off)."""
+    from rlhf.compare import frontier
+
+    stage_dirs = {model: path.parent for model, path in training_curves(results["models"]).items()}
+    return {
+        "runs": frontier.runs(stage_dirs, cfg.proxy, cfg.judges),
+        "best_of_n": frontier.best_of_n_points(results),
+    }
 
 
 def _track(cfg: CompareStage, output_dir: Path, results: dict[str, Any], samples: list[dict]) -> None:

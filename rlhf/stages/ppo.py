@@ -36,6 +36,7 @@ from rlhf.config import PPOStage
 from rlhf.evaluation import evaluate_against_reference
 from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask, sample
 from rlhf.ppo import advantages as A
+from rlhf.ppo import frontier
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
 from rlhf.ppo.state import Estimate, PPOState, Rollout, Scored, Setup
@@ -199,6 +200,20 @@ def run(cfg: PPOStage) -> Path:
         cfg.model.lora is not None,
     )
 
+    def frontier_point() -> dict[str, float]:
+        """The policy as it is now on the held-out prompts (`rlhf.ppo.frontier`), and what that took."""
+        frontier_started = time.perf_counter()
+        unwrapped = accelerator.unwrap_model(model)
+        with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
+            found = frontier.evaluate(
+                unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator, eval_infos
+            )
+        return {**found, "time/frontier": time.perf_counter() - frontier_started}
+
+    # The point before training (policy == reference); a resumed run has it already (rows up to its checkpoint stay).
+    if state.step == 0 and frontier.due(0, cfg.frontier_every, total_steps):
+        tracker.log(frontier_point(), step=0)
+
     # ---- Train: rollout -> score -> advantages -> update -> log/checkpoint.
     progress = _progress(total_steps, accelerator.is_main_process)
     first_step = state.step
@@ -220,6 +235,9 @@ def run(cfg: PPOStage) -> Path:
         timings = {"rollout": rollout_time, "score": score_time, "update": update_time}
         metrics = log_step(setup, state, rollout, scored, estimate, stats, timings, step_started)
         state.step = step + 1
+        if frontier.due(step + 1, cfg.frontier_every, total_steps):
+            # In the step's own row, written before its checkpoint: a resumed run keeps it and never repeats it.
+            metrics.update(frontier_point())
         tracker.log(metrics, step=step + 1)
         if (step + 1) % cfg.log_samples_every == 0 or step == 0:
             tracker.log_samples(_samples(scored.prompt_texts, scored.response_texts, scored.term_scores), step=step + 1)
@@ -241,7 +259,10 @@ def run(cfg: PPOStage) -> Path:
                     unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator, eval_infos
                 )
             )
-        tracker.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}, step=total_steps)
+        closing = {f"eval/{k}": v for k, v in results.items() if isinstance(v, int | float)}
+        if cfg.frontier_every is not None:  # the frontier's last point: the same evaluation, already done
+            closing.update(frontier.point(results, terms))
+        tracker.log(closing, step=total_steps)
     tracker.close()
     if accelerator.is_main_process:
         write_manifest(

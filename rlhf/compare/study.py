@@ -131,13 +131,50 @@ def write_sweep_report(run_dir: str | Path) -> Path:
     }
     write_atomic(out / "results.json", json.dumps(payload, indent=2) + "\n")
     (out / FIGURE).write_bytes(seed_plot(analyses, first["scores"]))
+    frontier = frontier_plot(run_dir, record)
+    if frontier is not None:
+        (out / FRONTIER_FIGURE).write_bytes(frontier)
     path = out / "report.md"
-    write_atomic(path, markdown(record, analyses, first["scores"]))
+    text = markdown(record, analyses, first["scores"])
+    if frontier is not None:
+        text += (
+            "\n## The over-optimisation frontier\n\nEvery run's held-out proxy and gold scores against sqrt(KL to the "
+            "reference) along training (points every `ppo.frontier_every` steps; a star where a gold score peaks), "
+            "one line per combination, best-of-n as the black reference curve where compare has it.\n\n"
+            f"![frontier]({FRONTIER_FIGURE})\n"
+        )
+    write_atomic(path, text)
     return path
 
 
 FIGURE = "seeds.png"
 """The figure of every setting's differences to the reference: per-seed points, pooled mean and both intervals."""
+
+FRONTIER_FIGURE = "frontier.png"
+"""Every combination's in-loop points (ppo's `frontier_every`) on one frontier figure (`rlhf.compare.plots.frontier`)."""
+
+
+def frontier_plot(run_dir: Path, record: dict[str, Any]) -> bytes | None:
+    """One frontier figure over every combination of a sweep: each ppo-family run's gold and proxy scores against
+    sqrt(KL) along training, labelled by its combination, so the curve across swept KL coefficients shows.
+
+    Returns:
+        PNG bytes, or None when no combination's compare recorded in-loop points.
+    """
+    from rlhf.compare import plots
+    from rlhf.sweep import group_name
+
+    keys = [axis["key"] for axis in record["axes"]]
+    runs: dict[str, dict] = {}
+    best_of_n = None
+    for combination in record["combinations"]:
+        compare_dir = run_dir / combination["stages"][record["compare"]] / record["compare"]
+        found = json.loads((compare_dir / RESULTS).read_text(encoding="utf-8")).get("frontier") or {}
+        label = group_name(combination["values"], keys)
+        for model, run in (found.get("runs") or {}).items():
+            runs[f"{model} {label}"] = run
+        best_of_n = best_of_n or found.get("best_of_n")
+    return plots.frontier(runs, best_of_n) if runs else None
 
 
 def seed_plot(analyses: dict[str, SeedAnalysis], scores: list[str]) -> bytes:

@@ -216,6 +216,8 @@ def test_a_killed_sweep_finishes_every_run_exactly_once_when_run_again(tmp_path)
     assert set(kl["per_seed"]) == {"1", "2"} and kl["pooled"]["low"] <= kl["pooled"]["mean"] <= kl["pooled"]["high"]
     report = (run_dir / "study" / "report.md").read_text()
     assert "## ppo.kl.coef=0.05" in report and "### Win rates against sft" in report
+    # The pipeline's ppo records in-loop points (frontier_every): one frontier figure over every combination.
+    assert (run_dir / "study" / "frontier.png").stat().st_size > 0 and "![frontier](frontier.png)" in report
 
     # A third run finds everything finished and trains nothing.
     third = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -17,8 +17,20 @@ logger = logging.getLogger("rlhf")
 def load_dataset(data: DataConfig, shape: str, which: str = "train"):
     """Loads and checks the train or eval split of a stage's data (rows of `shape`: 'demonstrations', 'preferences'
     or 'prompts') as a `datasets.Dataset` of normalised rows."""
+    records = load_rows(data, shape, which)
+    if records is None:
+        return None
     from datasets import Dataset
 
+    return Dataset.from_list(records)
+
+
+def load_rows(data: DataConfig, shape: str, which: str = "train") -> list[dict[str, Any]] | None:
+    """`load_dataset`'s rows as a plain list (None without that split): for the stages that need no `datasets`.
+
+    Reading a local file this way never imports `datasets` (with pyarrow and pandas, about 86 MB of resident memory
+    that the ppo loop would carry for nothing); a hub dataset still goes through it.
+    """
     from rlhf.config import is_data_file
     from rlhf.data.formats import classify
 
@@ -50,7 +62,7 @@ def load_dataset(data: DataConfig, shape: str, which: str = "train"):
     if shape == "preferences" and any("margin" in r for r in records) and not all("margin" in r for r in records):
         raise DataError(source, None, "margin", "some rows have a margin and some do not: give every row one")
     logger.info("%s %s data: %d rows from %s", shape, which, len(records), source)
-    return Dataset.from_list(records)
+    return records
 
 
 NEVER = 10**12  # a step interval no run reaches

@@ -66,7 +66,7 @@ def run(cfg: PPOStage) -> Path:
         prepare_frozen,
     )
     from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
-    from rlhf.stages.hf_trainer import load_dataset
+    from rlhf.stages.hf_trainer import load_rows
     from rlhf.tracking import Tracker
 
     started = time.time()
@@ -76,8 +76,8 @@ def run(cfg: PPOStage) -> Path:
     set_seed(cfg.seed)
 
     # ---- Set up: data, the models, optimiser, trackers.
-    prompts = [row["prompt"] for row in load_dataset(cfg.data, "prompts", "train")]
-    eval_prompts = [row["prompt"] for row in load_dataset(cfg.data, "prompts", "eval") or []]
+    prompts = [row["prompt"] for row in load_rows(cfg.data, "prompts", "train")]
+    eval_prompts = [row["prompt"] for row in load_rows(cfg.data, "prompts", "eval") or []]
     policy_path = resolve_model_path(cfg.model.name_or_path)
     parents = {"policy": check_parent(policy_path)}
     tokenizer = load_tokenizer(cfg.model, policy_path, padding_side="left")

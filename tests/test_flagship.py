@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 VOICE_ONLY = REPO_ROOT / "recipes" / "brand_voice" / "voice_only.yaml"
 
-# sft long enough to answer the intent and greet the signed name; reward and ppo short; compare on half the prompts.
+# sft long enough to answer the intent and greet the signed name; reward and ppo short; compare on every held-out
+# prompt (with kl.coef 0.4, 16 ppo steps gain the proxy +0.36 [-0.004, +0.74] on half of them: too few to tell).
 SHORT = [
     "tracking.report_to=[none]",
     "sft.training.epochs=1",
@@ -37,7 +38,7 @@ SHORT = [
     "ppo.training.max_steps=16",
     "ppo.data.max_eval_rows=16",
     "ppo.training.save_steps=null",
-    "compare.prompts.max_prompts=60",
+    "compare.prompts.max_prompts=120",
     "compare.bootstrap_resamples=500",
 ]
 

@@ -285,6 +285,15 @@ class DPOStage(StageBase):
             "'sigmoid_norm'."
         ),
     )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Weight of a negative log-likelihood term on the chosen replies added to the preference loss (RPO, Pang "
+            "et al. 2024; TRL's 'sft' loss). Without it DPO can lower the chosen replies' likelihood along with the "
+            "rejected ones and drift far from the reference; 0 disables."
+        ),
+    )
 
     @model_validator(mode="after")
     def _scores_unused(self) -> DPOStage:

@@ -73,7 +73,8 @@ def run(cfg: DPOStage) -> Path:
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
         max_length=cfg.data.max_length,
         beta=cfg.beta,
-        loss_type=[cfg.loss_type],
+        loss_type=[cfg.loss_type, "sft"] if cfg.sft_weight else [cfg.loss_type],
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
         dataset_num_proc=None,
     )
     trainer = DPOTrainer(

@@ -136,6 +136,7 @@ def write_sweep_report(run_dir: str | Path) -> Path:
         (out / FRONTIER_FIGURE).write_bytes(frontier)
     path = out / "report.md"
     text = markdown(record, analyses, first["scores"])
+    text += "".join(line + "\n" for line in length_controlled_lines(run_dir, record, first["reference"]))
     if frontier is not None:
         text += (
             "\n## The over-optimisation frontier\n\nEvery run's held-out proxy and gold scores against sqrt(KL to the "
@@ -175,6 +176,50 @@ def frontier_plot(run_dir: Path, record: dict[str, Any]) -> bytes | None:
             runs[f"{model} {label}"] = run
         best_of_n = best_of_n or found.get("best_of_n")
     return plots.frontier(runs, best_of_n) if runs else None
+
+
+def length_controlled_lines(run_dir: Path, record: dict[str, Any], reference: str) -> list[str]:
+    """The report's length-controlled win rates against the reference: per setting, model and score, each seed's
+    rate (at equal reply length, `rlhf.compare.length_control`) with its own interval over prompts, and their mean.
+
+    Empty when no combination's results.json has length-controlled rates (compare runs before they existed).
+    """
+    from rlhf.sweep import group_name
+
+    others = [axis["key"] for axis in record["axes"] if axis["key"] != SEED_KEY]
+    cells: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for combination in record["combinations"]:
+        compare_dir = run_dir / combination["stages"][record["compare"]] / record["compare"]
+        results = json.loads((compare_dir / RESULTS).read_text(encoding="utf-8"))
+        values = combination["values"]
+        setting = group_name(values, others) if others else "all"
+        seed = str(values.get(SEED_KEY, results["seed"]))
+        for score, by_model in (results.get("length_controlled") or {}).items():
+            for model, against in by_model.items():
+                if model != reference and reference in against:
+                    cells.setdefault((setting, model, score), {})[seed] = against[reference]
+    if not cells:
+        return []
+    rows = []
+    for (setting, model, score), by_seed in cells.items():
+        seeds = sorted(by_seed)
+        per_seed = "; ".join(
+            f"{seed}: {_num(by_seed[seed]['rate'])} {_interval(by_seed[seed]['low'], by_seed[seed]['high'])}"
+            for seed in seeds
+        )
+        lc = float(np.mean([by_seed[seed]["rate"] for seed in seeds]))
+        raw = float(np.mean([by_seed[seed]["raw"] for seed in seeds]))
+        rows.append([setting, model, score, _num(raw), _num(lc), per_seed])
+    return [
+        f"## Length-controlled win rates against {reference}",
+        "",
+        "The win rate each judge would give at equal reply length (AlpacaEval 2's length control: the verdicts "
+        "regressed on the normalised length difference), beside the raw rate; the mean over seeds, and each seed's "
+        "rate with its own interval over prompts. A raw rate well above its length-controlled one is a judge paying "
+        "for length.",
+        "",
+        *_table(["setting", "model", "score", "raw (mean)", "length-controlled (mean)", "per seed"], rows),
+    ]
 
 
 def seed_plot(analyses: dict[str, SeedAnalysis], scores: list[str]) -> bytes:

@@ -218,6 +218,8 @@ def test_a_killed_sweep_finishes_every_run_exactly_once_when_run_again(tmp_path)
     assert "## ppo.kl.coef=0.05" in report and "### Win rates against sft" in report
     # The pipeline's ppo records in-loop points (frontier_every): one frontier figure over every combination.
     assert (run_dir / "study" / "frontier.png").stat().st_size > 0 and "![frontier](frontier.png)" in report
+    lc = report.split("## Length-controlled win rates against sft", 1)[1].split("\n## ", 1)[0]
+    assert "| ppo.kl.coef=0.1 | ppo | support_content |" in lc and "1: " in lc and "2: " in lc
 
     # A third run finds everything finished and trains nothing.
     third = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -92,4 +92,5 @@ def test_whole_pipeline_in_one_launch(tmp_path, config, stage):
     assert models["sft"]["path"] == str(run_dir / "sft" / "final")
     assert f"base = {base}" in (compare / "report.md").read_text()
     responses = [json.loads(line) for line in (compare / "responses.jsonl").read_text().splitlines()]
-    assert len(responses) == 3 * 6
+    # 3 models x 6 prompts x the recipe's replies per prompt.
+    assert len(responses) == 3 * 6 * load_recipe(PIPELINE).compare.samples_per_prompt

@@ -36,7 +36,7 @@ def unused_wandb_mode_unset(stages: list) -> Iterator[None]:
     the run reports to; without wandb in any stage's `tracking.report_to` the variable matters to nothing else.
     """
     saved = None
-    tracked = [stage for stage in stages if "tracking" in type(stage).model_fields]  # the pairs stage trains nothing
+    tracked = [stage for stage in stages if hasattr(stage, "tracking")]  # the pairs stage trains nothing
     if not any("wandb" in stage.tracking.report_to for stage in tracked):
         saved = os.environ.pop("WANDB_MODE", None)
     try:

@@ -395,12 +395,6 @@ def run(args: argparse.Namespace) -> int:
             return code
     if plan.compare is None:
         return 0
-    from rlhf.compare.study import write_sweep_report
+    from rlhf.compare.study import report_over_seeds
 
-    try:
-        report = write_sweep_report(plan.run_dir)
-    except (RecipeError, ArtifactError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report over seeds: {report}")
-    return 0
+    return report_over_seeds(plan.run_dir)

@@ -73,19 +73,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     """`rlhf compare --sweep RUN_DIR`: the report over seeds; exit 2 with one `error:` line when it cannot be made."""
     import sys
 
-    from rlhf.artifacts import ArtifactError
-    from rlhf.compare.study import write_sweep_report
+    from rlhf.compare.study import report_over_seeds
 
     if args.arguments or any(getattr(args, f) is not None for f in ("models", "prompts", "judge", "reward", "out")):
         print("error: rlhf compare --sweep RUN_DIR takes no recipe, overrides or quick-form flags", file=sys.stderr)
         return 2
-    try:
-        report = write_sweep_report(args.sweep)
-    except (RecipeError, ArtifactError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report over seeds: {report}")
-    return 0
+    return report_over_seeds(args.sweep)
 
 
 def load(args: argparse.Namespace) -> Recipe:

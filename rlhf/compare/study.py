@@ -148,6 +148,23 @@ def write_sweep_report(run_dir: str | Path) -> Path:
     return path
 
 
+def report_over_seeds(run_dir: str | Path) -> int:
+    """`write_sweep_report` for a command line: prints where the report is; a refused sweep is one `error:` line.
+
+    Returns:
+        The exit code: 0, or 2 when the sweep is not finished or not a sweep.
+    """
+    import sys
+
+    try:
+        report = write_sweep_report(run_dir)
+    except (RecipeError, ArtifactError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report over seeds: {report}")
+    return 0
+
+
 FIGURE = "seeds.png"
 """The figure of every setting's differences to the reference: per-seed points, pooled mean and both intervals."""
 

@@ -163,6 +163,15 @@ class TrainingConfig(Block):
         None, gt=0, description="Stop when eval loss has not improved for N evaluations (sft, reward)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    mixed_precision: Literal["no", "bf16", "auto"] = Field(
+        "no",
+        description=(
+            "bf16: float32 weights, gradients and optimiser state, matrix products in bf16 under autocast (ppo: "
+            "sampling and scoring too); auto: bf16 where the training device has native bf16 matrix instructions "
+            "(CUDA from Ampere, CPUs with AVX512-BF16 or AMX), checked at run time, otherwise no. Needs "
+            "model.dtype float32 (bfloat16 weights are already bf16)."
+        ),
+    )
     save_steps: int | None = Field(
         500,
         gt=0,
@@ -215,6 +224,15 @@ class StageBase(Block):
             "recipe or data changed); false deletes the old checkpoints and starts over."
         ),
     )
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> StageBase:
+        if self.training.mixed_precision != "no" and self.model.dtype != "float32":
+            raise ValueError(
+                f"training.mixed_precision: {self.training.mixed_precision} needs model.dtype float32 (got "
+                f"{self.model.dtype}: the weights already compute in it); set one of the two"
+            )
+        return self
 
 
 class SFTStage(StageBase):

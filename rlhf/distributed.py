@@ -84,6 +84,13 @@ def make_accelerator(dtype: str | None = None, **kwargs: Any):
         kwargs["deepspeed_plugin"] = fresh_deepspeed_plugin()
         if dtype in DEEPSPEED_PRECISION:
             kwargs.setdefault("mixed_precision", DEEPSPEED_PRECISION[dtype])
+    else:
+        from accelerate.state import AcceleratorState
+
+        # Accelerate keeps one process-wide state and refuses a new Accelerator whose mixed precision differs from
+        # it: an earlier stage of the same process (or an earlier run in a test) would fix this stage's precision.
+        # Drop it (not the process group, which PartialState keeps), as `fresh_deepspeed_plugin` does.
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(**kwargs)
 
 

@@ -4,6 +4,8 @@
     python scripts/bench.py ppo --size tiny|small [--value critic|head] [--lora] [--gradient-checkpointing]
                                 [--episodes 256] [--repeats N] [--arch llama|qwen2]
     python scripts/bench.py ppo --size tiny --baseline --repeats 3     # ours and TRL in alternation, ratios
+                                [--precision fp32|bf16] [--trl-no-gc]      # bf16 autocast on both sides; TRL also
+                                                                           # without its per-update gc.collect()
     python scripts/bench.py ppo --size small --profile [--profile-tool auto|py-spy|torch|cprofile] [--native]
     python scripts/bench.py sft --size tiny [--max-steps 30]           # sft tokens/s on the brand-voice data
     python scripts/bench.py reward --size tiny [--max-steps 30]        # reward pairs/s on the brand-voice data
@@ -64,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     tp = parser.add_argument_group(
         "throughput (defaults: batch 64, prompt 128, 128 new tokens on CUDA; 8, 32, 32 on CPU)"
     )
-    tp.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 on CUDA")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="throughput: auto = bf16 on CUDA; ppo: auto = fp32 (the reference's), bf16 = float32 weights under bf16 "
+        "autocast (training.mixed_precision: bf16), raced against the reference's --mode trl-defaults",
+    )
+    ppo.add_argument(
+        "--trl-no-gc", action="store_true", help="--baseline: also run TRL with its gc.collect() calls patched out"
+    )
     tp.add_argument("--batch", type=int, default=None, help="rows sampled together and updated on")
     tp.add_argument("--prompt-length", type=int, default=None)
     tp.add_argument("--new-tokens", type=int, default=None)
@@ -75,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.size not in ("tiny", "small"):
             parser.error(f"{args.workload} --size: tiny or small")
-        if args.precision != "auto" or args.batch or args.prompt_length or args.new_tokens:
-            parser.error("--precision, --batch, --prompt-length and --new-tokens apply to the throughput workload")
+        if args.batch or args.prompt_length or args.new_tokens:
+            parser.error("--batch, --prompt-length and --new-tokens apply to the throughput workload")
+        if args.precision != "auto" and args.workload != "ppo":
+            parser.error("--precision applies to the ppo and throughput workloads")
+        if args.trl_no_gc and not args.baseline:
+            parser.error("--trl-no-gc applies to --baseline")
     for name in ("batch", "prompt_length", "new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "gradient_checkpointing": args.gradient_checkpointing,
             "models_root": str(models_root) if models_root else None,
             "arch": args.arch,
+            "precision": "fp32" if args.precision == "auto" else args.precision,
         }
     else:
         options = {
@@ -145,13 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
     if args.baseline:
-        if args.workload != "ppo" or args.value != "critic" or args.lora or args.gradient_checkpointing:
+        if args.workload != "ppo" or args.value != "critic" or args.lora:
             parser.error("--baseline compares ppo with a separate critic, as the reference runs it")
+        if args.gradient_checkpointing != (options["precision"] == "bf16"):
+            # The reference's bf16 mode is TRL's defaults, gradient checkpointing included; fp32 runs without it.
+            parser.error(
+                "--baseline: --gradient-checkpointing goes with --precision bf16 (the reference's TRL defaults)"
+            )
         if args.episodes != 256:
             parser.error("--baseline: the reference always runs 256 episodes")
         root = prepare(args.size, models_root, args.arch)["root"]
         ours, trl, pairs = baseline.alternate(
-            args.size, options, args.repeats, root, log=_err, keep=lambda rec: record([rec])
+            args.size,
+            options,
+            args.repeats,
+            root,
+            log=_err,
+            keep=lambda rec: record([rec]),
+            no_gc_collect=args.trl_no_gc,
         )
         print(json.dumps({"ours": ours, "trl": trl, "ratios": pairs, "median_ratios": baseline.median_ratios(pairs)}))
         return 0

@@ -42,15 +42,36 @@ def run_ours(workload: str, options: dict) -> dict:
     return _result([sys.executable, "-m", "rlhf.bench.worker", workload, json.dumps(options)], cwd=REPO)
 
 
-def run_trl(size: str, models_root: Path, python: Path = TRL_PYTHON, script: Path = TRL_SCRIPT) -> dict:
-    """One run of the TRL reference on `models_root/<size>`, as a record comparable with ours."""
+def trl_mode(precision: str) -> str:
+    """The reference script's `--mode` for a precision: fp32, or its TRL defaults (bf16 autocast on CPU)."""
+    return {"fp32": "fp32", "bf16": "trl-defaults"}[precision]
+
+
+def run_trl(
+    size: str,
+    models_root: Path,
+    python: Path = TRL_PYTHON,
+    script: Path = TRL_SCRIPT,
+    mode: str = "fp32",
+    no_gc_collect: bool = False,
+) -> dict:
+    """One run of the TRL reference on `models_root/<size>`, as a record comparable with ours.
+
+    Args:
+        mode: The reference's `--mode`: "fp32", or "trl-defaults" (bf16 autocast and gradient checkpointing).
+        no_gc_collect: Patch the trainer's two `gc.collect()` calls per update into no-ops (the reference's
+            `--no-gc-collect`; on CPU they are about half of its tiny run, so both numbers are reported).
+    """
     if not Path(python).exists() or not Path(script).exists():
         raise BenchError(f"the TRL reference needs {python} and {script} (see the script's header for its venv)")
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="rlhf-bench-trl-") as tmp:
         env = {**os.environ, "BENCH_RESULTS": tmp, "BENCH_MODELS": str(models_root)}
         res = _result(
-            [str(python), str(script), "run", "--size", size, "--models", str(models_root)], cwd=Path(tmp), env=env
+            [str(python), str(script), "run", "--size", size, "--models", str(models_root), "--mode", mode]
+            + (["--no-gc-collect"] if no_gc_collect else []),
+            cwd=Path(tmp),
+            env=env,
         )
     res.update(
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -71,23 +92,38 @@ def ratios(ours: dict, trl: dict) -> dict[str, float]:
 
 
 def alternate(
-    size: str, options: dict, repeats: int, models_root: Path, log=print, keep=lambda rec: None
+    size: str,
+    options: dict,
+    repeats: int,
+    models_root: Path,
+    log=print,
+    keep=lambda rec: None,
+    no_gc_collect: bool = False,
 ) -> tuple[list, list, list]:
-    """`repeats` pairs of (ours, TRL) runs in alternation; returns (ours, trl, per-pair ratios).
+    """`repeats` rounds of ours and TRL in alternation; returns (ours, trl, per-round ratios).
 
-    `keep` receives each record as soon as its run ends (so an interrupted series keeps what it measured).
+    TRL runs in the precision of ours (`options["precision"]`, fp32 by default). With `no_gc_collect` each round
+    also runs the reference with its `gc.collect()` calls patched out, right after the plain one; that round's ratios
+    against it carry the suffix "/no_gc" and its records `no_gc_collect: true`. `keep` receives each record as soon
+    as its run ends (so an interrupted series keeps what it measured).
     """
+    mode = trl_mode(options.get("precision", "fp32"))
     ours, trl, pairs = [], [], []
     for rep in range(repeats):
         a = run_ours("ppo", options)
         keep(a)
         log(f"[{rep + 1}/{repeats}] ours {summary_line(a)}")
-        b = run_trl(size, models_root)
-        keep(b)
-        log(f"[{rep + 1}/{repeats}] trl  {summary_line(b)}")
         ours.append(a)
-        trl.append(b)
-        pairs.append(ratios(a, b))
+        round_ratios = {}
+        for no_gc in (False, True) if no_gc_collect else (False,):
+            b = run_trl(size, models_root, mode=mode, no_gc_collect=no_gc)
+            keep(b)
+            label = "trl (no gc.collect)" if no_gc else "trl"
+            log(f"[{rep + 1}/{repeats}] {label:<4} {summary_line(b)}")
+            trl.append(b)
+            suffix = "/no_gc" if no_gc else ""
+            round_ratios.update({k + suffix: v for k, v in ratios(a, b).items()})
+        pairs.append(round_ratios)
         log(f"[{rep + 1}/{repeats}] ours/trl " + ", ".join(f"{k} {v:.2f}" for k, v in pairs[-1].items()))
     return ours, trl, pairs
 

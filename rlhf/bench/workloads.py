@@ -60,8 +60,13 @@ def ppo_recipe(
     lora: bool = False,
     episodes: int = 256,
     gradient_checkpointing: bool = False,
+    precision: str = "fp32",
 ) -> dict:
-    """A ppo recipe with the reference's settings, as a plain dict (validated by `PPOStage`)."""
+    """A ppo recipe with the reference's settings, as a plain dict (validated by `PPOStage`).
+
+    `precision` "bf16" trains float32 weights under bf16 autocast (`training.mixed_precision: bf16`), as the
+    reference's `--mode trl-defaults` does (TRL's `bf16=True`).
+    """
     s = PPO_SETTINGS
     if episodes % s["batch_size"]:
         raise ValueError(f"episodes ({episodes}) must be a multiple of the batch size ({s['batch_size']})")
@@ -95,6 +100,7 @@ def ppo_recipe(
             "max_grad_norm": s["max_grad_norm"],
             "save_steps": None,
             "gradient_checkpointing": gradient_checkpointing,
+            "mixed_precision": {"fp32": "no", "bf16": "bf16"}[precision],
         },
         "tracking": {"report_to": ["none"]},
         "log_samples_every": 10**6,  # the reference logs no samples; ours logs only the first step's
@@ -126,6 +132,7 @@ def _ppo(
     profile_dir: str | None = None,
     gradient_checkpointing: bool = False,
     arch: str = "llama",
+    precision: str = "fp32",
 ) -> dict:
     import torch
     from transformers import AutoConfig
@@ -148,6 +155,7 @@ def _ppo(
         lora=lora,
         episodes=episodes,
         gradient_checkpointing=gradient_checkpointing,
+        precision=precision,
     )
     cfg = PPOStage.model_validate(recipe)
 
@@ -187,6 +195,7 @@ def _ppo(
             "value": value,
             "lora": lora,
             "gradient_checkpointing": gradient_checkpointing,
+            "precision": precision,
             "threads": torch.get_num_threads(),
             "models": str(models["root"]),
             "profile": profile,

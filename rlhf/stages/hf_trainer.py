@@ -8,7 +8,7 @@ from typing import Any
 
 from rlhf.config import DataConfig, StageBase
 from rlhf.data.formats import DataError, load_records
-from rlhf.distributed import trainer_arguments
+from rlhf.distributed import cuda_available, trainer_arguments
 from rlhf.tracking import interactive
 
 logger = logging.getLogger("rlhf")
@@ -68,6 +68,14 @@ def load_rows(data: DataConfig, shape: str, which: str = "train") -> list[dict[s
 NEVER = 10**12  # a step interval no run reaches
 
 
+def mixed_precision(stage: StageBase) -> str:
+    """The stage's `training.mixed_precision` resolved for the device the Trainer will use ("bf16" or "no")."""
+    from rlhf.precision import resolve_mixed_precision
+
+    device = "cuda" if cuda_available() else "cpu"
+    return resolve_mixed_precision(stage.training.mixed_precision, device, getattr(stage, "stage", ""))
+
+
 def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) -> dict[str, Any]:
     """Keyword arguments shared by SFTConfig and RewardConfig, derived from the recipe's training block."""
     t = stage.training
@@ -103,7 +111,8 @@ def training_arguments(stage: StageBase, checkpoints_dir: Path, has_eval: bool) 
         metric_for_best_model="eval_loss" if early_stop else None,
         greater_is_better=False if early_stop else None,
         gradient_checkpointing=t.gradient_checkpointing,
-        bf16=stage.model.dtype == "bfloat16",
+        # bf16 weights, or float32 weights under bf16 autocast (training.mixed_precision; the Trainer's own switch).
+        bf16=stage.model.dtype == "bfloat16" or mixed_precision(stage) == "bf16",
         fp16=stage.model.dtype == "float16",
         report_to="none",  # rlhf.tracking forwards the logs to the trackers the recipe names
         disable_tqdm=not interactive(),

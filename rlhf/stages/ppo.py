@@ -59,6 +59,7 @@ def run(cfg: PPOStage) -> Path:
 
     from rlhf.distributed import (
         configure_deepspeed,
+        cuda_available,
         full_state_dict,
         gathered_weights,
         launch_summary,
@@ -66,13 +67,21 @@ def run(cfg: PPOStage) -> Path:
         prepare_frozen,
     )
     from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+    from rlhf.precision import resolve_mixed_precision
     from rlhf.stages.hf_trainer import load_rows
     from rlhf.tracking import Tracker
 
     started = time.time()
     output_dir = Path(cfg.output_dir)
     t, u = cfg.training, cfg.update
-    accelerator = make_accelerator(cfg.model.dtype, gradient_accumulation_steps=t.gradient_accumulation_steps)
+    # bf16 autocast (training.mixed_precision): the prepared model's forward runs under it (Accelerate wraps it), and
+    # sampling and scoring enter `accelerator.autocast()` themselves; weights and optimiser state stay float32.
+    precision = resolve_mixed_precision(t.mixed_precision, "cuda" if cuda_available() else "cpu", "ppo")
+    accelerator = make_accelerator(
+        cfg.model.dtype,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        **({"mixed_precision": "bf16"} if precision == "bf16" else {}),
+    )
     set_seed(cfg.seed)
 
     # ---- Set up: data, the models, optimiser, trackers.
@@ -308,7 +317,8 @@ def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
     query, query_mask = left_pad([setup.encoded[i] for i in index], tokenizer.pad_token_id)
     query, query_mask = query.to(device), query_mask.to(device)
     unwrapped = accelerator.unwrap_model(state.model)
-    with gathered_weights(accelerator, state.model, unwrapped.policy):  # ZeRO-3: gather once, not per decoding step
+    # ZeRO-3: gather once, not per decoding step. Under mixed precision the sampler's products run in bf16 too.
+    with gathered_weights(accelerator, state.model, unwrapped.policy), accelerator.autocast():
         sampled = sample(
             unwrapped.policy,
             query,
@@ -344,7 +354,9 @@ def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
     length = batch.response.shape[1]
     unwrapped = accelerator.unwrap_model(state.model)
     values, old_logprobs = None, rollout.logprobs
-    with torch.no_grad():
+    # `state.model`'s forward is under autocast already (Accelerate wraps it); the frozen models and the reward terms
+    # run inside `accelerator.autocast()` (a no-op without mixed precision).
+    with torch.no_grad(), accelerator.autocast():
         if unwrapped.has_value or setup.recompute_logprobs:
             logits, values = state.model(
                 input_ids, attention_mask, position_ids, length, logits=setup.recompute_logprobs
@@ -365,10 +377,11 @@ def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
     prompt_texts = [last_user_message(setup.prompts[i]) for i in rollout.index]
     response_texts = setup.tokenizer.batch_decode(batch.response, skip_special_tokens=True)
     step_info = [setup.infos[i] for i in rollout.index]
-    term_scores = {
-        term.name: term.score(batch, prompt_texts, response_texts, setup.tokenizer, step_info).to(device)
-        for term in setup.terms
-    }
+    with accelerator.autocast():
+        term_scores = {
+            term.name: term.score(batch, prompt_texts, response_texts, setup.tokenizer, step_info).to(device).float()
+            for term in setup.terms
+        }
     scores = sum(term.weight * term_scores[term.name] for term in setup.terms)
     raw_total = scores.clone()
     if cfg.rollout.missing_eos_penalty is not None:

@@ -147,7 +147,10 @@ def test_bench_command_runs_throughput_on_cpu(tmp_path):
     [
         (["ppo", "--size", "qwen2-0.5b"], "ppo --size: tiny or small"),
         (["throughput", "--size", "small"], "throughput --size: one of tiny, qwen2-0.5b, qwen2-1.5b"),
-        (["sft", "--precision", "bf16"], "apply to the throughput workload"),
+        (["sft", "--precision", "bf16"], "--precision applies to the ppo and throughput workloads"),
+        (["sft", "--batch", "4"], "apply to the throughput workload"),
+        (["ppo", "--trl-no-gc"], "--trl-no-gc applies to --baseline"),
+        (["ppo", "--baseline", "--precision", "bf16"], "--gradient-checkpointing goes with --precision bf16"),
         (["throughput", "--batch", "0"], "--batch must be at least 1"),
     ],
 )

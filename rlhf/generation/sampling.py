@@ -48,6 +48,34 @@ class Batch:
             self.has_eos[index],
         )
 
+    def trim(self) -> tuple[Batch, slice]:
+        """This batch without the columns that are padding in every row, and the response columns it keeps.
+
+        Drops the leading prompt columns that no row uses (left padding: they are all in front) and the trailing
+        response columns after every row's EOS, so that a forward over a few rows runs at their own width, not at
+        the step's. Causal attention means no kept position ever attended to a dropped one except through masked
+        keys, and `positions` of the trimmed mask equals the original ids on every kept column (the dropped prompt
+        columns add nothing to the cumulative sum), so the real tokens' outputs are unchanged up to float rounding.
+
+        Returns:
+            The trimmed batch, and the slice of response columns kept, for per-token tensors of the step's
+            response width ([B, R] log-probs, values, advantages, returns).
+        """
+        used_prompt = self.query_mask.any(0)
+        prompt_start = int(used_prompt.int().argmax()) if bool(used_prompt.any()) else used_prompt.shape[0]
+        used_response = self.response_mask.bool().any(0)
+        # The last column with a real token in any row (every response has at least its first token).
+        response_end = used_response.shape[0] - int(used_response.flip(0).int().argmax())
+        columns = slice(0, response_end)
+        trimmed = Batch(
+            self.query[:, prompt_start:],
+            self.query_mask[:, prompt_start:],
+            self.response[:, columns],
+            self.response_mask[:, columns],
+            self.has_eos,
+        )
+        return trimmed, columns
+
 
 def encode_prompts(tokenizer, prompts: list[list[dict[str, str]]], max_prompt_length: int) -> list[list[int]]:
     """Token ids of each prompt rendered with the chat template and the generation prompt.

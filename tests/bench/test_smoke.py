@@ -60,7 +60,10 @@ def test_ppo_harness_smoke(tmp_path):
     memory = rec["memory_by_phase_mb"]
     assert list(memory) == ["setup", "rollout", "score", "update", "end"]
     peaks = [reading["hwm_mb"] for reading in memory.values()]
-    assert peaks == sorted(peaks) and peaks[-1] == pytest.approx(rec["peak_rss_process_mb"], rel=0.05)
+    # The last step's log falls between the update's reading and the end (the save comes after it); the process
+    # peak is read later still, after the matmul probe.
+    assert peaks == sorted(peaks) and memory["update"]["hwm_mb"] <= rec["peak_rss_mb"] <= peaks[-1]
+    assert peaks[-1] <= rec["peak_rss_process_mb"]
     assert (tmp_path / "models" / "tiny" / "config.json").is_file()
     assert (tmp_path / "models" / "tiny-reward" / "config.json").is_file()
     assert json.loads(results_file.read_text().splitlines()[-1])["date"] == rec["date"]

@@ -38,6 +38,26 @@ class Batch:
         attention_mask = torch.cat([self.query_mask, self.response_mask.long()], dim=1)
         return input_ids, attention_mask, positions(attention_mask)
 
+    def right_aligned(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, position_ids, shift) of prompt + response with each row's real tokens at the
+        right end: the padding of prompt and response together on the left, so the width is the longest row's
+        prompt plus response (not the longest prompt plus the longest response, which are often different rows).
+
+        Response token t of row i is then at column `width - R + t + shift[i]` (R the response width): the last R
+        columns still hold every row's response, each moved right by `shift = R - its real length`. Position ids
+        are the same as `sequence`'s on every real token.
+        """
+        ids, mask, _ = self.sequence()
+        width = ids.shape[1]
+        shift = self.response.shape[1] - self.response_mask.sum(1).long()
+        # Rolling each row right by its shift brings the post-EOS padding round to the front, where it is masked.
+        source = (torch.arange(width, device=ids.device)[None, :] - shift[:, None]) % width
+        ids, mask = ids.gather(1, source), mask.gather(1, source)
+        # Keep room for the response window and the position before it (at least R + 1 columns).
+        keep = min(width, max(int(mask.sum(1).max()), self.response.shape[1] + 1))
+        ids, mask = ids[:, width - keep :], mask[:, width - keep :]
+        return ids, mask, positions(mask), shift
+
     def select(self, index: torch.Tensor) -> Batch:
         """The rows `index` of this batch."""
         return Batch(

@@ -416,8 +416,8 @@ def update_policy(
     """Update: `update.epochs` passes of minibatches of whole prompt groups, each split into micro-batches.
 
     Within a minibatch the rows go to micro-batches by length (`_by_length`), and each micro-batch is computed at
-    its own width (`Batch.trim` in `micro_batch_loss`), so short rows are not padded to the step's longest prompt
-    and response. The minibatch's gradient is the same whatever the split (the loss is normalised by the
+    its own width (`Batch.trim` and `Batch.right_aligned` in `micro_batch_loss`), so short rows are not padded to
+    the step's longest prompt and response. The minibatch's gradient is the same whatever the split (the loss is normalised by the
     minibatch's token count), so this changes nothing but float rounding and per-micro-batch statistics.
 
     Returns each minibatch statistic's values, to be averaged for the log.
@@ -466,8 +466,10 @@ def micro_batch_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one micro-batch (`rows` of the rollout) and its statistics.
 
-    The forward runs at the rows' own width (`Batch.trim`: no column that is padding in every row), and the
-    step-width per-token tensors are sliced to the same response columns.
+    The forward runs at the rows' own width: no column that is padding in every row (`Batch.trim`, which also
+    slices the step-width per-token tensors to the kept response columns), and each row's prompt and response
+    together at the right end (`Batch.right_aligned`), so the width is the longest row, not the longest prompt plus
+    the longest response.
 
     Every token term is summed over the micro-batch and divided by `token_count`, the real tokens of the whole
     minibatch, then multiplied by `training.gradient_accumulation_steps` because Accelerate (and DeepSpeed) divide
@@ -475,9 +477,16 @@ def micro_batch_loss(
     whatever the split (a mean of per-micro-batch means weights the tokens of short micro-batches more).
     """
     part, columns = rollout.batch.select(rows).trim()
-    ids, att, pos = part.sequence()
-    new_logits, new_values = model(ids, att, pos, part.response.shape[1])
-    new_logprobs = F.logprobs_from_logits(new_logits, part.response, cfg.rollout.temperature)
+    ids, att, pos, shift = part.right_aligned()
+    length = part.response.shape[1]
+    new_logits, new_values = model(ids, att, pos, length)
+    # The forward sees each row's response at the right end (moved right by `shift`): take the log-probs of the
+    # tokens where they are, then read each row's response back to the left-aligned columns the rollout's tensors
+    # use (columns past a row's response read a clamped index and are masked out).
+    new_logprobs = F.logprobs_from_logits(new_logits, ids[:, -length:], cfg.rollout.temperature)
+    aligned = (torch.arange(length, device=shift.device)[None, :] + shift[:, None]).clamp(max=length - 1)
+    new_logprobs = new_logprobs.gather(1, aligned)
+    new_values = new_values.gather(1, aligned) if new_values is not None else None
     mask, count = part.response_mask, token_count / cfg.training.gradient_accumulation_steps
     pg_loss, pg_stats = F.policy_loss(
         new_logprobs,

@@ -63,6 +63,24 @@ def test_trim_keeps_every_real_token_and_their_positions():
         torch.testing.assert_close(t_positions, positions(t_attention), rtol=0, atol=0)
 
 
+def test_right_aligned_rows_keep_their_tokens_positions_and_responses():
+    batch = _batch(0, 1, torch.Generator().manual_seed(0))
+    ids, attention, position_ids = batch.sequence()
+    r_ids, r_attention, r_positions, shift = batch.right_aligned()
+    width, length = r_ids.shape[1], batch.response.shape[1]
+    assert width == max(p + r for p, r in zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, strict=True)) == 21
+    assert shift.tolist() == [length - r for r in RESPONSE_LENGTHS]
+    for row, (p, r) in enumerate(zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, strict=True)):
+        # The row's real tokens, in order and with their positions, end at the last column; padding before them.
+        real = attention[row].bool()
+        assert r_attention[row].tolist() == [0] * (width - p - r) + [1] * (p + r)
+        torch.testing.assert_close(r_ids[row, width - p - r :], ids[row, real], rtol=0, atol=0)
+        torch.testing.assert_close(r_positions[row, width - p - r :], position_ids[row, real], rtol=0, atol=0)
+        # Response token t sits at window column t + shift (the window: the last `length` columns).
+        window = r_ids[row, width - length :]
+        torch.testing.assert_close(window[shift[row] : shift[row] + r], batch.response[row, :r], rtol=0, atol=0)
+
+
 def test_rows_are_bucketed_by_length_within_the_minibatch():
     batch = _batch(0, 1, torch.Generator().manual_seed(0))
     rows = torch.tensor([3, 0, 6, 1, 5, 7])
@@ -148,12 +166,7 @@ def test_trimmed_bucketed_update_gives_the_padded_update(tiny_path, monkeypatch)
 def test_each_micro_batch_is_computed_at_its_own_width(tiny_path):
     widths: list[int] = []
     _update(tiny_path, accumulation=4, widths=widths)
-    # Rows sorted by total length and split in pairs: each pair's width is its longest prompt plus its longest
-    # response, whatever the minibatch's random order.
-    by_length = sorted(range(8), key=lambda r: PROMPT_LENGTHS[r] + RESPONSE_LENGTHS[r])
-    pairs = [by_length[i : i + 2] for i in range(0, 8, 2)]
-    expected = [max(PROMPT_LENGTHS[r] for r in p) + max(RESPONSE_LENGTHS[r] for r in p) for p in pairs]
-    full = max(PROMPT_LENGTHS) + max(RESPONSE_LENGTHS)
-    assert len(widths) == 4
-    assert sorted(widths) == sorted(expected)
-    assert max(widths) < full
+    # Rows sorted by total length and split in pairs: each pair's width is its longer row's prompt plus response,
+    # whatever the minibatch's random order (2 + 3, 4 + 5, 9 + 10 and 20 + 1 / 14 + 7 real tokens).
+    assert sorted(widths) == [5, 9, 19, 21]
+    assert max(widths) < max(PROMPT_LENGTHS) + max(RESPONSE_LENGTHS)  # the step's width: 32

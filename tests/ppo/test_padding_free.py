@@ -153,8 +153,12 @@ def _update(tiny_path, accumulation: int, widths: list[int] | None = None) -> di
 def test_trimmed_bucketed_update_gives_the_padded_update(tiny_path, monkeypatch):
     trimmed = _update(tiny_path, accumulation=4)
     with monkeypatch.context() as patch:
-        # The update as it was: every micro-batch at the step's width, rows in the minibatch's random order.
+        # The update as it was: every micro-batch at the step's width and layout (prompts left-padded, responses
+        # right-padded), rows in the minibatch's random order.
         patch.setattr(Batch, "trim", lambda self: (self, slice(None)))
+        patch.setattr(
+            Batch, "right_aligned", lambda self: (*self.sequence(), torch.zeros(len(self.response), dtype=torch.long))
+        )
         patch.setattr(ppo, "_by_length", lambda batch, rows: rows)
         padded = _update(tiny_path, accumulation=4)
     assert set(trimmed) == set(padded)

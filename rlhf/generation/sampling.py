@@ -73,9 +73,9 @@ class Batch:
 
         Drops the leading prompt columns that no row uses (left padding: they are all in front) and the trailing
         response columns after every row's EOS, so that a forward over a few rows runs at their own width, not at
-        the step's. Causal attention means no kept position ever attended to a dropped one except through masked
-        keys, and `positions` of the trimmed mask equals the original ids on every kept column (the dropped prompt
-        columns add nothing to the cumulative sum), so the real tokens' outputs are unchanged up to float rounding.
+        the step's. A dropped column is a masked key for every row, and `positions` of the trimmed mask equals the
+        original ids on every kept column (the dropped prompt columns add nothing to the cumulative sum), so the
+        real tokens' outputs are unchanged up to float rounding.
 
         Returns:
             The trimmed batch, and the slice of response columns kept, for per-token tensors of the step's

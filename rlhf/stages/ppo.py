@@ -417,8 +417,9 @@ def update_policy(
 
     Within a minibatch the rows go to micro-batches by length (`_by_length`), and each micro-batch is computed at
     its own width (`Batch.trim` and `Batch.right_aligned` in `micro_batch_loss`), so short rows are not padded to
-    the step's longest prompt and response. The minibatch's gradient is the same whatever the split (the loss is normalised by the
-    minibatch's token count), so this changes nothing but float rounding and per-micro-batch statistics.
+    the step's longest prompt and response. The minibatch's gradient is the same whatever the split (the loss is
+    normalised by the minibatch's token count), so this changes nothing but float rounding and the statistics
+    that are means over micro-batches.
 
     Returns each minibatch statistic's values, to be averaged for the log.
     """
@@ -632,8 +633,8 @@ def _micro_batch(cfg: PPOStage) -> int:
 
 def _by_length(batch: Batch, rows: torch.Tensor) -> torch.Tensor:
     """`rows` (one minibatch) sorted by real length, prompt plus response, so that consecutive micro-batches hold
-    rows of similar length and `Batch.trim` leaves little padding in each. A stable sort: the same rows in the same
-    order give the same micro-batches (resuming stays exact)."""
+    rows of similar length and little padding (`micro_batch_loss` computes each at its longest row's width).
+    A stable sort: the same rows in the same order give the same micro-batches (resuming stays exact)."""
     lengths = batch.query_mask[rows].sum(1) + batch.response_mask[rows].sum(1).long()
     return rows[torch.sort(lengths, stable=True).indices]
 

@@ -16,6 +16,11 @@ The cache argument is read under each name transformers has given it: `past_key_
 (5.24 renamed it, keeping the old name as a deprecated alias until 5.40). Reading only one name made the generation
 passes look like score passes on the other versions, so the benchmark silently stopped counting generation FLOPs.
 
+Score and update passes are also counted as useful work: each row's real tokens (from the attention mask) through
+the body, and the head positions whose input is a real token, so that padded FLOPs are the executed minus the
+useful ones. With `ppo_phases`, the resident memory (VmHWM and VmRSS) is recorded around the ppo loop's first
+rollout, score and update calls.
+
 The hooks cost a few microseconds per model call (four per call), well under 1% of a decoding step of the tiny model.
 """
 
@@ -28,6 +33,10 @@ from typing import Any
 
 from rlhf.bench.flops import Generation, head_flops, trunk_flops
 from rlhf.bench.probe import status_kb
+
+# The ppo loop's phase functions whose first call `Instrumentation(ppo_phases=True)` brackets with memory readings,
+# and the label of each reading.
+PPO_PHASES = {"collect_rollout": "rollout", "score": "score", "update_policy": "update"}
 
 # The KV-cache keyword of a transformers forward, newest name first (5.24 renamed `past_key_values` to `cache`).
 CACHE_KEYWORDS = ("cache", "past_key_values")
@@ -69,6 +78,7 @@ class _Model:
     phase: str = "score"
     opened: tuple | None = None
     head_opened: tuple | None = None
+    mask: Any = None  # the attention mask of the body call in flight, for the head's useful positions
 
 
 @dataclass
@@ -80,12 +90,20 @@ class Instrumentation:
         heads: (role, phase, positions, seconds, FLOPs) per output-head call.
         logs: every `Tracker.log` call, in order.
         generations: one `Generation` per sampling call of the policy (prompt width and tokens sampled).
+        useful: (role, phase, real tokens, FLOPs on them) per score or update body and head call (a head call's
+            tokens are 0: its positions are not tokens of the pass).
+        memory: {label: {"hwm_mb", "rss_mb"}} read by `mark` (with `ppo_phases`: "setup" before the first rollout,
+            then "rollout", "score" and "update" after the first call of each).
+        ppo_phases: Bracket the ppo loop's phase functions with memory readings.
     """
 
+    ppo_phases: bool = False
     passes: list[tuple] = field(default_factory=list)
     heads: list[tuple] = field(default_factory=list)
     logs: list[StepLog] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
+    useful: list[tuple] = field(default_factory=list)
+    memory: dict[str, dict[str, float]] = field(default_factory=dict)
     models: list[_Model] = field(default_factory=list)
     _restore: list[tuple] = field(default_factory=list)
 
@@ -106,7 +124,32 @@ class Instrumentation:
 
         Tracker.log = log
         self._restore.append((Tracker, "log", original_log))
+        if self.ppo_phases:
+            self._patch_ppo_phases()
         return self
+
+    def mark(self, label: str) -> None:
+        """Records this process's peak (VmHWM) and current (VmRSS) resident memory under `label`, in MB."""
+        self.memory[label] = {"hwm_mb": status_kb("VmHWM") / 1024, "rss_mb": status_kb("VmRSS") / 1024}
+
+    def _patch_ppo_phases(self) -> None:
+        """Reads the memory before the first rollout (setup and model loading done) and after each phase's first
+        call; the loop calls the phases through the module's globals, so replacing them there is enough."""
+        from rlhf.stages import ppo
+
+        for name, label in PPO_PHASES.items():
+            original = getattr(ppo, name)
+
+            def wrapped(*args, _original=original, _label=label, **kwargs):
+                if _label == "rollout" and "setup" not in self.memory:
+                    self.mark("setup")
+                result = _original(*args, **kwargs)
+                if _label not in self.memory:
+                    self.mark(_label)
+                return result
+
+            setattr(ppo, name, wrapped)
+            self._restore.append((ppo, name, original))
 
     def __exit__(self, *exc) -> None:
         for owner, name, value in reversed(self._restore):
@@ -202,24 +245,36 @@ class Instrumentation:
                 self.generations[-1].steps += 1
             else:
                 entry.phase = "update" if torch.is_grad_enabled() else "score"
+            entry.mask = mask if entry.phase != "generate" and mask is not None and mask.dim() == 2 else None
             entry.opened = (batch, n_q, n_kv, time.perf_counter())
 
         def trunk_post(module, args, kwargs, output):
             batch, n_q, n_kv, t0 = entry.opened
-            flops = trunk_flops(entry.config, batch, n_q, n_kv)
-            if entry.phase == "update":
-                flops *= entry.train_factor
+            factor = entry.train_factor if entry.phase == "update" else 1
+            flops = trunk_flops(entry.config, batch, n_q, n_kv) * factor
             self.passes.append((entry.role, entry.phase, batch, n_q, n_kv, time.perf_counter() - t0, flops))
+            if entry.phase != "generate":
+                # Each row through the body at its real length alone: what the pass would cost with no padding.
+                lengths = entry.mask.sum(1).tolist() if entry.mask is not None else [n_q] * batch
+                useful = sum(trunk_flops(entry.config, 1, int(n), int(n)) for n in lengths) * factor
+                self.useful.append((entry.role, entry.phase, int(sum(lengths)), useful))
 
         def head_pre(module, args):
-            entry.head_opened = (args[0].shape[:-1].numel(), time.perf_counter())
+            hidden = args[0]
+            kept = hidden.shape[-2] if hidden.dim() > 2 else 1
+            entry.head_opened = (hidden.shape[:-1].numel(), kept, time.perf_counter())
 
         def head_post(module, args, output):
-            positions, t0 = entry.head_opened
-            flops = head_flops(positions, module.in_features, module.out_features)
-            if entry.phase == "update":
-                flops *= entry.train_factor
+            positions, kept, t0 = entry.head_opened
+            factor = entry.train_factor if entry.phase == "update" else 1
+            flops = head_flops(positions, module.in_features, module.out_features) * factor
             self.heads.append((entry.role, entry.phase, positions, time.perf_counter() - t0, flops))
+            if entry.phase != "generate":
+                # The head runs on the last `kept` positions (a value window ending one column earlier is off by at
+                # most one position per row): the useful ones are those whose input token is real.
+                real = int(entry.mask[:, -kept:].sum()) if entry.mask is not None else positions
+                useful = head_flops(real, module.in_features, module.out_features) * factor
+                self.useful.append((entry.role, entry.phase, 0, useful))
 
         trunk.register_forward_pre_hook(trunk_pre, with_kwargs=True)
         trunk.register_forward_hook(trunk_post, with_kwargs=True)
@@ -253,7 +308,31 @@ class Instrumentation:
             cell = out[phase][role]
             cell["seconds"] += seconds
             cell["flops"] += flops
+        for role, phase, tokens, flops in self.useful:
+            cell = out[phase][role]
+            cell["useful_tokens"] = cell.get("useful_tokens", 0) + tokens
+            cell["useful_flops"] = cell.get("useful_flops", 0) + flops
         return {phase: {role: dict(cell) for role, cell in roles.items()} for phase, roles in out.items()}
+
+    def padding_summary(self) -> dict[str, dict[str, float]]:
+        """{phase: tokens, useful_tokens, padded_token_share, flops, useful_flops, padded_flops, padded_flop_share}
+        for the score and update phases, over every model (bodies and heads)."""
+        out = {}
+        for phase in ("score", "update"):
+            tokens = sum(p[2] * p[3] for p in self.passes if p[1] == phase)
+            flops = sum(p[-1] for p in self.passes if p[1] == phase) + sum(h[-1] for h in self.heads if h[1] == phase)
+            useful_tokens = sum(u[2] for u in self.useful if u[1] == phase)
+            useful_flops = sum(u[3] for u in self.useful if u[1] == phase)
+            out[phase] = {
+                "tokens": tokens,
+                "useful_tokens": useful_tokens,
+                "padded_token_share": 1 - useful_tokens / tokens if tokens else 0.0,
+                "flops": flops,
+                "useful_flops": useful_flops,
+                "padded_flops": flops - useful_flops,
+                "padded_flop_share": 1 - useful_flops / flops if flops else 0.0,
+            }
+        return out
 
     def total_flops(self) -> int:
         """Executed model FLOPs of every pass seen (bodies and heads)."""

@@ -161,8 +161,9 @@ def _ppo(
 
     ceiling_before = matmul_ceiling()
     started = time.perf_counter()
-    with Instrumentation() as ins, InProcessProfiler(profile, profile_dir):
+    with Instrumentation(ppo_phases=True) as ins, InProcessProfiler(profile, profile_dir):
         ppo.run(cfg)
+        ins.mark("end")
     wall_s = time.perf_counter() - started
     ceiling_after = matmul_ceiling()
 
@@ -218,8 +219,10 @@ def _ppo(
         "achieved_gflops_trl_accounting": sum(trl_flops.values()) / train_s / 1e9,
         "pct_of_ceiling_trl_accounting": 100 * sum(trl_flops.values()) / train_s / 1e9 / ceiling,
         "matmul_ceiling_gflops": {"before": ceiling_before, "after": ceiling_after},
+        "padding": ins.padding_summary(),
         "peak_rss_mb": steps[-1].peak_kb / 1024,
         "peak_rss_process_mb": peak_rss_mb(),
+        "memory_by_phase_mb": ins.memory,
         "last_metrics": {k: v for k, v in steps[-1].metrics.items() if not k.startswith("time/")},
     }
 

@@ -38,6 +38,26 @@ class Batch:
         attention_mask = torch.cat([self.query_mask, self.response_mask.long()], dim=1)
         return input_ids, attention_mask, positions(attention_mask)
 
+    def right_aligned(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, position_ids, shift) of prompt + response with each row's real tokens at the
+        right end: the padding of prompt and response together on the left, so the width is the longest row's
+        prompt plus response (not the longest prompt plus the longest response, which are often different rows).
+
+        Response token t of row i is then at column `width - R + t + shift[i]` (R the response width): the last R
+        columns still hold every row's response, each moved right by `shift = R - its real length`. Position ids
+        are the same as `sequence`'s on every real token.
+        """
+        ids, mask, _ = self.sequence()
+        width = ids.shape[1]
+        shift = self.response.shape[1] - self.response_mask.sum(1).long()
+        # Rolling each row right by its shift brings the post-EOS padding round to the front, where it is masked.
+        source = (torch.arange(width, device=ids.device)[None, :] - shift[:, None]) % width
+        ids, mask = ids.gather(1, source), mask.gather(1, source)
+        # Keep room for the response window and the position before it (at least R + 1 columns).
+        keep = min(width, max(int(mask.sum(1).max()), self.response.shape[1] + 1))
+        ids, mask = ids[:, width - keep :], mask[:, width - keep :]
+        return ids, mask, positions(mask), shift
+
     def select(self, index: torch.Tensor) -> Batch:
         """The rows `index` of this batch."""
         return Batch(
@@ -47,6 +67,34 @@ class Batch:
             self.response_mask[index],
             self.has_eos[index],
         )
+
+    def trim(self) -> tuple[Batch, slice]:
+        """This batch without the columns that are padding in every row, and the response columns it keeps.
+
+        Drops the leading prompt columns that no row uses (left padding: they are all in front) and the trailing
+        response columns after every row's EOS, so that a forward over a few rows runs at their own width, not at
+        the step's. A dropped column is a masked key for every row, and `positions` of the trimmed mask equals the
+        original ids on every kept column (the dropped prompt columns add nothing to the cumulative sum), so the
+        real tokens' outputs are unchanged up to float rounding.
+
+        Returns:
+            The trimmed batch, and the slice of response columns kept, for per-token tensors of the step's
+            response width ([B, R] log-probs, values, advantages, returns).
+        """
+        used_prompt = self.query_mask.any(0)
+        prompt_start = int(used_prompt.int().argmax()) if bool(used_prompt.any()) else used_prompt.shape[0]
+        used_response = self.response_mask.bool().any(0)
+        # The last column with a real token in any row (every response has at least its first token).
+        response_end = used_response.shape[0] - int(used_response.flip(0).int().argmax())
+        columns = slice(0, response_end)
+        trimmed = Batch(
+            self.query[:, prompt_start:],
+            self.query_mask[:, prompt_start:],
+            self.response[:, columns],
+            self.response_mask[:, columns],
+            self.has_eos,
+        )
+        return trimmed, columns
 
 
 def encode_prompts(tokenizer, prompts: list[list[dict[str, str]]], max_prompt_length: int) -> list[list[int]]:

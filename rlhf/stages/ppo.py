@@ -428,6 +428,12 @@ def update_policy(
 ) -> dict[str, list[float]]:
     """Update: `update.epochs` passes of minibatches of whole prompt groups, each split into micro-batches.
 
+    Within a minibatch the rows go to micro-batches by length (`_by_length`), and each micro-batch is computed at
+    its own width (`Batch.trim` and `Batch.right_aligned` in `micro_batch_loss`), so short rows are not padded to
+    the step's longest prompt and response. The minibatch's gradient is the same whatever the split (the loss is
+    normalised by the minibatch's token count), so this changes nothing but float rounding and the statistics
+    that are means over micro-batches.
+
     Returns each minibatch statistic's values, to be averaged for the log.
     """
     cfg, accelerator = setup.cfg, setup.accelerator
@@ -438,10 +444,12 @@ def update_policy(
     for _ in range(u.epochs):
         order = _group_order(cfg.training.batch_size, setup.group_size, state.generator).to(accelerator.device)
         for start in range(0, len(order), micro):
-            rows = order[start : start + micro]
             if start % (micro * accumulation) == 0:
                 minibatch = order[start : start + micro * accumulation]
                 token_count = batch.response_mask[minibatch].sum().clamp(min=1)
+                bucketed = _by_length(batch, minibatch)
+            offset = start % (micro * accumulation)
+            rows = bucketed[offset : offset + micro]
             with accelerator.accumulate(model):
                 loss, step_stats = micro_batch_loss(
                     cfg, model, rollout, scored, estimate, rows, state.kl_ctl.value, token_count
@@ -472,18 +480,35 @@ def micro_batch_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of one micro-batch (`rows` of the rollout) and its statistics.
 
+    The forward runs at the rows' own width: no column that is padding in every row (`Batch.trim`, which also
+    slices the step-width per-token tensors to the kept response columns), and each row's prompt and response
+    together at the right end (`Batch.right_aligned`), so the width is the longest row, not the longest prompt plus
+    the longest response.
+
     Every token term is summed over the micro-batch and divided by `token_count`, the real tokens of the whole
     minibatch, then multiplied by `training.gradient_accumulation_steps` because Accelerate (and DeepSpeed) divide
     each micro-batch's loss by it in `backward`: the accumulated gradient is then the token mean over the minibatch,
     whatever the split (a mean of per-micro-batch means weights the tokens of short micro-batches more).
     """
-    part = rollout.batch.select(rows)
-    ids, att, pos = part.sequence()
-    new_logits, new_values = model(ids, att, pos, part.response.shape[1])
-    new_logprobs = F.logprobs_from_logits(new_logits, part.response, cfg.rollout.temperature)
+    part, columns = rollout.batch.select(rows).trim()
+    ids, att, pos, shift = part.right_aligned()
+    length = part.response.shape[1]
+    new_logits, new_values = model(ids, att, pos, length)
+    # The forward sees each row's response at the right end (moved right by `shift`): take the log-probs of the
+    # tokens where they are, then read each row's response back to the left-aligned columns the rollout's tensors
+    # use (columns past a row's response read a clamped index and are masked out).
+    new_logprobs = F.logprobs_from_logits(new_logits, ids[:, -length:], cfg.rollout.temperature)
+    aligned = (torch.arange(length, device=shift.device)[None, :] + shift[:, None]).clamp(max=length - 1)
+    new_logprobs = new_logprobs.gather(1, aligned)
+    new_values = new_values.gather(1, aligned) if new_values is not None else None
     mask, count = part.response_mask, token_count / cfg.training.gradient_accumulation_steps
     pg_loss, pg_stats = F.policy_loss(
-        new_logprobs, scored.old_logprobs[rows], estimate.advantages[rows], mask, cfg.update.cliprange, count
+        new_logprobs,
+        scored.old_logprobs[rows, columns],
+        estimate.advantages[rows, columns],
+        mask,
+        cfg.update.cliprange,
+        count,
     )
     loss = pg_loss
     step_stats = {
@@ -493,12 +518,12 @@ def micro_batch_loss(
     }
     if new_values is not None:
         vf_loss, vf_stats = F.value_loss(
-            new_values, scored.values[rows], estimate.returns[rows], mask, cfg.value.cliprange, count
+            new_values, scored.values[rows, columns], estimate.returns[rows, columns], mask, cfg.value.cliprange, count
         )
         loss = loss + cfg.value.coef * vf_loss
         step_stats.update({"loss/value": vf_loss, "value/clipfrac": vf_stats["clipfrac"]})
     if cfg.kl.mode == "loss":
-        kl_loss = A.kl_loss(new_logprobs, scored.ref_logprobs[rows], mask, cfg.kl.estimator, count)
+        kl_loss = A.kl_loss(new_logprobs, scored.ref_logprobs[rows, columns], mask, cfg.kl.estimator, count)
         loss = loss + kl_coef * kl_loss
         step_stats["loss/kl"] = kl_loss
     return loss, step_stats
@@ -617,6 +642,14 @@ def _micro_batch(cfg: PPOStage) -> int:
     """Rows per forward/backward pass: a minibatch of whole prompt groups, split for gradient accumulation."""
     prompts_per_minibatch = cfg.training.batch_size // cfg.update.num_minibatches
     return prompts_per_minibatch * cfg.rollout.samples_per_prompt // cfg.training.gradient_accumulation_steps
+
+
+def _by_length(batch: Batch, rows: torch.Tensor) -> torch.Tensor:
+    """`rows` (one minibatch) sorted by real length, prompt plus response, so that consecutive micro-batches hold
+    rows of similar length and little padding (`micro_batch_loss` computes each at its longest row's width).
+    A stable sort: the same rows in the same order give the same micro-batches (resuming stays exact)."""
+    lengths = batch.query_mask[rows].sum(1) + batch.response_mask[rows].sum(1).long()
+    return rows[torch.sort(lengths, stable=True).indices]
 
 
 def _group_order(prompts: int, group_size: int, generator: torch.Generator) -> torch.Tensor:

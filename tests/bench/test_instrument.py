@@ -122,3 +122,47 @@ def test_hooks_and_patches_are_removed_on_exit(tmp_path):
         assert Tracker.log is not original_log and LlamaDecoder._forward is not original_step
     assert Tracker.log is original_log and LlamaForCausalLM.__init__ is original_init
     assert LlamaDecoder._forward is original_step
+
+
+def test_padded_flops_are_the_executed_minus_each_rows_own():
+    """Score and update passes over a left-padded batch: the useful FLOPs are each row at its real length alone."""
+    with Instrumentation() as ins:
+        policy = LlamaForCausalLM(LlamaConfig(**CONFIG))
+        reward = LlamaForSequenceClassification(LlamaConfig(**CONFIG, num_labels=1)).requires_grad_(False)
+    ids = torch.randint(1, 64, (2, 6))
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # 3 + 6 real tokens of 12
+    with torch.no_grad():
+        reward(input_ids=ids, attention_mask=mask)
+    policy(input_ids=ids, attention_mask=mask, logits_to_keep=4).logits.sum().backward()
+    cfg = policy.config
+    padding = ins.padding_summary()
+    for phase, factor, head_positions, useful_head in (("score", 1, 12, 9), ("update", 3, 8, 7)):
+        cell, out = padding[phase], 64 if phase == "update" else 1
+        useful = factor * (trunk_flops(cfg, 1, 3, 3) + trunk_flops(cfg, 1, 6, 6) + head_flops(useful_head, 16, out))
+        assert cell["tokens"] == 12 and cell["useful_tokens"] == 9
+        assert cell["padded_token_share"] == pytest.approx(0.25)
+        assert cell["useful_flops"] == useful
+        assert cell["flops"] == factor * (trunk_flops(cfg, 2, 6, 6) + head_flops(head_positions, 16, out))
+        assert cell["padded_flops"] == cell["flops"] - useful > 0
+    summary = ins.forward_summary()
+    assert summary["update"]["policy"]["useful_flops"] == padding["update"]["useful_flops"]
+    assert "useful_flops" not in summary.get("generate", {}).get("policy", {})
+
+
+def test_ppo_phase_memory_is_read_after_each_phases_first_call(monkeypatch):
+    from rlhf.stages import ppo
+
+    calls = []
+    # Stand-ins for the loop's phases: the wrappers must call through to them and pass their results on.
+    for name in ("collect_rollout", "score", "update_policy"):
+        monkeypatch.setattr(ppo, name, lambda *args, _name=name: calls.append(_name) or _name)
+    stand_ins = {name: getattr(ppo, name) for name in ("collect_rollout", "score", "update_policy")}
+    with Instrumentation(ppo_phases=True) as ins:
+        for _ in range(2):  # a second step reads nothing more
+            assert [ppo.collect_rollout(1), ppo.score(2), ppo.update_policy(3)] == list(stand_ins)
+        ins.mark("end")
+    assert calls == list(stand_ins) * 2
+    assert list(ins.memory) == ["setup", "rollout", "score", "update", "end"]
+    for reading in ins.memory.values():
+        assert reading["hwm_mb"] >= reading["rss_mb"] > 0
+    assert {name: getattr(ppo, name) for name in stand_ins} == stand_ins

@@ -49,6 +49,21 @@ def test_ppo_harness_smoke(tmp_path):
     assert rec["forward_s"]["generate"]["policy"]["flops"] >= 2 * layer_matmul_params(policy) * rec["gen_tokens"]
     assert rec["achieved_gflops"] == pytest.approx(rec["flops"] / rec["train_s"] / 1e9)
     assert rec["peak_rss_mb"] > 100  # the process holds torch and three models: far above 100 MB
+    # Padding: score and update each split into useful and padded FLOPs, adding up to the phase's executed FLOPs.
+    for phase in ("score", "update"):
+        cell = rec["padding"][phase]
+        executed = sum(role["flops"] for role in rec["forward_s"][phase].values())
+        assert cell["flops"] == executed and 0 < cell["useful_flops"] <= executed
+        assert cell["padded_flops"] == executed - cell["useful_flops"]
+        assert 0 <= cell["padded_token_share"] < 1
+    # Memory by phase: read in the order the run reaches them, each peak at least the previous one.
+    memory = rec["memory_by_phase_mb"]
+    assert list(memory) == ["setup", "rollout", "score", "update", "end"]
+    peaks = [reading["hwm_mb"] for reading in memory.values()]
+    # The last step's log falls between the update's reading and the end (the save comes after it); the process
+    # peak is read later still, after the matmul probe.
+    assert peaks == sorted(peaks) and memory["update"]["hwm_mb"] <= rec["peak_rss_mb"] <= peaks[-1]
+    assert peaks[-1] <= rec["peak_rss_process_mb"]
     assert (tmp_path / "models" / "tiny" / "config.json").is_file()
     assert (tmp_path / "models" / "tiny-reward" / "config.json").is_file()
     assert json.loads(results_file.read_text().splitlines()[-1])["date"] == rec["date"]

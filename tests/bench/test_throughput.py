@@ -187,13 +187,25 @@ def test_summary_lines_of_a_ppo_record(tmp_path, capsys):
         "train_s": 5.12,
         "peak_rss_mb": 700.25,
     }
-    (tmp_path / "runs.jsonl").write_text(json.dumps(rec) + "\n\n")
+    padded = {
+        **rec,
+        "padding": {"update": {"useful_flops": 3e9, "padded_flops": 1e9, "padded_token_share": 0.25}},
+        "memory_by_phase_mb": {"setup": {"hwm_mb": 400.0, "rss_mb": 390.5}},
+    }
+    (tmp_path / "runs.jsonl").write_text(json.dumps(rec) + "\n\n" + json.dumps(padded) + "\n")
     assert summary.main([str(tmp_path / "runs.jsonl")]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    plain = [
         "ppo.tiny.episodes_per_s 12.5",
         "ppo.tiny.gen_tokens_per_s 600",
         "ppo.tiny.train_s 5.12",
         "ppo.tiny.peak_rss_mb 700.25",
+    ]
+    assert capsys.readouterr().out.splitlines() == plain + plain + [
+        "ppo.tiny.update.useful_flops 3e+09",
+        "ppo.tiny.update.padded_flops 1e+09",
+        "ppo.tiny.update.padded_token_share 0.25",
+        "ppo.tiny.memory.setup.hwm_mb 400",
+        "ppo.tiny.memory.setup.rss_mb 390.5",
     ]
 
 

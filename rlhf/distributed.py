@@ -94,6 +94,19 @@ def make_accelerator(dtype: str | None = None, **kwargs: Any):
     return Accelerator(**kwargs)
 
 
+def unwrap(accelerator, model):
+    """The module inside `model` as `accelerator.prepare` returned it (DDP or DeepSpeed engine removed).
+
+    A one-process launch prepares no wrapper, so the model is returned as it is: `accelerator.unwrap_model` would
+    import DeepSpeed whenever it is installed, about 22 MB of resident memory in a run that never uses it.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.NO:
+        return model
+    return accelerator.unwrap_model(model)
+
+
 def fresh_deepspeed_plugin():
     """A DeepSpeed plugin read afresh from the launch's config file, its "auto" values still unfilled.
 
@@ -249,6 +262,8 @@ def full_state_dict(accelerator, model) -> dict[str, Any] | None:
     """
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
+    if accelerator.num_processes == 1 and not using_deepspeed():
+        return unwrap(accelerator, model).state_dict()  # what get_state_dict returns here, without its imports
     return accelerator.get_state_dict(model)
 
 

@@ -33,12 +33,14 @@ from rlhf import allocator
 from rlhf import checkpoint as ckpt
 from rlhf.artifacts import FINAL, check_parent, data_hashes, write_manifest, write_recipe
 from rlhf.config import PPOStage
+from rlhf.distributed import unwrap
 from rlhf.evaluation import evaluate_against_reference
 from rlhf.generation.sampling import Batch, encode_prompts, left_pad, response_mask, sample
 from rlhf.ppo import advantages as A
 from rlhf.ppo import frontier
 from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
+from rlhf.ppo.schedule import learning_rate_schedule
 from rlhf.ppo.state import Estimate, PPOState, Rollout, Scored, Setup
 from rlhf.rewards.sources import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 
@@ -55,7 +57,9 @@ def run(cfg: PPOStage) -> Path:
     Leaves `final/` (the policy, merged weights or a PEFT adapter, with its tokenizer), `recipe.yaml`,
     `metrics.jsonl` and `manifest.json` (naming the sft and reward artifacts) in `cfg.output_dir`.
     """
-    from transformers import get_scheduler, set_seed
+    # accelerate's set_seed seeds what transformers' does (random, numpy, torch, CUDA) without importing
+    # transformers.trainer_utils, which imports peft (10 MB) even where no adapter is trained.
+    from accelerate.utils import set_seed
 
     from rlhf.distributed import (
         configure_deepspeed,
@@ -127,16 +131,16 @@ def run(cfg: PPOStage) -> Path:
         actor_critic.param_groups(t.learning_rate, cfg.value.learning_rate or t.learning_rate, t.weight_decay),
         fused=True,
     )
-    scheduler = get_scheduler(
-        t.lr_scheduler,
+    scheduler = learning_rate_schedule(
         optimizer,
-        num_warmup_steps=int(t.warmup_ratio * total_steps * updates_per_step),
-        num_training_steps=total_steps * updates_per_step,
+        t.lr_scheduler,
+        warmup_steps=int(t.warmup_ratio * total_steps * updates_per_step),
+        total_steps=total_steps * updates_per_step,
     )
     # No dataloader tells DeepSpeed the micro-batch: the loop's own is set before prepare (with the clipping norm).
     configure_deepspeed(accelerator, micro_batch_size=_micro_batch(cfg), max_grad_norm=t.max_grad_norm)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
-    launch = launch_summary(accelerator, accelerator.unwrap_model(model).policy)
+    launch = launch_summary(accelerator, unwrap(accelerator, model).policy)
     # ref_policy and learned rewards: inference replicas, or sharded DeepSpeed engines under ZeRO-3.
     if ref_policy is not None:
         ref_policy = prepare_frozen(accelerator, ref_policy)
@@ -212,7 +216,7 @@ def run(cfg: PPOStage) -> Path:
     def frontier_point() -> dict[str, float]:
         """The policy as it is now on the held-out prompts (`rlhf.ppo.frontier`), and what that took."""
         frontier_started = time.perf_counter()
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = unwrap(accelerator, model)
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
             found = frontier.evaluate(
                 unwrapped.policy, ref_policy, tokenizer, terms, eval_prompts, cfg, accelerator, eval_infos
@@ -260,7 +264,7 @@ def run(cfg: PPOStage) -> Path:
     episodes = total_steps * per_rank * setup.group_size * world
     results = {"steps": total_steps, "episodes": episodes, **_trend(state.history), **launch}
     if eval_prompts:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = unwrap(accelerator, model)
         # Everything generates here (policy and reference): gather both once rather than per layer and token.
         with gathered_weights(accelerator, model, unwrapped.policy), gathered_weights(accelerator, ref_policy):
             results.update(
@@ -316,7 +320,7 @@ def collect_rollout(setup: Setup, state: PPOState, step: int) -> Rollout:
     index = [i for i in prompts for _ in range(setup.group_size)]
     query, query_mask = left_pad([setup.encoded[i] for i in index], tokenizer.pad_token_id)
     query, query_mask = query.to(device), query_mask.to(device)
-    unwrapped = accelerator.unwrap_model(state.model)
+    unwrapped = unwrap(accelerator, state.model)
     # ZeRO-3: gather once, not per decoding step. Under mixed precision the sampler's products run in bf16 too.
     with gathered_weights(accelerator, state.model, unwrapped.policy), accelerator.autocast():
         sampled = sample(
@@ -352,7 +356,7 @@ def score(setup: Setup, state: PPOState, rollout: Rollout) -> Scored:
     device, batch = accelerator.device, rollout.batch
     input_ids, attention_mask, position_ids = batch.sequence()
     length = batch.response.shape[1]
-    unwrapped = accelerator.unwrap_model(state.model)
+    unwrapped = unwrap(accelerator, state.model)
     values, old_logprobs = None, rollout.logprobs
     # `state.model`'s forward is under autocast already (Accelerate wraps it); the frozen models and the reward terms
     # run inside `accelerator.autocast()` (a no-op without mixed precision).
@@ -775,7 +779,7 @@ def _save_policy(accelerator, model, tokenizer, final_dir: Path, state_dict: dic
     only this rank's shards, so the adapter too is saved from the gathered weights).
     """
     if accelerator.is_main_process:
-        policy = accelerator.unwrap_model(model).policy
+        policy = unwrap(accelerator, model).policy
         prefix = "policy."
         policy_state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         final_dir.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,9 @@ compare on the embedded default model, the shipped recipe as it is. ppo, trained
 (the spec is logged at weight 0), beats sft on the bank spec's judge with a paired interval above 0 (issue 16). The
 spec labelled the pairs, so the gain shows ppo learned the bank's rules from them; the report says so.
 
-Measured (one seed, shared CPU): ppo - sft +0.035 [+0.015, +0.054] on 117 held-out prompts (intents 0.68 -> 0.85,
-acknowledge-and-act 0.90 -> 0.97, sign-off 0.89 -> 0.95; the greeting 0.23 -> 0.20: neither model copies the
-customer's name, and ppo writes a clean wrong one). With 40 ppo steps it was +0.013 [-0.006, +0.032]."""
+Measured (one seed, two torch threads, 4 replies x 117 held-out prompts): ppo - sft +0.041 [+0.029, +0.052], no
+alarm. Over three seeds of the full recipe (`rlhf sweep recipes/bank_voice/pipeline.yaml "seed=[42,1,2]"`): +0.014
+[+0.008, +0.022] over seeds and prompts, every seed's own interval above 0."""
 
 from __future__ import annotations
 
@@ -60,12 +60,12 @@ def test_bank_report_states_what_the_judge_shares_and_raises_no_reward_alarm(run
         assert results["corpus"]["ppo"]["distinct_2"] >= agents, (results["corpus"], agents)
 
 
-def test_ppo_does_not_lose_the_bank_judge(run_dir):
-    # Issue 16 asks for ppo above sft with the interval above 0; that is not robust: this shortened run measured
-    # +0.035 [+0.015, +0.054] with one torch thread and +0.002 [-0.021, +0.027] with two (the CI's; the same code
-    # and seed, float sums in another order), so one run's gain is within its own noise. What holds on both: ppo does
-    # not fall below sft on the bank judge.
+def test_ppo_beats_sft_on_the_bank_judge(run_dir):
+    # Measured with the shipped 4 replies per prompt: +0.041 [+0.029, +0.052] in this shortened run (two torch
+    # threads, as in CI), and over three seeds of the full recipe +0.019 [+0.009, +0.029], +0.011 [+0.002, +0.020],
+    # +0.013 [+0.004, +0.023]. With one reply per prompt the same shortened run had swung between +0.035 [+0.015,
+    # +0.054] (one thread) and +0.002 [-0.021, +0.027] (two): most of that was the sampling of the compared replies.
     results = json.loads((run_dir / "compare" / "results.json").read_text())
+    assert results["samples_per_prompt"] == 4
     difference = results["differences"]["ppo"]["bank_voice"]
-    assert difference["high"] > 0, difference
-    assert difference["mean"] > -0.01, difference
+    assert difference["low"] > 0, difference

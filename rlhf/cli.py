@@ -166,6 +166,7 @@ def _run(recipe: Recipe) -> int:
     from rlhf.compare.report import REPORT_HTML
     from rlhf.models.loading import ModelLoadError
     from rlhf.pipeline import run_recipe
+    from rlhf.precision import PrecisionError
     from rlhf.rewards.sources import RewardError
     from rlhf.stages.hf_checkpoints import NonFiniteLossError
     from rlhf.stages.ppo import NonFiniteError
@@ -173,7 +174,7 @@ def _run(recipe: Recipe) -> int:
     started = time.time()
     try:
         outputs = run_recipe(recipe)
-    except (ArtifactError, ResumeError, ModelLoadError, DataError, RewardError) as err:
+    except (ArtifactError, ResumeError, ModelLoadError, DataError, RewardError, PrecisionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (NonFiniteLossError, NonFiniteError) as err:

@@ -44,20 +44,44 @@ def native_bf16(device_type: str) -> bool:
     return cpu_has_native_bf16()
 
 
+class PrecisionError(ValueError):
+    """A precision setting the launch cannot honour; the message says what to set instead."""
+
+
 def resolve_mixed_precision(setting: str, device_type: str, stage: str = "") -> str:
     """The mixed precision a stage trains in: "bf16" or "no", with `training.mixed_precision: auto` resolved.
+
+    Under a DeepSpeed launch there is no autocast over float32 weights: DeepSpeed's bf16 mode keeps the weights
+    themselves in bf16 (float32 master copies in the optimiser), which is `model.dtype: bfloat16`, and ZeRO-3 refuses
+    a model whose float32 value head sits beside bf16 weights. So `bf16` is refused there with that advice, and
+    `auto` resolves to "no".
 
     Args:
         setting: The recipe's `training.mixed_precision` ("no", "bf16" or "auto").
         device_type: The training device ("cpu" or "cuda").
         stage: The stage's name, for the log line.
+
+    Raises:
+        PrecisionError: `bf16` under a DeepSpeed launch.
     """
+    from rlhf.distributed import using_deepspeed
+
+    prefix = f"{stage}: " if stage else ""
+    if setting != "no" and using_deepspeed():
+        if setting == "bf16":
+            raise PrecisionError(
+                f"{prefix}training.mixed_precision: bf16 is autocast over float32 weights, which a DeepSpeed launch "
+                "does not do; set model.dtype: bfloat16 instead (DeepSpeed's bf16: bf16 weights, float32 master "
+                "weights in the optimiser) and training.mixed_precision: no"
+            )
+        logger.info("%straining.mixed_precision=auto -> no (DeepSpeed launch: use model.dtype bfloat16)", prefix)
+        return "no"
     if setting != "auto":
         return setting
     resolved = "bf16" if native_bf16(device_type) else "no"
     logger.info(
         "%straining.mixed_precision=auto -> %s (%s bf16 matrix instructions on %s)",
-        f"{stage}: " if stage else "",
+        prefix,
         resolved,
         "native" if resolved == "bf16" else "no native",
         device_type,

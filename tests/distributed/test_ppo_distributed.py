@@ -356,3 +356,18 @@ def test_zero3_reward_rises_like_one_process(tmp_path):
     quarter = len(one_rewards) // 4
     two_final, one_final = sum(two_rewards[-quarter:]) / quarter, sum(one_rewards[-quarter:]) / quarter
     assert abs(two_final - one_final) <= FINAL_TOL, (two_final, one_final, two_rewards, one_rewards)
+
+
+def test_ddp_trains_under_bf16_autocast_and_saves_float32(tmp_path, reward_dir):
+    """`training.mixed_precision: bf16` under DDP with 2 processes: autocast on every rank, float32 weights saved."""
+    import torch
+    from safetensors.torch import load_file
+
+    recipe, out = _recipe(tmp_path, "ppo", SHORT, reward=reward_dir, value="head", lora="")
+    log = _launch("ddp", recipe, tmp_path / "launch.log", "training.mixed_precision=bf16", "training.save_steps=null")
+    assert "mixed precision bf16" in log
+    found = results(out)
+    assert (found["world_size"], found["distributed_type"]) == (2, "MULTI_CPU")
+    steps = _steps(out)
+    assert len(steps) == 2 and all("rollout/logprob_gap_mean" in row for row in steps.values())
+    assert {tensor.dtype for tensor in load_file(out / "final" / "model.safetensors").values()} == {torch.float32}

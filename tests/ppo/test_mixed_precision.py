@@ -53,6 +53,21 @@ def test_mixed_precision_needs_float32_weights():
     SFTStage.model_validate({**SFT, "training": {"mixed_precision": "auto"}})
 
 
+def test_a_deepspeed_launch_refuses_autocast_and_auto_stays_off(monkeypatch, tmp_path):
+    from rlhf.cli import main
+    from rlhf.precision import PrecisionError
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(PrecisionError, match="set model.dtype: bfloat16 instead"):
+        resolve_mixed_precision("bf16", "cpu", "ppo")
+    assert resolve_mixed_precision("auto", "cpu", "ppo") == "no"
+    # The command line turns it into one error line and exit 2, before any model is loaded.
+    recipe = tmp_path / "ppo.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "out", data=DATA_DIR))
+    assert main(["run", str(recipe)]) == 2
+    assert not (tmp_path / "out" / "final").exists()
+
+
 @pytest.mark.parametrize(("setting", "bf16"), [("bf16", True), ("no", False)])
 def test_trainer_stages_turn_on_the_trainers_bf16_autocast(tmp_path, setting, bf16):
     from rlhf.stages.hf_trainer import training_arguments

@@ -169,7 +169,8 @@ class TrainingConfig(Block):
             "bf16: float32 weights, gradients and optimiser state, matrix products in bf16 under autocast (ppo: "
             "sampling and scoring too); auto: bf16 where the training device has native bf16 matrix instructions "
             "(CUDA from Ampere, CPUs with AVX512-BF16 or AMX), checked at run time, otherwise no. Needs "
-            "model.dtype float32 (bfloat16 weights are already bf16)."
+            "model.dtype float32 (bfloat16 weights are already bf16); under a DeepSpeed launch use model.dtype "
+            "bfloat16 instead (DeepSpeed's bf16 keeps float32 master weights; bf16 here is refused, auto is off)."
         ),
     )
     save_steps: int | None = Field(

@@ -61,9 +61,13 @@ def test_ppo_harness_smoke(tmp_path):
     assert list(memory) == ["setup", "rollout", "score", "update", "end"]
     peaks = [reading["hwm_mb"] for reading in memory.values()]
     # The last step's log falls between the update's reading and the end (the save comes after it); the process
-    # peak is read later still, after the matmul probe.
-    assert peaks == sorted(peaks) and memory["update"]["hwm_mb"] <= rec["peak_rss_mb"] <= peaks[-1]
-    assert peaks[-1] <= rec["peak_rss_process_mb"]
+    # peak is read later still, after the matmul probe. The kernel's VmHWM can read a few pages lower later on (its
+    # RSS counters are cached per thread and folded in lazily: a fresh-clone CI run saw 555.621 then 555.609 MB), so
+    # "at least the previous one" allows 1 MB.
+    slack = 1.0
+    assert all(later >= earlier - slack for earlier, later in zip(peaks, peaks[1:], strict=False)), peaks
+    assert memory["update"]["hwm_mb"] - slack <= rec["peak_rss_mb"] <= peaks[-1] + slack
+    assert peaks[-1] <= rec["peak_rss_process_mb"] + slack
     assert (tmp_path / "models" / "tiny" / "config.json").is_file()
     assert (tmp_path / "models" / "tiny-reward" / "config.json").is_file()
     assert json.loads(results_file.read_text().splitlines()[-1])["date"] == rec["date"]

@@ -100,11 +100,14 @@ def unwrap(accelerator, model):
     A one-process launch prepares no wrapper, so the model is returned as it is: `accelerator.unwrap_model` would
     import DeepSpeed whenever it is installed, about 22 MB of resident memory in a run that never uses it.
     """
+    return model if is_unwrapped(accelerator) else accelerator.unwrap_model(model)
+
+
+def is_unwrapped(accelerator) -> bool:
+    """Whether `accelerator.prepare` leaves models as they are (one process, no DDP, no DeepSpeed engine)."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type == DistributedType.NO:
-        return model
-    return accelerator.unwrap_model(model)
+    return accelerator.distributed_type == DistributedType.NO
 
 
 def fresh_deepspeed_plugin():
@@ -262,9 +265,8 @@ def full_state_dict(accelerator, model) -> dict[str, Any] | None:
     """
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
-    if accelerator.num_processes == 1 and not using_deepspeed():
-        return unwrap(accelerator, model).state_dict()  # what get_state_dict returns here, without its imports
-    return accelerator.get_state_dict(model)
+    # Nothing wraps the model without a launch: what get_state_dict returns then, without its DeepSpeed import.
+    return unwrap(accelerator, model).state_dict() if is_unwrapped(accelerator) else accelerator.get_state_dict(model)
 
 
 def all_ranks_done(accelerator):

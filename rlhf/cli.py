@@ -164,6 +164,7 @@ def _check_local_model(ref: str, stage: str) -> None:
 
 def _run(recipe: Recipe) -> int:
     from rlhf.compare.report import REPORT_HTML
+    from rlhf.distributed import shutdown
     from rlhf.models.loading import ModelLoadError
     from rlhf.pipeline import run_recipe
     from rlhf.precision import PrecisionError
@@ -180,6 +181,7 @@ def _run(recipe: Recipe) -> int:
     except (NonFiniteLossError, NonFiniteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"\nfinished in {time.time() - started:.0f} s; outputs:")
         for path in outputs:

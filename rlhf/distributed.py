@@ -284,3 +284,17 @@ def all_ranks_done(accelerator):
         return accelerator.reduce(flag, reduction="sum").item() == 0
 
     return all_done
+
+
+def shutdown() -> None:
+    """Ends a multi-process launch's process group: every rank waits for the others, then the group is destroyed.
+
+    Left to interpreter exit, the group's communication threads are torn down in whatever order the ranks exit, while
+    a peer may still be talking to them; torch warns about it and a rank can abort there. Does nothing in a
+    one-process run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(out_dir: Path) -> None:
-    from rlhf.distributed import configure_deepspeed, make_accelerator, prepare_environment
+    from rlhf.distributed import configure_deepspeed, make_accelerator, prepare_environment, shutdown
 
     prepare_environment()
     import torch
@@ -43,6 +43,7 @@ def main(out_dir: Path) -> None:
         record["engine_clipping"] = engine.gradient_clipping()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(record))
+    shutdown()  # as `rlhf run` ends a launch
 
 
 if __name__ == "__main__":

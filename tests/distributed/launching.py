@@ -64,6 +64,8 @@ def child_env(**overrides: str | None) -> dict[str, str]:
             "HF_DATASETS_OFFLINE": "1",
             "WANDB_MODE": "offline",
             "TOKENIZERS_PARALLELISM": "false",
+            # A rank that dies on a signal (SIGABRT, SIGSEGV) prints its Python stack into the log.
+            "PYTHONFAULTHANDLER": "1",
             # These tests are about the CPU/gloo path CI runs; on a GPU machine two ranks would share one device.
             "CUDA_VISIBLE_DEVICES": "",
         }
@@ -137,11 +139,25 @@ def finish(processes: list[subprocess.Popen], logs: list[Path], timeout: float =
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     if codes is None or any(codes):
-        tails = "\n".join(
-            f"--- {log} (last lines) ---\n" + "\n".join(log.read_text().splitlines()[-40:]) for log in logs
-        )
+        tails = "\n".join(f"--- {log} ---\n" + excerpt(log.read_text()) for log in logs)
         what = f"timed out after {timeout:.0f} s" if codes is None else f"exit codes {codes}"
         raise AssertionError(f"launch failed ({what}):\n{tails}")
+
+
+def excerpt(text: str, lines: int = 60) -> str:
+    """The part of a launch log that says why it failed: the ranks' last lines and the launcher's root cause.
+
+    When a rank dies, torch's launcher prints its own traceback and a failure table after the ranks' output; the
+    last lines of the log are then only that, and the rank's error (a Python traceback, or the stack
+    PYTHONFAULTHANDLER prints on SIGABRT or SIGSEGV) is above them. The launcher's traceback is cut out.
+    """
+    rows = text.splitlines()
+    starts = [i for i, row in enumerate(rows) if row.startswith("Traceback (most recent call last):")]
+    launcher = next((i for i in reversed(starts) if any("distributed/run.py" in row for row in rows[i : i + 30])), None)
+    if launcher is None:
+        return "\n".join(rows[-lines:])
+    root = next((i for i in range(launcher, len(rows)) if "Root Cause" in rows[i]), len(rows))
+    return "\n".join(rows[max(0, launcher - lines) : launcher] + ["[launcher traceback cut]"] + rows[root:])
 
 
 def run(command: list[str], log: Path, env: dict[str, str] | None = None) -> None:

@@ -24,7 +24,7 @@ PROMPTS = [
 
 
 def main(out_dir: Path) -> None:
-    from rlhf.distributed import make_accelerator, prepare_environment
+    from rlhf.distributed import make_accelerator, prepare_environment, shutdown
 
     prepare_environment()
     import deepspeed
@@ -121,7 +121,7 @@ def main(out_dir: Path) -> None:
         record["step_changed_weights"] = not torch.equal(before, weight.detach())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{rank}.json").write_text(json.dumps(record))
-    accelerator.wait_for_everyone()
+    shutdown()  # as `rlhf run` ends a launch: a barrier, then the process group destroyed before exit
 
 
 if __name__ == "__main__":

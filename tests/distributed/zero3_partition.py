@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(out_dir: Path) -> None:
-    from rlhf.distributed import make_accelerator, prepare_environment
+    from rlhf.distributed import make_accelerator, prepare_environment, shutdown
 
     prepare_environment()  # as `rlhf run` does, before DeepSpeed is imported
     import deepspeed
@@ -52,7 +52,7 @@ def main(out_dir: Path) -> None:
         record["sum_gathered"] = float(weight.detach().double().sum())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{record['rank']}.json").write_text(json.dumps(record))
-    accelerator.wait_for_everyone()
+    shutdown()  # as `rlhf run` ends a launch: a barrier, then the process group destroyed before exit
 
 
 if __name__ == "__main__":

@@ -85,13 +85,24 @@ def make_accelerator(dtype: str | None = None, **kwargs: Any):
         if dtype in DEEPSPEED_PRECISION:
             kwargs.setdefault("mixed_precision", DEEPSPEED_PRECISION[dtype])
     else:
-        from accelerate.state import AcceleratorState
-
         # Accelerate keeps one process-wide state and refuses a new Accelerator whose mixed precision differs from
         # it: an earlier stage of the same process (or an earlier run in a test) would fix this stage's precision.
         # Drop it (not the process group, which PartialState keeps), as `fresh_deepspeed_plugin` does.
-        AcceleratorState._reset_state(reset_partial_state=False)
+        release_accelerator_state()
     return Accelerator(**kwargs)
+
+
+def release_accelerator_state() -> None:
+    """Drops the Accelerator state a stage made (its mixed precision, its plugin), keeping the process group.
+
+    Accelerate keeps one process-wide state, and a later `Accelerator()` without arguments silently takes the
+    earlier one's settings: after a bf16 ppo stage, a user's plain Accelerator in the same process would compute in
+    bf16. Our own stages reset the state as they start (`make_accelerator`); this restores the defaults for whatever
+    runs after them.
+    """
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def unwrap(accelerator, model):
@@ -119,10 +130,9 @@ def fresh_deepspeed_plugin():
     Dropping the accelerator state (not the process group, which PartialState keeps) and reading the config file
     again gives each stage the launch's config as written, as the Trainer does for the sft and reward stages.
     """
-    from accelerate.state import AcceleratorState
     from accelerate.utils import DeepSpeedPlugin
 
-    AcceleratorState._reset_state(reset_partial_state=False)
+    release_accelerator_state()
     return DeepSpeedPlugin()
 
 

@@ -57,6 +57,15 @@ def run(cfg: PPOStage) -> Path:
     Leaves `final/` (the policy, merged weights or a PEFT adapter, with its tokenizer), `recipe.yaml`,
     `metrics.jsonl` and `manifest.json` (naming the sft and reward artifacts) in `cfg.output_dir`.
     """
+    from rlhf.distributed import release_accelerator_state
+
+    try:
+        return _run(cfg)
+    finally:
+        release_accelerator_state()
+
+
+def _run(cfg: PPOStage) -> Path:
     # accelerate's set_seed seeds what transformers' does (random, numpy, torch, CUDA) without importing
     # transformers.trainer_utils, which imports peft (10 MB) even where no adapter is trained.
     from accelerate.utils import set_seed

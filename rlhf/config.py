@@ -186,6 +186,13 @@ class TrainingConfig(Block):
         2, gt=0, description="Keep only the newest K complete checkpoints (older ones are deleted); null keeps all."
     )
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _unquoted_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `no` as false: `mixed_precision: no` (and the override mixed_precision=no) must
+        # mean "no", not fail. Only false is taken; true names no setting and is refused with the valid choices.
+        return "no" if value is False else value
+
 
 class TrackingConfig(Block):
     """Experiment tracking. metrics.jsonl is always written; these add trackers."""

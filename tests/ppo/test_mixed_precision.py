@@ -53,6 +53,23 @@ def test_mixed_precision_needs_float32_weights():
     SFTStage.model_validate({**SFT, "training": {"mixed_precision": "auto"}})
 
 
+def test_an_unquoted_no_in_yaml_means_no(tmp_path, capsys):
+    from rlhf.cli import main
+    from rlhf.recipe import load_recipe
+
+    # YAML reads `no` as false: the documented value, written as a user writes it, in a file and as an override.
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        f"stage: sft\noutput_dir: {tmp_path / 'out'}\ndata: {{train: {DATA_DIR / 'sft_train.jsonl'}}}\n"
+        "training:\n  mixed_precision: no\n"
+    )
+    assert load_recipe(recipe, []).training.mixed_precision == "no"
+    assert load_recipe(recipe, ["training.mixed_precision=no"]).training.mixed_precision == "no"
+    assert load_recipe(recipe, ["training.mixed_precision=bf16"]).training.mixed_precision == "bf16"
+    assert main(["validate", str(recipe), "training.mixed_precision=yes"]) == 2
+    assert "training.mixed_precision: Input should be 'no', 'bf16' or 'auto'" in capsys.readouterr().err
+
+
 def test_a_deepspeed_launch_refuses_autocast_and_auto_stays_off(monkeypatch, tmp_path):
     from rlhf.cli import main
     from rlhf.precision import PrecisionError

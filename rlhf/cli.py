@@ -226,7 +226,10 @@ def _plan(args: argparse.Namespace) -> int:
             for name, count, worst, fits in fitting_configs(
                 recipe, args.device_memory_gb, args.num_processes, args.device
             ):
-                print(f"  {'fits' if fits else 'too big':<8} {name:<14} {count:>3} processes  {worst:9.3f} GiB")
+                if worst is None:
+                    print(f"  {'refused':<8} {name:<14} {count:>3} processes  (mixed_precision bf16 under DeepSpeed)")
+                else:
+                    print(f"  {'fits' if fits else 'too big':<8} {name:<14} {count:>3} processes  {worst:9.3f} GiB")
     except (RecipeError, ValueError) as err:  # PlanError, ShapeError and ModelLoadError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,9 @@ HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768
 HEAD_TILES = {"cuda": 2.0, "cpu": 9.0}
 # Allowance for the CUDA context, kernels' workspaces and allocator slack, added when deciding what fits a device.
 CUDA_RESERVE_GIB = 1.5
+# Under bf16 autocast the matrix products keep a bf16 copy of each float32 weight they used until backward (and
+# autocast caches the copies of trainable weights while its context lasts, as in ppo's sampling).
+AUTOCAST_BYTES = 2
 
 
 class PlanError(ValueError):
@@ -124,6 +127,7 @@ class StagePlan:
     # Without DeepSpeed and without accumulation, gradients are created during backward as activations are freed
     # (the optimiser sets them to None after each step), so the peak holds the larger of the two, not their sum.
     gradients_overlap: bool = False
+    autocast: bool = False  # training.mixed_precision resolved to bf16 (autocast over float32 weights)
 
     @property
     def peak_phase(self) -> str:
@@ -221,6 +225,37 @@ def _buffers(
     return out
 
 
+def autocast_on(cfg: StageBase, launch: LaunchSpec, device: str) -> bool:
+    """Whether a stage computes under bf16 autocast, as `rlhf.precision.resolve_mixed_precision` decides at run time.
+
+    `auto` counts as bf16 on cuda (the planner does not see the target GPU; every CUDA GPU from Ampere on has native
+    bf16) and, on cpu, where this machine's CPU has bf16 matrix instructions. Under DeepSpeed, `bf16` is refused as
+    the run refuses it, and `auto` is off.
+
+    Raises:
+        PlanError: `bf16` under a DeepSpeed launch config.
+    """
+    from rlhf.precision import DEEPSPEED_REFUSAL, cpu_has_native_bf16
+
+    setting = cfg.training.mixed_precision
+    if setting == "no":
+        return False
+    if launch.zero_stage is not None:
+        if setting == "bf16":
+            raise PlanError(f"{cfg.stage}: {DEEPSPEED_REFUSAL}")
+        return False
+    return setting == "bf16" or device == "cuda" or cpu_has_native_bf16()
+
+
+def _autocast_copies(shape: ModelShape, head: str, checkpointing: bool) -> float:
+    """The bf16 weight copies a training forward under autocast keeps for backward (one layer at a time with
+    gradient checkpointing, whose recomputation casts the weights again)."""
+    if not checkpointing:
+        return AUTOCAST_BYTES * shape.autocast_parameters(head)
+    layer = sum(a * b for a, b in shape.module_shapes().values())
+    return AUTOCAST_BYTES * (layer + shape.autocast_parameters(head) - shape.num_layers * layer)
+
+
 def _overlap(launch: LaunchSpec, cfg: StageBase) -> bool:
     # DeepSpeed keeps gradients in persistent (partitioned) buffers; accumulation keeps them across micro-batches.
     return launch.zero_stage is None and cfg.training.gradient_accumulation_steps == 1
@@ -228,37 +263,37 @@ def _overlap(launch: LaunchSpec, cfg: StageBase) -> bool:
 
 def plan_sft(cfg: SFTStage, shape: ModelShape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
     """sft: the causal LM trained on batch_size x max_length tokens per device, scored by TRL's tiled LM head."""
-    dtype = cfg.model.dtype
+    dtype, checkpointing = cfg.model.dtype, cfg.training.gradient_checkpointing
+    autocast = autocast_on(cfg, launch, device)
     policy = model_memory("policy", shape, "lm", dtype, launch, trainable=True, lora=cfg.model.lora)
     tokens = cfg.training.batch_size * cfg.data.max_length
-    width = DTYPE_BYTES[dtype]
     train = {
         "activations": tokens
-        * shape.activation_elements(cfg.data.max_length, cfg.training.gradient_checkpointing)
-        * width,
+        * shape.activation_bytes(cfg.data.max_length, checkpointing, DTYPE_BYTES[dtype], autocast),
         "lm head tiles": HEAD_TILES[device]
         * min(tokens, HEAD_TILE_TOKENS)
         * min(shape.vocab_size, HEAD_TILE_VOCAB)
         * 4,
     }
-    return StagePlan(
-        "sft", [policy], {"train": train}, _buffers(launch, [(shape, policy)], dtype, device), _overlap(launch, cfg)
-    )
+    if autocast:
+        train["autocast weight copies"] = _autocast_copies(shape, "lm", checkpointing)
+    buffers = _buffers(launch, [(shape, policy)], dtype, device)
+    return StagePlan("sft", [policy], {"train": train}, buffers, _overlap(launch, cfg), autocast)
 
 
 def plan_reward(cfg: RewardStage, shape: ModelShape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
     """reward: a one-logit classifier; chosen and rejected go through it together (2 x batch_size sequences)."""
-    dtype = cfg.model.dtype
+    dtype, checkpointing = cfg.model.dtype, cfg.training.gradient_checkpointing
+    autocast = autocast_on(cfg, launch, device)
     model = model_memory("reward", shape, "score", dtype, launch, trainable=True, lora=cfg.model.lora)
     tokens = 2 * cfg.training.batch_size * cfg.data.max_length
     train = {
-        "activations": tokens
-        * shape.activation_elements(cfg.data.max_length, cfg.training.gradient_checkpointing)
-        * DTYPE_BYTES[dtype]
+        "activations": tokens * shape.activation_bytes(cfg.data.max_length, checkpointing, DTYPE_BYTES[dtype], autocast)
     }
-    return StagePlan(
-        "reward", [model], {"train": train}, _buffers(launch, [(shape, model)], dtype, device), _overlap(launch, cfg)
-    )
+    if autocast:
+        train["autocast weight copies"] = _autocast_copies(shape, "score", checkpointing)
+    buffers = _buffers(launch, [(shape, model)], dtype, device)
+    return StagePlan("reward", [model], {"train": train}, buffers, _overlap(launch, cfg), autocast)
 
 
 def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, device: str = "cuda") -> StagePlan:
@@ -307,18 +342,29 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
     response, batch = cfg.rollout.max_new_tokens, t.batch_size * cfg.rollout.samples_per_prompt
     vocab = policy_shape.vocab_size
     # Update phase: one micro-batch through policy (+ critic); response logits, log-softmax and their gradients.
+    autocast, checkpointing = autocast_on(cfg, launch, device), t.gradient_checkpointing
+    critic_shape = shapes["value"] if not critic_free and cfg.value.mode == "critic" else None
     micro = max(1, batch // cfg.update.num_minibatches // t.gradient_accumulation_steps)
-    update = {"activations": micro * seq * policy_shape.activation_elements(seq, t.gradient_checkpointing) * width}
-    if not critic_free and cfg.value.mode == "critic":
-        update["critic activations"] = (
-            micro * seq * shapes["value"].activation_elements(seq, t.gradient_checkpointing) * width
-        )
+    update = {"activations": micro * seq * policy_shape.activation_bytes(seq, checkpointing, width, autocast)}
+    if critic_shape is not None:
+        update["critic activations"] = micro * seq * critic_shape.activation_bytes(seq, checkpointing, width, autocast)
     update["response logits"] = 4 * micro * response * vocab * 4
     # Rollout phase: the KV cache of batch x (prompt + response), then scoring passes over the response logits.
     rollout = {
-        "kv cache": policy_shape.kv_cache_elements(batch * seq) * width,
+        "kv cache": policy_shape.kv_cache_elements(batch * seq) * (AUTOCAST_BYTES if autocast else width),
         "scoring logits": 2 * batch * response * vocab * 4,
     }
+    if autocast:
+        update["autocast weight copies"] = _autocast_copies(policy_shape, "lm", checkpointing) + (
+            _autocast_copies(critic_shape, "score", checkpointing) if critic_shape is not None else 0
+        )
+        # Sampling and scoring run under autocast too; it caches the bf16 copies of trainable weights (not of the
+        # frozen models, nor of a LoRA policy's frozen base) while its context lasts.
+        if lora is None:
+            rollout["autocast weight copies"] = AUTOCAST_BYTES * (
+                policy_shape.autocast_parameters("lm")
+                + (critic_shape.autocast_parameters("score") if critic_shape is not None else 0)
+            )
     if launch.zero_stage == 3:
         # ppo gathers the whole policy (and its adapters) once for sampling (`gathered_weights`) instead of layer by
         # layer per decoding step: a full copy beside the partition while the rollout lasts.
@@ -326,7 +372,8 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
         if lora is not None:
             rollout["gathered policy"] += policy_shape.lora_parameters(lora) * LORA_BYTES
     buffers = _buffers(launch, trained, dtype, device, [shape for _, shape, _ in frozen])
-    return StagePlan("ppo", models, {"rollout": rollout, "update": update}, buffers, _overlap(launch, cfg))
+    phases = {"rollout": rollout, "update": update}
+    return StagePlan("ppo", models, phases, buffers, _overlap(launch, cfg), autocast)
 
 
 def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:
@@ -399,7 +446,7 @@ def format_plan(plans: list[StagePlan], launch: LaunchSpec) -> str:
     offload = " + offload" if launch.offload_params or launch.offload_optimizer else ""
     lines = [f"launch {launch.name}: {launch.processes} process(es), {zero}{offload}; GiB per device"]
     for plan in plans:
-        lines.append(f"\n{plan.stage}")
+        lines.append(f"\n{plan.stage}" + (" (bf16 autocast over float32 weights)" if plan.autocast else ""))
         lines.append(f"  {'model':<18}{'params':>15}{'trainable':>15}{'weights':>10}{'grads':>10}{'optim':>10}")
         for m in plan.models:
             lines.append(
@@ -425,15 +472,22 @@ def shipped_launch_configs() -> list[Path]:
 
 def fitting_configs(
     recipe, device_memory_gib: float, processes: int | None, device: str = "cuda"
-) -> list[tuple[str, int, float, bool]]:
+) -> list[tuple[str, int, float | None, bool]]:
     """For each shipped launch config: (name, processes, largest stage total in GiB, whether it fits).
 
-    A configuration fits when its largest stage plus the CUDA reserve (on cuda) stays within the device memory.
+    A configuration fits when its largest stage plus the CUDA reserve (on cuda) stays within the device memory. One
+    that would refuse the recipe (`training.mixed_precision: bf16` under DeepSpeed) has no total and does not fit.
     """
     reserve = CUDA_RESERVE_GIB if device == "cuda" else 0.0
     found = []
     for path in shipped_launch_configs():
         launch = LaunchSpec.from_file(path, processes if path.stem != "two_nodes" else None)
-        worst = max(p.total for p in plan_recipe(recipe, launch, device)) / GIB
+        try:
+            worst = max(p.total for p in plan_recipe(recipe, launch, device)) / GIB
+        except PlanError as err:
+            if "mixed_precision" not in str(err):
+                raise
+            found.append((launch.name, launch.processes, None, False))
+            continue
         found.append((launch.name, launch.processes, worst, worst + reserve <= device_memory_gib))
     return found

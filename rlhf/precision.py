@@ -48,6 +48,14 @@ class PrecisionError(ValueError):
     """A precision setting the launch cannot honour; the message says what to set instead."""
 
 
+# Why a DeepSpeed launch refuses `training.mixed_precision: bf16`, and what to set instead (run and planner).
+DEEPSPEED_REFUSAL = (
+    "training.mixed_precision: bf16 is autocast over float32 weights, which a DeepSpeed launch does not do; set "
+    "model.dtype: bfloat16 instead (DeepSpeed's bf16: bf16 weights, float32 master weights in the optimiser) and "
+    "training.mixed_precision: no"
+)
+
+
 def resolve_mixed_precision(setting: str, device_type: str, stage: str = "") -> str:
     """The mixed precision a stage trains in: "bf16" or "no", with `training.mixed_precision: auto` resolved.
 
@@ -69,11 +77,7 @@ def resolve_mixed_precision(setting: str, device_type: str, stage: str = "") -> 
     prefix = f"{stage}: " if stage else ""
     if setting != "no" and using_deepspeed():
         if setting == "bf16":
-            raise PrecisionError(
-                f"{prefix}training.mixed_precision: bf16 is autocast over float32 weights, which a DeepSpeed launch "
-                "does not do; set model.dtype: bfloat16 instead (DeepSpeed's bf16: bf16 weights, float32 master "
-                "weights in the optimiser) and training.mixed_precision: no"
-            )
+            raise PrecisionError(prefix + DEEPSPEED_REFUSAL)
         logger.info("%straining.mixed_precision=auto -> no (DeepSpeed launch: use model.dtype bfloat16)", prefix)
         return "no"
     if setting != "auto":

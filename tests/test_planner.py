@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rlhf.cli import main
 from rlhf.config import LoraConfig, PPOStage, SFTStage
-from rlhf.planner import LaunchSpec, plan_ppo, plan_sft, shipped_launch_configs
+from rlhf.planner import LaunchSpec, PlanError, autocast_on, plan_ppo, plan_sft, shipped_launch_configs
 from rlhf.shapes import ModelShape
 
 from .conftest import PIPELINE, REPO_ROOT
@@ -143,6 +145,83 @@ def test_grpo_trains_the_policy_alone_and_samples_k_replies_per_prompt():
     # 4 prompts x 3 replies: three times the KV cache and scoring logits of one reply per prompt.
     assert grpo.phases["rollout"] == {key: 3 * value for key, value in gae.phases["rollout"].items()}
     assert grpo.phases["update"]["activations"] == 3 * gae.phases["update"]["activations"]
+
+
+def test_bf16_autocast_by_hand():
+    # Per layer: float32 4h + heads (residual stream, RMSNorm's input and output, log-sum-exp) = 260 elements x 4;
+    # bf16 5 x heads x head_dim + 4i + 5h (the products, and each linear layer's cast of its input) = 1152 x 2.
+    assert SHAPE.activation_bytes(10, False, 4, autocast=True) == 2 * (260 * 4 + 1152 * 2) + (192 + 10) * 4 == 7496
+    assert SHAPE.activation_bytes(10, True, 4, autocast=True) == 2 * 64 * 4 + 3344 + 808
+    assert SHAPE.activation_bytes(10, False, 4) == 2642 * 4  # without autocast: the elements at the dtype's width
+    # The weights autocast casts: every linear layer and the head, not the embedding.
+    assert SHAPE.autocast_parameters("lm") == 2 * 36864 + 64000
+    assert SHAPE.autocast_parameters("score") == 2 * 36864 + 64
+    single = LaunchSpec("single", 1)
+    plan = plan_sft(sft_stage(mixed_precision="bf16"), SHAPE, single, device="cpu")
+    assert plan.autocast
+    # Weights, gradients and AdamW stay float32; activations mixed; bf16 copies of the cast weights until backward.
+    assert plan.models == plan_sft(sft_stage(), SHAPE, single, device="cpu").models
+    assert plan.phases == {
+        "train": {"activations": 20 * 7496, "lm head tiles": 720000, "autocast weight copies": 2 * 137728}
+    }
+    # With gradient checkpointing only one layer's copies (recomputed in backward) and the head's are alive.
+    checkpointed = plan_sft(sft_stage(mixed_precision="bf16", gradient_checkpointing=True), SHAPE, single, "cpu")
+    assert checkpointed.phases["train"]["autocast weight copies"] == 2 * (36864 + 64000)
+
+
+def test_bf16_autocast_in_ppo_halves_the_kv_cache_and_keeps_weight_copies():
+    cfg = PPOStage(
+        stage="ppo",
+        output_dir="out",
+        data={"train": "prompts.jsonl", "max_length": 16, "max_prompt_length": 6},
+        rewards=[{"name": "learned", "model": "reward_dir"}],
+        rollout={"max_new_tokens": 4},
+        value={"mode": "critic"},
+        update={"num_minibatches": 2},
+        training={"batch_size": 4, "mixed_precision": "bf16"},
+    )
+    shapes = {"policy": SHAPE, "reward/learned": SHAPE, "value": SHAPE}
+    plan = plan_ppo(cfg, shapes, LaunchSpec("single", 1), device="cpu")
+    fp32 = plan_ppo(
+        cfg.model_copy(update={"training": cfg.training.model_copy(update={"mixed_precision": "no"})}),
+        shapes,
+        LaunchSpec("single", 1),
+        device="cpu",
+    )
+    assert plan.phases["rollout"]["kv cache"] == fp32.phases["rollout"]["kv cache"] / 2
+    # Autocast caches the bf16 copies of the trained policy and critic while sampling and scoring.
+    assert plan.phases["rollout"]["autocast weight copies"] == 2 * (137728 + 73792)
+    assert plan.phases["update"]["activations"] == 2 * 10 * 7496
+    assert plan.phases["update"]["critic activations"] == 2 * 10 * 7496
+    assert plan.phases["update"]["autocast weight copies"] == 2 * (137728 + 73792)
+
+
+def test_bf16_autocast_follows_the_run_auto_and_deepspeed(monkeypatch):
+    import rlhf.precision as precision
+
+    single, zero2 = LaunchSpec("single", 1), LaunchSpec("zero2", 2, zero_stage=2)
+    auto = sft_stage(mixed_precision="auto")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert not autocast_on(auto, single, "cpu") and autocast_on(auto, single, "cuda")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert autocast_on(auto, single, "cpu")
+    # As the run: DeepSpeed refuses bf16 autocast (and says what to set instead); auto is off there.
+    assert not autocast_on(auto, zero2, "cuda")
+    with pytest.raises(PlanError, match="set model.dtype: bfloat16 instead"):
+        plan_sft(sft_stage(mixed_precision="bf16"), SHAPE, zero2)
+
+
+def test_plan_command_marks_deepspeed_configs_refused_for_bf16_autocast(capsys):
+    args = [str(PIPELINE), "run_dir=runs/x", "sft.training.mixed_precision=bf16"]
+    launch = str(REPO_ROOT / "recipes/launch/single.yaml")
+    assert main(["plan", *args, "--launch", launch, "--device-memory-gb", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "\nsft (bf16 autocast over float32 weights)\n" in out and "\nreward\n" in out
+    verdicts = {line.split()[1]: line.split()[0] for line in out.split("\nshipped launch configs")[1].splitlines()[1:]}
+    assert verdicts["single"] == verdicts["ddp"] == "fits"
+    assert {verdicts[name] for name in ("zero1", "zero2", "zero3", "zero3_offload", "two_nodes")} == {"refused"}
+    assert main(["plan", *args, "--launch", str(REPO_ROOT / "recipes/launch/zero2.yaml")]) == 2
+    assert "set model.dtype: bfloat16 instead" in capsys.readouterr().err
 
 
 def test_shipped_launch_configs_read():

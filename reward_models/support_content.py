@@ -521,7 +521,9 @@ def _readable(response: str) -> str:
     return _normalise(" ".join(sentences))
 
 
-def _coherence_rule(response: str) -> float:
+def coherence(response: str) -> float:
+    """The share of well-formed sentences in a reply (greeting and sign-off lines pass), scaled down for looping text
+    (repeated word 4-grams): the `coherence` rule, shared with `reward_models.support_reply`."""
     lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
     verdicts = []
     for number, line in enumerate(lines):
@@ -564,7 +566,7 @@ def explain_one(prompt: str, response: str, info: dict[str, Any] | None = None) 
         "name": name,
         "no_invented_name": no_invented,
         "order": _order_rule(prompt, text, info),
-        "coherence": _coherence_rule(response),
+        "coherence": coherence(response),
     }
     if not text:  # an empty reply earns nothing, not even for inventing no name
         return {rule: None if value is None else 0.0 for rule, value in rules.items()}
@@ -603,9 +605,14 @@ def score(prompts: Sequence[str], responses: Sequence[str], info: Sequence[dict]
     Raises:
         ValueError: If the lengths of the arguments differ.
     """
+    return weighted_scores(explain(prompts, responses, info), RULE_WEIGHTS)
+
+
+def weighted_scores(explained: Sequence[dict[str, float | None]], weights: dict[str, float]) -> list[float]:
+    """Each reply's weighted mean over the rules that apply to it (None: does not apply), from `explain`'s rows."""
     scores = []
-    for rules in explain(prompts, responses, info):
+    for rules in explained:
         applicable = {rule: value for rule, value in rules.items() if value is not None}
-        total = sum(RULE_WEIGHTS[rule] for rule in applicable)
-        scores.append(sum(RULE_WEIGHTS[rule] * value for rule, value in applicable.items()) / total)
+        total = sum(weights[rule] for rule in applicable)
+        scores.append(sum(weights[rule] * value for rule, value in applicable.items()) / total)
     return scores

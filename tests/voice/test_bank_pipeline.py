@@ -43,6 +43,15 @@ def test_bank_report_states_what_the_judge_shares_and_raises_no_reward_alarm(run
     results = json.loads((run_dir / "compare" / "results.json").read_text())
     shares = {s["name"]: s["statement"] for s in results["shares"]}
     assert "labelled the preference pairs" in shares["bank_voice"]
+    # The content judge beside it reads the message only (measured here: +0.016 [-0.006, +0.033], no alarm).
+    assert shares["support_reply"].startswith("Nothing with the training labels")
+    assert set(results["rules"]["support_reply"]["ppo"]) == {
+        "topic",
+        "name",
+        "no_invented_name",
+        "references",
+        "coherence",
+    }
     # compare read the held-out prompts the pairs stage wrote in this run
     written = json.loads((run_dir / "pairs" / "final" / "summary.json").read_text())["files"]["eval_prompts"]
     assert results["n_prompts"] == written

@@ -13,10 +13,10 @@ apply:
   proportion in between; None when the message has no subject word. Lexical, so it is weak on intent: a reply to
   another request that names the same product covers part of the message too (see `TOPIC_SHARE`).
 - `name`: applies when the message is signed ("Thanks, Omar", "Regards, Tomas Schmidt", "- Leo", or a capitalised
-  name alone at the end): 1 if the reply's greeting names the customer (first name, full name, or a title and the
-  family name of a full signature: "Dear Ms Rossi"), 0.5 if the name appears later only, 0.25 if the reply names
-  nobody, 0 if it greets someone else. `no_invented_name` applies to unsigned messages instead: 0 if the reply
-  greets a name. They share one weight.
+  name alone at the end): 1 if the reply's greeting names the customer (first name, full name, or the family name of
+  a full signature, with or without a title: "Dear Ms Rossi"), 0.5 if the name appears later only, 0.25 if the
+  reply names nobody, 0 if it greets someone else. `no_invented_name` applies to unsigned messages instead: 0 if the
+  reply greets a name. They share one weight.
 - `references`: every specific the reply cites comes from the message: placeholders of scrubbed personal data
   (`<ORDER_1>`, `<ADDRESS_1>`), amounts with a currency sign, and numbers of three or more digits (card endings,
   order numbers, years), except a number the reply introduces as its own case, ticket or tracking reference. 1 if
@@ -143,10 +143,11 @@ def _name_rules(message: str, reply: str) -> tuple[float | None, float | None]:
         return None, (0.0 if greeted is not None else 1.0)
     first = name.split()[0].lower()
     if greeted is not None:
-        parts = greeted.lower().split()
-        if parts[0] in _TITLES:  # "Dear Ms Rossi": the family name must be the customer's
-            return (1.0 if len(parts) > 1 and parts[1] == name.split()[-1].lower() and " " in name else 0.0), None
-        return (1.0 if parts[0] == first else 0.0), None
+        parts = [part for part in greeted.lower().split() if part not in _TITLES]
+        family = name.split()[-1].lower() if " " in name else None
+        # The first name ("Dear Clara", "Dear Clara Rossi"), or the family name of a full signature ("Dear Ms Rossi",
+        # "Dear Rossi"): either way the reply names this customer.
+        return (1.0 if parts and parts[0] in (first, family) else 0.0), None
     return (0.5 if re.search(rf"\b{re.escape(first)}\b", reply, re.IGNORECASE) else 0.25), None
 
 

@@ -56,7 +56,9 @@ def test_each_rule_on_a_bank_reply():
     )
     assert (wrong["name"], wrong["references"]) == (0.0, 0.0)
     assert sr.explain_one(BANK_MESSAGE, BANK_REPLY.replace("Dear Clara Rossi", "Dear Ms Rossi"))["name"] == 1.0
+    assert sr.explain_one(BANK_MESSAGE, BANK_REPLY.replace("Dear Clara Rossi", "Dear Rossi"))["name"] == 1.0
     assert sr.explain_one(BANK_MESSAGE, BANK_REPLY.replace("Dear Clara Rossi", "Dear Ms Novak"))["name"] == 0.0
+    assert sr.explain_one(BANK_MESSAGE, BANK_REPLY.replace("Dear Clara Rossi", "Dear Nadia Rossi"))["name"] == 0.0
     # Naming nobody is better than naming someone else; a name later in the reply is better still.
     assert sr.explain_one(BANK_MESSAGE, BANK_REPLY.replace("Dear Clara Rossi", "Dear customer"))["name"] == 0.25
     unsigned = "My card ending 9326 is missing since two days ago, please block it."

@@ -1,5 +1,9 @@
 """`rlhf voice check`: audit a file of replies against a voice spec (per-rule table, worst replies, HTML report).
 
+Beside the spec's rules, the audit shows what the spec cannot see, from the customer's message alone
+(`reward_models.support_reply`, domain-free): the signed name greeted, no reference or amount the message did not give,
+the message's subject covered, coherence.
+
 Rows are read with `rlhf.data.readers` (JSONL, JSON, CSV, Parquet), so a bad file fails with the file, row and field.
 A prompt or reply cell may be a string or a message list (its last message's content is used). No torch.
 """
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reward_models import support_reply
 from rlhf.data.readers import DataError, read_rows
 from rlhf.voice.scorer import VoiceScorer
 
@@ -24,6 +29,7 @@ class ScoredReply:
     reply: str
     score: float
     rules: dict[str, float]
+    content: dict[str, float | None]  # support_reply's rules (None: does not apply to this message)
 
     @property
     def violations(self) -> list[str]:
@@ -33,7 +39,7 @@ class ScoredReply:
 
 @dataclass
 class RuleSummary:
-    """How the audited replies do on one rule."""
+    """How the audited replies do on one rule (`total`: the replies it applies to)."""
 
     name: str
     weight: float
@@ -50,6 +56,7 @@ class CheckReport:
     company: str
     replies: list[ScoredReply]
     rules: list[RuleSummary]
+    content: list[RuleSummary]  # support_reply's rules, over the replies each applies to
 
     @property
     def mean_score(self) -> float:
@@ -104,7 +111,8 @@ def check_file(scorer: VoiceScorer, path: str | Path, prompt_column: str, reply_
         prompt = text_cell(row.get(prompt_column), source, number, prompt_column)
         reply = text_cell(row.get(reply_column), source, number, reply_column)
         rules = scorer.explain_one(prompt, reply)
-        replies.append(ScoredReply(number, prompt, reply, scorer.score([prompt], [reply])[0], rules))
+        content = support_reply.explain_one(prompt, reply)
+        replies.append(ScoredReply(number, prompt, reply, scorer.score([prompt], [reply])[0], rules, content))
     if not replies:
         raise DataError(source, None, None, "no rows to check")
     summaries = [
@@ -117,7 +125,14 @@ def check_file(scorer: VoiceScorer, path: str | Path, prompt_column: str, reply_
         )
         for rule, weight in scorer.weights.items()
     ]
-    return CheckReport(source, scorer.spec.company, replies, summaries)
+    content = []
+    for rule, weight in support_reply.RULE_WEIGHTS.items():
+        values = [r.content[rule] for r in replies if r.content[rule] is not None]
+        mean = sum(values) / len(values) if values else float("nan")
+        # A partial score can be a match (half the message's subject words covered, the name used but not greeted):
+        # `met` counts scores at the judge's own match threshold, as compare's match rates do.
+        content.append(RuleSummary(rule, weight, mean, sum(v >= support_reply.MATCH for v in values), len(values)))
+    return CheckReport(source, scorer.spec.company, replies, summaries, content)
 
 
 def format_report(report: CheckReport, worst: int) -> str:
@@ -134,6 +149,14 @@ def format_report(report: CheckReport, worst: int) -> str:
         lines.append(
             f"{rule.name:<24} {rule.weight:>6.2f} {rule.mean:>6.3f} {rule.met / n:>7.0%} {rule.total - rule.met:>7}"
         )
+    lines += [
+        "",
+        "content, from the customer's message alone (reward_models/support_reply; the spec's rules do not see it):",
+        f"{'rule':<24} {'applies':>7} {'mean':>6} {'match':>7} {'below':>7}",
+    ]
+    for rule in report.content:
+        met = f"{rule.met / rule.total:>7.0%}" if rule.total else f"{'-':>7}"
+        lines.append(f"{'content/' + rule.name:<24} {rule.total:>7} {rule.mean:>6.3f} {met} {rule.total - rule.met:>7}")
     lines += ["", f"worst {min(worst, n)} replies:"]
     for reply in report.worst(worst):
         lines.append(f"  row {reply.row}: score {reply.score:.3f}; breaks {', '.join(reply.violations) or 'nothing'}")
@@ -161,6 +184,11 @@ def write_html(report: CheckReport, out: str | Path, worst: int) -> Path:
         f"<td>{r.total - r.met}</td></tr>"
         for r in report.rules
     )
+    content_rows = "".join(
+        f"<tr><td>{e(r.name)}</td><td>{r.total}</td><td>{r.mean:.3f}</td>"
+        f"<td>{f'{r.met / r.total:.0%}' if r.total else '-'}</td><td>{r.total - r.met}</td></tr>"
+        for r in report.content
+    )
     worst_rows = "".join(
         f"<tr><td>{r.row}</td><td>{r.score:.3f}</td><td>{e(', '.join(r.violations) or '-')}</td>"
         f"<td>{e(r.prompt)}</td><td><pre>{e(r.reply)}</pre></td></tr>"
@@ -175,6 +203,10 @@ padding:4px 8px;vertical-align:top;text-align:left}}pre{{white-space:pre-wrap;ma
 {report.on_voice}/{n} ({report.on_voice / n:.0%}).</p>
 <h2>Rules</h2>
 <table><tr><th>rule</th><th>weight</th><th>mean</th><th>met</th><th>broken</th></tr>{rule_rows}</table>
+<h2>Content, from the customer's message alone</h2>
+<p>reward_models/support_reply: what the spec's rules do not see (the signed name greeted, no reference or amount the
+message did not give, the message's subject, coherence). Match: a rule score of at least {support_reply.MATCH}.</p>
+<table><tr><th>rule</th><th>applies</th><th>mean</th><th>match</th><th>below</th></tr>{content_rows}</table>
 <h2>Worst replies</h2>
 <table><tr><th>row</th><th>score</th><th>breaks</th><th>message</th><th>reply</th></tr>{worst_rows}</table>
 </body></html>

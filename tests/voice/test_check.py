@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reward_models import brand_voice
+from reward_models import brand_voice, support_reply
 from rlhf.cli import main
 
 SPEC = str(Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "voice.yaml")
@@ -40,12 +40,20 @@ def test_check_prints_rules_and_worst_replies_and_writes_html(tmp_path, capsys):
     table = {cells[0]: cells for cells in rows if cells and cells[0] in brand_voice.RULE_WEIGHTS}
     assert set(table) == set(brand_voice.RULE_WEIGHTS)
     assert table["no_jargon"][-1] == "1" and table["no_blame"][-1] == "1" and table["signoff"][-1] == "1"
+    # Beside the spec: content from the message alone. Two replies greet Maya and repeat #12345; the third does
+    # neither (it names nobody and cites nothing).
+    content = {cells[0]: cells for cells in rows if cells and cells[0].startswith("content/")}
+    assert set(content) == {f"content/{rule}" for rule in support_reply.RULE_WEIGHTS}
+    assert content["content/name"][1:] == ["3", "0.750", "67%", "1"]  # (1 + 1 + 0.25) / 3
+    assert content["content/references"][1] == "2" and content["content/references"][-1] == "0"
+    assert content["content/no_invented_name"][1:] == ["0", "nan", "-", "0"]
     worst = text.split("worst 2 replies:")[1]
     assert worst.index("row 3:") < worst.index("row 2:") and "row 1:" not in worst
     assert "breaks no_jargon" in worst
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>") and "&lt;b&gt;" in page and "<b>" not in page
     assert "<script" not in page and "http" not in page
+    assert "Content, from the customer's message alone" in page
 
 
 def test_check_reads_csv_and_parquet_with_named_columns(tmp_path, capsys):

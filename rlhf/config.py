@@ -48,6 +48,21 @@ def _resolve_data_path(value: str | None, info: ValidationInfo) -> str | None:
     return str(path.resolve()) if path.is_absolute() or base is not None else value
 
 
+def _resolve_embedded_corpus(value: str, info: ValidationInfo) -> str:
+    """`embedded:NAME@DIR`: makes DIR absolute against the recipe's directory, as data paths are, and checks that it
+    is a directory (an absent one is an error naming the key, before anything runs)."""
+    if not value.startswith(EMBEDDED_PREFIX) or "@" not in value:
+        return value
+    reference, _, directory = value.partition("@")
+    path = Path(directory).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.is_dir():
+        raise ValueError(f"{value}: the embedded model's corpus directory {path} does not exist")
+    return f"{reference}@{path.resolve()}"
+
+
 class LoraConfig(Block):
     """Low-rank adapters (PEFT) instead of full fine-tuning."""
 
@@ -66,7 +81,9 @@ class ModelConfig(Block):
         "embedded:tiny",
         description=(
             "A hub id, a local model directory, 'embedded:tiny' (a small Llama-style model and tokenizer built "
-            "locally from the brand-voice corpus), or 'stage:NAME' (the final/ output of an earlier pipeline stage)."
+            "locally from the brand-voice corpus; 'embedded:base' is pretrained on it; 'embedded:NAME@DIR' builds "
+            "from the training files in DIR instead, relative to the recipe), or 'stage:NAME' (the final/ output of "
+            "an earlier pipeline stage)."
         ),
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
@@ -84,6 +101,8 @@ class ModelConfig(Block):
         ),
     )
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights; null disables.")
+
+    _resolve = field_validator("name_or_path")(_resolve_embedded_corpus)
 
 
 class DataConfig(Block):

@@ -169,14 +169,12 @@ def _cached_hub_files(repo_id: str, revision: str | None) -> dict[str, Path]:
 
 
 def _embedded_dir(ref: str) -> Path | None:
-    from rlhf.models.embedded import EMBEDDED_SPECS, build_key, cache_root, corpus_texts
+    from rlhf.models.embedded import build_key, cache_root, embedded_texts
 
-    name = ref.removeprefix(EMBEDDED_PREFIX)
-    if name not in EMBEDDED_SPECS:
-        return None
     try:
-        target = cache_root() / f"{name}-{build_key(name, corpus_texts())}"
-    except FileNotFoundError:
+        name, texts = embedded_texts(ref)
+        target = cache_root() / f"{name}-{build_key(name, texts)}"
+    except (ValueError, FileNotFoundError):  # an unknown name or a missing corpus: the run reports it
         return None
     return target if (target / "tokenizer.json").is_file() else None
 

@@ -9,6 +9,12 @@ digits into single tokens so that an order number can be copied digit by digit (
 to within the build budget: see scripts/measure_base.py). Each model is written with `save_pretrained` into a cache
 directory keyed by a hash of everything that goes in, so the same inputs give byte-identical tokenizer files and
 identical weights on one machine.
+
+`embedded:NAME@DIR` builds the same model from another brand's training files instead (DIR holds the same file names:
+`sft_train.jsonl` at least, and `prefs_train.jsonl`, `ppo_prompts.jsonl`, `voice_guide.md` where present; what
+`rlhf voice pairs` writes): a base whose tokenizer and pretraining know that brand's customers. Measured on the bank
+recipe (one seed): its sft greets the signed customer in 295 of 360 replies from a base built on the bank's files,
+29 of 360 from the Ridgeline-built one.
 """
 
 from __future__ import annotations
@@ -87,24 +93,35 @@ def corpus_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "recipes" / "brand_voice" / "data"
 
 
-def corpus_texts(directory: Path | None = None) -> list[str]:
+def corpus_texts(directory: Path | None = None, own: bool = False) -> list[str]:
     """The corpus documents, in a fixed order (CORPUS_FILES in order, rows in file order).
 
     A chat row gives one document (its message contents joined by blank lines); a prompt with completion, chosen or
     rejected replies gives one document per reply (prompt, blank line, reply); a prompt alone gives itself; a
     Markdown file is one document. Only text is read (message `content` and string prompt/completion/chosen/
     rejected values): metadata columns never reach the tokenizer or the pretraining.
+
+    Args:
+        directory: Where the files are; default the shipped brand-voice data.
+        own: A user's corpus (`embedded:NAME@DIR`): only `sft_train.jsonl` is required, the other files are read
+            where present. The shipped corpus must be complete.
     """
     directory = directory or corpus_dir()
-    missing = [name for name in CORPUS_FILES if not (directory / name).is_file()]
+    required = ("sft_train.jsonl",) if own else CORPUS_FILES
+    missing = [name for name in required if not (directory / name).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"the embedded models are built from the brand-voice corpus, but {directory} lacks {', '.join(missing)}; "
-            "install the project from its source tree (pip install -e .)"
+        where = (
+            "an embedded model's own corpus is a directory of the pipeline's training files"
+            if own
+            else "the embedded models are built from the brand-voice corpus"
         )
+        hint = "" if own else "; install the project from its source tree (pip install -e .)"
+        raise FileNotFoundError(f"{where}, but {directory} lacks {', '.join(missing)}{hint}")
     texts: list[str] = []
     for name in CORPUS_FILES:
         file = directory / name
+        if not file.is_file():
+            continue
         if file.suffix == ".md":
             texts.append(file.read_text(encoding="utf-8"))
             continue
@@ -163,20 +180,36 @@ def build_key(name: str, texts: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def parse_reference(reference: str) -> tuple[str, Path | None]:
+    """`embedded:NAME` -> (NAME, None); `embedded:NAME@DIR` -> (NAME, DIR), the directory of its own corpus.
+
+    Raises:
+        ValueError: NAME is not an embedded model.
+    """
+    name, _, directory = reference.removeprefix(EMBEDDED_PREFIX).partition("@")
+    if name not in EMBEDDED_SPECS:
+        raise ValueError(
+            f"unknown embedded model '{reference}'; available: "
+            + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_SPECS)
+            + " (each optionally @DIR: built from the training files in DIR)"
+        )
+    return name, Path(directory).expanduser() if directory else None
+
+
+def embedded_texts(reference: str) -> tuple[str, list[str]]:
+    """The model name of an `embedded:` reference and the corpus documents it is built from."""
+    name, directory = parse_reference(reference)
+    return name, corpus_texts(directory, own=directory is not None)
+
+
 def resolve_embedded(reference: str, cache: Path | None = None) -> Path:
-    """Returns the directory of an `embedded:NAME` model, building it first if it is not cached.
+    """Returns the directory of an `embedded:NAME` (or `embedded:NAME@DIR`) model, building it first if not cached.
 
     Several processes may ask at once (distributed launches): the first takes a lock file beside the target and
     builds while the others wait for it and then find the result. The build goes into a private temporary
     directory that is renamed into place, so a half-built model is never read, even where locks do not hold.
     """
-    name = reference.removeprefix(EMBEDDED_PREFIX)
-    if name not in EMBEDDED_SPECS:
-        raise ValueError(
-            f"unknown embedded model '{reference}'; available: "
-            + ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_SPECS)
-        )
-    texts = corpus_texts()
+    name, texts = embedded_texts(reference)
     target = (cache or cache_root()) / f"{name}-{build_key(name, texts)}"
     if (target / "config.json").is_file():
         return target

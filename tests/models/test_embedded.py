@@ -339,3 +339,47 @@ def test_two_processes_asking_at_once_build_once(tmp_path, monkeypatch):
     assert found[0] == found[1] and (found[0] / "model.safetensors").is_file()
     assert builds == ["micro"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [found[0].name, f"{found[0].name}.lock"]
+
+
+BANK_DATA = Path(__file__).resolve().parents[2] / "recipes" / "bank_voice" / "data"
+
+
+def test_an_embedded_model_builds_from_its_own_corpus(tmp_path, monkeypatch):
+    from rlhf.data.lengths import _embedded_dir
+    from rlhf.models.embedded import parse_reference
+
+    own = tmp_path / "corpus"
+    own.mkdir()
+    (own / "sft_train.jsonl").write_bytes((BANK_DATA / "sft_train.jsonl").read_bytes())  # the one required file
+    reference = f"embedded:tiny@{own}"
+    assert parse_reference(reference) == ("tiny", own)
+    cache = tmp_path / "cache"
+    bank, shipped = resolve_embedded(reference, cache=cache), resolve_embedded("embedded:tiny", cache=cache)
+    assert bank != shipped and bank.parent == shipped.parent  # cached apart, keyed by what went in
+    # Its tokenizer learned the bank's words: the bank's name in fewer pieces than Ridgeline's tokenizer needs.
+    name = "Harbourstone"
+    pieces = {d: len(load_tokenizer(ModelConfig(name_or_path=str(d)), str(d)).tokenize(name)) for d in (bank, shipped)}
+    assert pieces[bank] < pieces[shipped], pieces
+    assert resolve_embedded(reference, cache=cache) == bank  # found again, not rebuilt
+    # The length estimate of `rlhf validate` finds the built tokenizer under the same key.
+    monkeypatch.setattr(embedded, "cache_root", lambda: cache)
+    assert _embedded_dir(reference) == bank and _embedded_dir(f"embedded:tiny@{tmp_path / 'none'}") is None
+    (own / "sft_train.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks sft_train.jsonl"):
+        resolve_embedded(reference, cache=cache)
+    with pytest.raises(ValueError, match="each optionally @DIR"):
+        resolve_embedded(f"embedded:huge@{own}", cache=cache)
+
+
+def test_a_recipe_names_its_own_corpus_relative_to_itself(tmp_path):
+    from rlhf.recipe import RecipeError, load_recipe
+
+    (tmp_path / "data").mkdir()
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        f"stage: sft\noutput_dir: {tmp_path / 'out'}\ndata: {{train: {BANK_DATA / 'sft_train.jsonl'}}}\n"
+        "model: {name_or_path: embedded:base@data}\n"
+    )
+    assert load_recipe(recipe).model.name_or_path == f"embedded:base@{(tmp_path / 'data').resolve()}"
+    with pytest.raises(RecipeError, match=r"model.name_or_path: embedded:base@elsewhere: .* does not exist"):
+        load_recipe(recipe, ["model.name_or_path=embedded:base@elsewhere"])

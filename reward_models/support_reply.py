@@ -55,7 +55,8 @@ third); 86% of Ridgeline's and 76% of the bank's held-out demonstrations reach 0
 
 _GREETINGS = {"hello", "hi", "hey", "dear", "good", "morning", "afternoon", "evening", "there", "team"}
 _SIGN_OFFS = {"thanks", "thank", "cheers", "regards", "best", "kind", "many", "sincerely", "advance", "wishes"}
-# Politeness, filler and time words: present in messages about anything, so they say nothing about the subject.
+# Politeness, filler and time words: present in messages about anything, so they say nothing about the subject
+# (greetings and sign-offs are left out of the subject through their own sets above).
 _FILLER = {
     "please", "could", "would", "should", "will", "just", "still", "really", "very", "help", "need", "want", "like",
     "know", "what", "when", "where", "which", "while", "with", "this", "that", "there", "their", "them", "they",
@@ -65,7 +66,7 @@ _FILLER = {
     "great", "happy", "sorry", "hope", "anyone", "someone", "something", "anything", "nothing", "keeps", "keep",
     "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "does", "doing", "done", "make",
     "made", "went", "going", "here", "then", "than", "into", "over", "only", "even", "much", "more", "most", "other",
-    "because", "thing", "things", "able", "thanks", "thank", "regards", "cheers", "morning", "afternoon", "evening",
+    "because", "thing", "things", "able",
 }  # fmt: skip
 _TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr"}
 _NOT_NAMES = {"there", "team", "all", "customer", "friend", "everyone", "sir", "madam", "valued", "again", "you"}

@@ -252,7 +252,7 @@ def _autocast_copies(shape: ModelShape, head: str, checkpointing: bool) -> float
     gradient checkpointing, whose recomputation casts the weights again)."""
     if not checkpointing:
         return AUTOCAST_BYTES * shape.autocast_parameters(head)
-    layer = sum(a * b for a, b in shape.module_shapes().values())
+    layer = shape.layer_linear_parameters()
     return AUTOCAST_BYTES * (layer + shape.autocast_parameters(head) - shape.num_layers * layer)
 
 

@@ -74,9 +74,13 @@ class ModelShape:
             "down_proj": (i, h),
         }
 
+    def layer_linear_parameters(self) -> int:
+        """Weights of one decoder layer's linear layers (attention and MLP projections, no biases or norms)."""
+        return sum(a * b for a, b in self.module_shapes().values())
+
     def layer_parameters(self) -> int:
         """Parameters of one decoder layer: attention, MLP, two norms (and q/k/v biases where the model has them)."""
-        linear = sum(a * b for a, b in self.module_shapes().values())
+        linear = self.layer_linear_parameters()
         bias = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim if self.attention_bias else 0
         return linear + bias + 2 * self.hidden_size
 
@@ -127,8 +131,8 @@ class ModelShape:
 
     def autocast_parameters(self, head: str) -> int:
         """Weights autocast casts to bf16 for a forward: every linear layer's and the head's (not the embedding)."""
-        linear = sum(a * b for a, b in self.module_shapes().values())
-        return self.num_layers * linear + (self.vocab_size * self.hidden_size if head == "lm" else self.hidden_size)
+        head_weights = self.vocab_size * self.hidden_size if head == "lm" else self.hidden_size
+        return self.num_layers * self.layer_linear_parameters() + head_weights
 
     def kv_cache_elements(self, tokens: int) -> int:
         """Elements of the key/value cache for `tokens` positions: layers x 2 x kv_heads x head_dim each."""

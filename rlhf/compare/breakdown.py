@@ -109,24 +109,33 @@ def reward_accuracy(results: dict[str, Any]) -> Section | None:
     section = Section(
         "Reward model held-out accuracy",
         "from the reward stage's manifest: the share of held-out pairs where the reward model scores the chosen "
-        "reply above the rejected one, per category of pair; a category near 0.5 is one the proxy cannot see",
+        "reply above the rejected one, per category of pair and, under each category, per rule the rejected reply "
+        "breaks (category/rule); a category or rule near 0.5 is one the proxy cannot see",
     )
     for name, entry in found.items():
         overall = entry["accuracy"]
         rows = [[("all", "", ""), (_number(overall), "", ""), ("", "", ""), (str(entry.get("pairs") or ""), "", "")]]
+        by_rule = entry.get("accuracy_by_rule") or {}
         for category, est in sorted(entry["accuracy_by_category"].items()):
-            rows.append(
-                [
-                    (category, "", ""),
-                    (_number(est.get("accuracy")), "", "bad" if (est.get("accuracy") or 1) < 0.75 else ""),
-                    (_number(est.get("margin")), "", ""),
-                    (str(est.get("n", "")), "", ""),
-                ]
-            )
+            rows.append(_accuracy_row(category, est))
+            # The category's rules right under it: a mean over well-separated and unseen rules hides the unseen ones.
+            rows += [
+                _accuracy_row(label, by_rule[label]) for label in sorted(by_rule) if label.startswith(f"{category}/")
+            ]
         if not entry["accuracy_by_category"]:
             section.items.append(f"{name}: the reward stage recorded no accuracy per category")
         section.tables.append((f"proxy '{name}' ({entry['model']})", ["category", "accuracy", "margin", "n"], rows))
     return section
+
+
+def _accuracy_row(label: str, est: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One row of the reward-accuracy table; accuracy below 0.75 is marked."""
+    return [
+        (label, "", ""),
+        (_number(est.get("accuracy")), "", "bad" if (est.get("accuracy") or 1) < 0.75 else ""),
+        (_number(est.get("margin")), "", ""),
+        (str(est.get("n", "")), "", ""),
+    ]
 
 
 def _number(value: float | None) -> str:

@@ -53,7 +53,8 @@ def _stage_manifest(model_dir: str | None) -> dict[str, Any] | None:
 
 
 def reward_accuracy(cfg: CompareStage) -> dict[str, dict[str, Any]]:
-    """Held-out accuracy of each learned proxy, overall and per category, from its reward stage's manifest."""
+    """Held-out accuracy of each learned proxy, overall, per category and per `category/rule`, from its reward stage's
+    manifest."""
     out = {}
     for source in cfg.proxy:
         manifest = _stage_manifest(source.model)
@@ -65,5 +66,6 @@ def reward_accuracy(cfg: CompareStage) -> dict[str, dict[str, Any]]:
             "accuracy": results.get("eval_accuracy"),
             "pairs": results.get("eval_pairs"),
             "accuracy_by_category": results.get("accuracy_by_category") or {},
+            "accuracy_by_rule": results.get("accuracy_by_rule") or {},
         }
     return out

@@ -30,7 +30,7 @@ from rlhf.stages.hf_trainer import (
     save_final,
     training_arguments,
 )
-from rlhf.stages.reward import eval_categories
+from rlhf.stages.reward import eval_categories, eval_rules
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -120,6 +120,7 @@ def run(cfg: DPOStage) -> Path:
         **launch_summary(trainer),
     }
     by_category: dict[str, dict[str, float]] = {}
+    by_rule: dict[str, dict[str, float]] = {}
     if is_main_process() and evaluation is not None:
         with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition them
             policy, reference = _load_final(cfg, output_dir / FINAL, model_path)
@@ -136,7 +137,8 @@ def run(cfg: DPOStage) -> Path:
         )
         if len(trainer.eval_dataset) == len(evaluation):  # rows line up with the file's categories
             by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started)
+            by_rule = accuracy_by_category(chosen, rejected, eval_rules(cfg.data, len(evaluation)))
+    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started, by_rule)
     return output_dir
 
 

@@ -190,34 +190,46 @@ def finish_preference_stage(
     by_category: dict[str, dict[str, float]],
     parent: Path | None,
     started: float,
+    by_rule: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """The common end of the stages trained on preference pairs (reward, dpo).
 
-    Adds the held-out accuracy per category to `results` and the log, logs every numeric result under `final/` in
-    the tracker, closes it, writes the manifest on the main process, and holds every rank until then, so that a
-    later stage finds a complete artifact on every rank (and no rank waits in that stage's collectives meanwhile).
+    Adds the held-out accuracy per category (and per `category/rule`, where the held-out rows name a rule: e.g.
+    `content/wrong_order`, which shows what a category's mean hides) to `results` and the log, logs
+    every numeric result under `final/` in the tracker, closes it, writes the manifest on the main process, and holds
+    every rank until then, so that a later stage finds a complete artifact on every rank (and no rank waits in that
+    stage's collectives meanwhile).
     """
     from rlhf.artifacts import data_hashes, write_manifest
     from rlhf.distributed import is_main_process
 
     if by_category:
         results["accuracy_by_category"] = by_category
+    if by_rule:
+        results["accuracy_by_rule"] = by_rule
     for category, found in by_category.items():
+        rules = ", ".join(
+            f"{label.partition('/')[2]} {rule['accuracy']:.2f}"
+            for label, rule in (by_rule or {}).items()
+            if label.startswith(f"{category}/")
+        )
         logger.info(
-            "%s: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f",
+            "%s: held-out category %s: accuracy %.3f over %d pairs, mean margin %.3f%s",
             stage.stage,
             category,
             found["accuracy"],
             found["n"],
             found["margin"],
+            f" (by rule: {rules})" if rules else "",
         )
-    per_category = {
-        f"final/eval_category/{category}/{key}": value
-        for category, found in by_category.items()
+    per_label = {
+        f"final/eval_{kind}/{label}/{key}": value
+        for kind, found_by in (("category", by_category), ("rule", by_rule or {}))
+        for label, found in found_by.items()
         for key, value in found.items()
     }
     tracker.log(
-        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_category,
+        {f"final/{k}": v for k, v in results.items() if isinstance(v, int | float)} | per_label,
         step=trainer.state.global_step,
     )
     tracker.close()

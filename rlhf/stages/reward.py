@@ -119,6 +119,7 @@ def run(cfg: RewardStage) -> Path:
         **launch_summary(trainer),
     }
     by_category: dict[str, dict[str, float]] = {}
+    by_rule: dict[str, dict[str, float]] = {}
     if is_main_process() and evaluation is not None:
         with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition it
             final = load_reward_model(str(output_dir / FINAL), cfg.model.dtype)
@@ -132,15 +133,28 @@ def run(cfg: RewardStage) -> Path:
             held_out["margin_mean"],
         )
         by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started)
+        by_rule = accuracy_by_category(chosen, rejected, eval_rules(cfg.data, len(evaluation)))
+    finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started, by_rule)
     return output_dir
 
 
-def eval_categories(data: DataConfig, pairs: int) -> list[str | None]:
-    """The `category` of each of the first `pairs` held-out rows (None where a row has none), in file order.
+def eval_rules(data: DataConfig, pairs: int) -> list[str | None]:
+    """Each of the first `pairs` held-out rows' `category/rule` (e.g. `content/wrong_order`; None without both).
 
-    The loaders keep only the columns training reads, so the category is read beside them from the same rows: a
-    local file row by row (`load_records` neither skips nor reorders rows), a hub dataset from its eval split.
+    A rule may recur in several categories (a `length_matched` pair breaks a voice or content rule too), so it is
+    counted within its category: the labels of one category partition its pairs.
+    """
+    categories = eval_categories(data, pairs)
+    rules = eval_categories(data, pairs, "rule")
+    return [f"{c}/{r}" if c is not None and r is not None else None for c, r in zip(categories, rules, strict=True)]
+
+
+def eval_categories(data: DataConfig, pairs: int, column: str = "category") -> list[str | None]:
+    """The `column` value (default `category`; `rule` for the finer label) of each of the first `pairs` held-out rows
+    (None where a row has none), in file order.
+
+    The loaders keep only the columns training reads, so the label is read beside them from the same rows: a local
+    file row by row (`load_records` neither skips nor reorders rows), a hub dataset from its eval split.
     """
     if is_data_file(data.eval):
         rows = (row for _, row in read_rows(data.eval))
@@ -148,11 +162,11 @@ def eval_categories(data: DataConfig, pairs: int) -> list[str | None]:
         from datasets import load_dataset as hub_load
 
         split = hub_load(data.eval, split=data.eval_split)
-        rows = iter(split) if "category" in split.column_names else iter([{}] * len(split))
+        rows = iter(split) if column in split.column_names else iter([{}] * len(split))
     found = []
     for row in rows:
         if len(found) == pairs:
             break
-        category = row.get("category")
-        found.append(str(category) if category not in (None, "") else None)
+        label = row.get(column)
+        found.append(str(label) if label not in (None, "") else None)
     return found

@@ -35,6 +35,11 @@ def comparison(tmp_path: Path):
                         "voice": {"accuracy": 0.99, "margin": 2.5, "n": 150},
                         "content_intent": {"accuracy": 0.55, "margin": 0.1, "n": 150},
                     },
+                    "accuracy_by_rule": {
+                        "voice/curt": {"accuracy": 0.99, "margin": 2.5, "n": 150},
+                        "content_intent/wrong_order": {"accuracy": 0.52, "margin": 0.05, "n": 100},
+                        "content_intent/vague": {"accuracy": 0.61, "margin": 0.2, "n": 50},
+                    },
                 },
             }
         )
@@ -118,6 +123,7 @@ def test_results_carry_rule_means_match_rates_and_reward_accuracy(comparison):
     assert content["ppo"]["coherence"]["mean"]["mean"] == pytest.approx(0.9)
     accuracy = results["reward_accuracy"]["learned"]
     assert accuracy["accuracy"] == 0.9 and accuracy["accuracy_by_category"]["content_intent"]["accuracy"] == 0.55
+    assert accuracy["accuracy_by_rule"]["content_intent/wrong_order"]["n"] == 100
     json.dumps(results, allow_nan=False)  # strict JSON
 
 
@@ -158,5 +164,15 @@ def test_report_has_every_judge_section_with_the_numbers(comparison):
     ):
         assert text in markdown, text
         assert text in page or text.replace("'", "&#x27;") in page, text
+    # Each category's rules sit right under it in the reward-accuracy table.
+    accuracy_table = markdown.split("## Reward model held-out accuracy")[1].split("\n## ")[0]
+    lines = [line for line in accuracy_table.splitlines() if line.startswith("| ")]
+    labels = [line.split("|")[1].strip() for line in lines]
+    assert labels[labels.index("content_intent") + 1 : labels.index("content_intent") + 3] == [
+        "content_intent/vague",
+        "content_intent/wrong_order",
+    ]
+    assert labels[labels.index("voice") + 1] == "voice/curt"
+    assert "| content_intent/wrong_order | 0.520 |" in accuracy_table
     match_table = markdown.split("## Intent match and name match")[1].split("## ")[0]
     assert "| ppo | 50%" in match_table and "| sft | 100%" in match_table

@@ -72,6 +72,10 @@ def test_held_out_accuracy_is_reported_per_category(manifest, dpo_dir):
     assert overall == pytest.approx(results["eval_accuracy"], abs=1e-6)
     final = [json.loads(line) for line in (dpo_dir / "metrics.jsonl").read_text().splitlines()][-1]
     assert final["final/eval_category/voice/accuracy"] == pytest.approx(by_category["voice"]["accuracy"], abs=1e-6)
+    # and per rule within each category, as the reward stage reports it
+    by_rule = results["accuracy_by_rule"]
+    assert sum(found["n"] for label, found in by_rule.items() if label.startswith("content/")) == 10
+    assert final["final/eval_rule/content/wrong_order/n"] == by_rule["content/wrong_order"]["n"]
 
 
 @pytest.mark.slow

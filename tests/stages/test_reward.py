@@ -14,7 +14,7 @@ from rlhf.artifacts import file_sha256, recipe_hash
 from rlhf.config import DataConfig
 from rlhf.pipeline import resolve_references
 from rlhf.recipe import load_recipe
-from rlhf.stages.reward import eval_categories
+from rlhf.stages.reward import eval_categories, eval_rules
 
 from ..conftest import DATA_DIR, PIPELINE, SHORT_RUN
 
@@ -72,6 +72,24 @@ def test_held_out_accuracy_is_reported_per_category(manifest, reward_dir):
     for category, found in by_category.items():
         for key in ("accuracy", "margin", "n"):
             assert final[f"final/eval_category/{category}/{key}"] == pytest.approx(found[key], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_held_out_accuracy_is_reported_per_rule_within_each_category(manifest, reward_dir):
+    # Every held-out row names its rule; `category/rule` labels partition each category, so a category's mean is the
+    # pair-weighted mean of its rules' (and a rule the proxy cannot see shows under the category that averages it).
+    results = manifest["results"]
+    by_category, by_rule = results["accuracy_by_category"], results["accuracy_by_rule"]
+    assert {label.partition("/")[0] for label in by_rule} == CATEGORIES
+    assert {"content/wrong_order", "content/wrong_name", "voice/curt"} <= set(by_rule)
+    for category, found in by_category.items():
+        rules = [rule for label, rule in by_rule.items() if label.startswith(f"{category}/")]
+        assert sum(rule["n"] for rule in rules) == found["n"]
+        weighted = sum(rule["accuracy"] * rule["n"] for rule in rules) / found["n"]
+        assert weighted == pytest.approx(found["accuracy"], abs=1e-6)
+    final = [json.loads(line) for line in (reward_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    for label, found in by_rule.items():
+        assert final[f"final/eval_rule/{label}/accuracy"] == pytest.approx(found["accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow
@@ -135,3 +153,5 @@ def test_eval_categories_follow_the_rows_the_stage_reads(tmp_path):
     data = DataConfig(train=str(path), eval=str(path))
     assert eval_categories(data, 3) == ["voice", None, "content"]
     assert eval_categories(data, 2) == ["voice", None]  # max_eval_rows keeps the first rows
+    # A rule counts within its category; a row without both has no label.
+    assert eval_rules(data, 3) == ["voice/curt", None, None]

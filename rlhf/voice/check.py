@@ -112,7 +112,7 @@ def check_file(scorer: VoiceScorer, path: str | Path, prompt_column: str, reply_
         reply = text_cell(row.get(reply_column), source, number, reply_column)
         rules = scorer.explain_one(prompt, reply)
         content = support_reply.explain_one(prompt, reply)
-        replies.append(ScoredReply(number, prompt, reply, scorer.score([prompt], [reply])[0], rules, content))
+        replies.append(ScoredReply(number, prompt, reply, scorer.weighted_score(rules), rules, content))
     if not replies:
         raise DataError(source, None, None, "no rows to check")
     summaries = [

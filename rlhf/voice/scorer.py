@@ -131,11 +131,11 @@ class VoiceScorer:
         Raises:
             ValueError: If `prompts` and `responses` differ in length.
         """
-        total_weight = sum(self.weights.values())
-        return [
-            sum(self.weights[rule] * value for rule, value in rules.items()) / total_weight
-            for rules in self.explain(prompts, responses)
-        ]
+        return [self.weighted_score(rules) for rules in self.explain(prompts, responses)]
+
+    def weighted_score(self, rules: dict[str, float]) -> float:
+        """The score of one reply from its per-rule scores (`explain_one`'s output): their weighted mean."""
+        return sum(self.weights[rule] * value for rule, value in rules.items()) / sum(self.weights.values())
 
     def _sign_off_score(self, text: str) -> float:
         if text.endswith(self._sign_off):

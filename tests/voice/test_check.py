@@ -99,3 +99,15 @@ def test_contradictory_spec_exits_2_with_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("error: ") and "length.min_words (90) is above length.max_words (70)" in err
+
+
+def test_check_scores_each_reply_as_the_scorer_does(tmp_path):
+    # check_file scores a reply once (its rules, then their weighted mean); the mean must be the scorer's own score.
+    from rlhf.voice.check import check_file
+    from rlhf.voice.scorer import load_scorer
+
+    scorer = load_scorer(SPEC)
+    report = check_file(scorer, _jsonl(tmp_path / "r.jsonl", ROWS), "prompt", "reply")
+    for scored in report.replies:
+        assert scored.score == pytest.approx(scorer.score([scored.prompt], [scored.reply])[0], abs=1e-12)
+    assert [round(s.score, 3) for s in report.replies][0] == 1.0 and report.replies[2].score < 0.8

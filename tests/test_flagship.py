@@ -2,8 +2,8 @@
 
 Two runs share one sft model (the shipped pipeline's sft stage, shortened, from the pretrained `embedded:base`):
 - the shipped pipeline (reward model on voice and content pairs, ppo with the shipped defaults): sft answers the
-  intent and greets the signed name; ppo gains the proxy and the voice judge and loses at most a little content;
-  a content loss (the paired interval below 0) always comes with the "proxy up while a gold judge goes down" alarm
+  intent and greets the signed name; ppo gains the proxy and the voice judge and is not below sft on content (the
+  paired interval does not lie below 0); a content loss (the paired interval below 0) always comes with the "proxy up while a gold judge goes down" alarm
   naming the content judge (and never without one);
 - `recipes/brand_voice/voice_only.yaml` (reward model on voice pairs only, weak fixed KL): the report must raise that
   alarm on ppo for the content judge.
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.slow
 VOICE_ONLY = REPO_ROOT / "recipes" / "brand_voice" / "voice_only.yaml"
 
 # sft and reward as shipped (a one-epoch sft left ppo more to break: content -0.032 [-0.054, -0.011]); ppo 48 of the
-# shipped 120 steps (16 left the voice gain's interval touching 0: +0.009 [+0.000, +0.020], content -0.024 with the
-# alarm, one thread); compare on every held-out prompt (on half of them the proxy gain's interval touched 0).
+# shipped 120 steps (16 steps of 32 replies left the voice gain's interval touching 0: +0.009 [+0.000, +0.020],
+# content -0.024 with the alarm, one thread); compare on every held-out prompt (on half of them the proxy gain's
+# interval touched 0).
 SHORT = [
     "tracking.report_to=[none]",
     "sft.data.max_eval_rows=32",
@@ -67,18 +68,20 @@ def voice_only_run(default_run, tmp_path_factory) -> dict:
     return _run(VOICE_ONLY, run_dir, ["stages=[reward, ppo, compare]"])
 
 
-def test_ppo_gains_the_voice_and_loses_at_most_a_little_content(default_run):
+def test_ppo_gains_the_voice_and_is_not_below_sft_on_content(default_run):
     # The shipped reward model reads content as well as voice (held-out other-intent pairs 0.94, content 0.79), so
-    # ppo must improve the voice judge and must not fall far on the content judge, which nothing trained on. Issue 11
-    # asks for "not below sft"; that is not met robustly: this shortened run (seed 42, two threads, 2026-11-30)
-    # measured voice +0.018 [+0.007, +0.027] and content -0.009 [-0.027, +0.008] (the flat alarm), and the full
-    # default (120 steps) over three seeds -0.003, +0.020, +0.011. The bound catches what the earlier defaults did: the voice-blind reward model
-    # -0.24 and the voice-only recipe -0.24 [-0.28, -0.21]. Any loss the interval resolves carries the alarm (below).
+    # ppo must improve the voice judge and must not fall below sft on the content judge, which nothing trained on:
+    # the paired interval must not lie below 0, and the mean must not be more than a rounding's worth under it.
+    # Measured in this shortened run (seed 42, two threads, 2026-11-30, ppo 48 steps of the shipped 64 replies):
+    # voice +0.036 [+0.028, +0.044], content +0.004 [-0.008, +0.018], no alarm; with 32 replies per step content was
+    # -0.009 [-0.027, +0.008] (the flat alarm). The full default (120 steps) over three seeds: +0.009, +0.021,
+    # +0.017. The bounds catch what the earlier defaults did: the voice-blind reward model -0.24, the voice-only recipe
+    # -0.24 [-0.28, -0.21], and 40 steps of 32 with kl.coef 0.1 about -0.02 with the interval below 0.
     _, results = default_run
     voice = results["differences"]["ppo"]["brand_voice"]
     content = results["differences"]["ppo"]["support_content"]
     assert voice["low"] > 0, f"ppo did not improve the voice judge: {voice}"
-    assert content["mean"] > -0.03, f"ppo fell below sft on the content judge: {content}"
+    assert content["high"] > 0 and content["mean"] > -0.015, f"ppo fell below sft on the content judge: {content}"
 
 
 def test_ppo_gains_the_proxy_and_any_content_loss_is_flagged(default_run):

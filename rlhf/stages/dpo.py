@@ -30,7 +30,7 @@ from rlhf.stages.hf_trainer import (
     save_final,
     training_arguments,
 )
-from rlhf.stages.reward import eval_categories, eval_rules
+from rlhf.stages.reward import eval_labels
 from rlhf.tracking import Tracker
 
 logger = logging.getLogger("rlhf")
@@ -136,8 +136,9 @@ def run(cfg: DPOStage) -> Path:
             held_out["margin_mean"],
         )
         if len(trainer.eval_dataset) == len(evaluation):  # rows line up with the file's categories
-            by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-            by_rule = accuracy_by_category(chosen, rejected, eval_rules(cfg.data, len(evaluation)))
+            categories, rules = eval_labels(cfg.data, len(evaluation))
+            by_category = accuracy_by_category(chosen, rejected, categories)
+            by_rule = accuracy_by_category(chosen, rejected, rules)
     finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started, by_rule)
     return output_dir
 

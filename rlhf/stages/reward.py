@@ -132,29 +132,21 @@ def run(cfg: RewardStage) -> Path:
             held_out["pairs"],
             held_out["margin_mean"],
         )
-        by_category = accuracy_by_category(chosen, rejected, eval_categories(cfg.data, len(evaluation)))
-        by_rule = accuracy_by_category(chosen, rejected, eval_rules(cfg.data, len(evaluation)))
+        categories, rules = eval_labels(cfg.data, len(evaluation))
+        by_category = accuracy_by_category(chosen, rejected, categories)
+        by_rule = accuracy_by_category(chosen, rejected, rules)
     finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started, by_rule)
     return output_dir
 
 
-def eval_rules(data: DataConfig, pairs: int) -> list[str | None]:
-    """Each of the first `pairs` held-out rows' `category/rule` (e.g. `content/wrong_order`; None without both).
+def eval_labels(data: DataConfig, pairs: int) -> tuple[list[str | None], list[str | None]]:
+    """The `category` and the `category/rule` of each of the first `pairs` held-out rows, in file order (None where a
+    row has no category, or no category and rule), read in one pass.
 
-    A rule may recur in several categories (a `length_matched` pair breaks a voice or content rule too), so it is
-    counted within its category: the labels of one category partition its pairs.
-    """
-    categories = eval_categories(data, pairs)
-    rules = eval_categories(data, pairs, "rule")
-    return [f"{c}/{r}" if c is not None and r is not None else None for c, r in zip(categories, rules, strict=True)]
-
-
-def eval_categories(data: DataConfig, pairs: int, column: str = "category") -> list[str | None]:
-    """The `column` value (default `category`; `rule` for the finer label) of each of the first `pairs` held-out rows
-    (None where a row has none), in file order.
-
-    The loaders keep only the columns training reads, so the label is read beside them from the same rows: a local
-    file row by row (`load_records` neither skips nor reorders rows), a hub dataset from its eval split.
+    The loaders keep only the columns training reads, so the labels are read beside them from the same rows: a local
+    file row by row (`load_records` neither skips nor reorders rows), a hub dataset from its eval split. A rule may
+    recur in several categories (a `length_matched` pair breaks a voice or content rule too), so it is counted within
+    its category (e.g. `content/wrong_order`): the labels of one category partition its pairs.
     """
     if is_data_file(data.eval):
         rows = (row for _, row in read_rows(data.eval))
@@ -162,11 +154,14 @@ def eval_categories(data: DataConfig, pairs: int, column: str = "category") -> l
         from datasets import load_dataset as hub_load
 
         split = hub_load(data.eval, split=data.eval_split)
-        rows = iter(split) if column in split.column_names else iter([{}] * len(split))
-    found = []
+        rows = iter(split) if "category" in split.column_names else iter([{}] * len(split))
+    categories: list[str | None] = []
+    rules: list[str | None] = []
     for row in rows:
-        if len(found) == pairs:
+        if len(categories) == pairs:
             break
-        label = row.get(column)
-        found.append(str(label) if label not in (None, "") else None)
-    return found
+        category, rule = (row.get(key) for key in ("category", "rule"))
+        category = str(category) if category not in (None, "") else None
+        categories.append(category)
+        rules.append(f"{category}/{rule}" if category is not None and rule not in (None, "") else None)
+    return categories, rules

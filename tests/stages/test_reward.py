@@ -14,7 +14,7 @@ from rlhf.artifacts import file_sha256, recipe_hash
 from rlhf.config import DataConfig
 from rlhf.pipeline import resolve_references
 from rlhf.recipe import load_recipe
-from rlhf.stages.reward import eval_categories, eval_rules
+from rlhf.stages.reward import eval_labels
 
 from ..conftest import DATA_DIR, PIPELINE, SHORT_RUN
 
@@ -142,7 +142,7 @@ def test_accuracy_by_category_by_hand():
         accuracy_by_category(chosen, rejected, ["a"])
 
 
-def test_eval_categories_follow_the_rows_the_stage_reads(tmp_path):
+def test_eval_labels_follow_the_rows_the_stage_reads(tmp_path):
     rows = [
         {"prompt": "Q1", "chosen": "a", "rejected": "b", "category": "voice", "rule": "curt"},
         {"prompt": "Q2", "chosen": "a", "rejected": "b"},
@@ -151,7 +151,6 @@ def test_eval_categories_follow_the_rows_the_stage_reads(tmp_path):
     path = tmp_path / "prefs.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n")
     data = DataConfig(train=str(path), eval=str(path))
-    assert eval_categories(data, 3) == ["voice", None, "content"]
-    assert eval_categories(data, 2) == ["voice", None]  # max_eval_rows keeps the first rows
-    # A rule counts within its category; a row without both has no label.
-    assert eval_rules(data, 3) == ["voice/curt", None, None]
+    # A rule counts within its category; a row without both has no rule label.
+    assert eval_labels(data, 3) == (["voice", None, "content"], ["voice/curt", None, None])
+    assert eval_labels(data, 2) == (["voice", None], ["voice/curt", None])  # max_eval_rows keeps the first rows

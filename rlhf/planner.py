@@ -296,7 +296,13 @@ def plan_reward(cfg: RewardStage, shape: ModelShape, launch: LaunchSpec, device:
     return StagePlan("reward", [model], {"train": train}, buffers, _overlap(launch, cfg), autocast)
 
 
-def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, device: str = "cuda") -> StagePlan:
+def plan_ppo(
+    cfg: PPOStage,
+    shapes: dict[str, ModelShape],
+    launch: LaunchSpec,
+    device: str = "cuda",
+    implicit: frozenset[str] = frozenset(),
+) -> StagePlan:
     """ppo: policy and value trained; ref_policy and reward models frozen; peak of rollout or update phase.
 
     The critic-free estimators (grpo, rloo, reinforce_pp) train the policy alone. A step samples
@@ -304,6 +310,8 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
 
     Args:
         shapes: 'policy', and 'value' (gae in critic mode) and 'reward/<name>' for every learned reward source.
+        implicit: The learned reward sources that are implicit reward models: two causal LMs each (the trained one
+            and its reference, of the same shape), with LM heads, instead of one classifier.
     """
     dtype, lora, t = cfg.model.dtype, cfg.model.lora, cfg.training
     policy_shape = shapes["policy"]
@@ -333,7 +341,10 @@ def plan_ppo(cfg: PPOStage, shapes: dict[str, ModelShape], launch: LaunchSpec, d
     if lora is None:  # with LoRA, ref_policy is the policy with its adapter disabled: no second copy
         frozen.append(("ref_policy", policy_shape, "lm"))
     for source in cfg.rewards:
-        if source.model is not None:
+        if source.model is not None and source.name in implicit:
+            frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "lm"))
+            frozen.append((f"reward/{source.name} ref", shapes[f"reward/{source.name}"], "lm"))
+        elif source.model is not None:
             frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "score"))
     for role, shape, head in frozen:
         models.append(model_memory(role, shape, head, dtype, launch, trainable=False))
@@ -399,28 +410,50 @@ def model_config(ref: str, recipe: PipelineRecipe | None) -> dict:
 
 
 def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda") -> StagePlan:
-    """The ppo estimate, reading each model's shape with `shape(ref)`: policy, learned rewards, the critic."""
+    """The ppo estimate, reading each model's shape with `shape(ref)`: policy, learned rewards, the critic.
+
+    A `shape` that also answers `shape.implicit_reward(ref)` (`ModelReader`) marks implicit reward models."""
     shapes = {"policy": shape(cfg.model.name_or_path)}
     learned = [s for s in cfg.rewards if s.model is not None]
     for source in learned:
         shapes[f"reward/{source.name}"] = shape(source.model)
+    is_implicit = getattr(shape, "implicit_reward", lambda ref: False)
+    implicit = frozenset(source.name for source in learned if is_implicit(source.model))
     if cfg.advantage.estimator == "gae" and cfg.value.mode == "critic":
         init = cfg.value.init or (learned[0].model if learned else None)
         if init is None:
             raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
         shapes["value"] = shape(init)
-    return plan_ppo(cfg, shapes, launch, device)
+    return plan_ppo(cfg, shapes, launch, device, implicit)
+
+
+@dataclass(frozen=True)
+class ModelReader:
+    """Reads model references for the estimates: `reader(ref)` is the model's shape (`stage:NAME` followed through
+    the pipeline recipe), `reader.implicit_reward(ref)` whether it is an implicit reward model."""
+
+    recipe: PipelineRecipe | None = None
+
+    def __call__(self, ref: str) -> ModelShape:
+        return ModelShape.from_config(model_config(ref, self.recipe))
+
+    def implicit_reward(self, ref: str) -> bool:
+        """A reward stage of this recipe with `kind: implicit`, or a directory with the implicit reward marker."""
+        if ref.startswith(STAGE_REF_PREFIX):
+            section = (self.recipe.sections() if self.recipe is not None else {}).get(
+                ref.removeprefix(STAGE_REF_PREFIX)
+            )
+            return getattr(section, "kind", None) == "implicit"
+        from rlhf.rewards.implicit import is_implicit
+
+        return is_implicit(ref)
 
 
 def plan_stage(
     stage: StageBase, launch: LaunchSpec, recipe: PipelineRecipe | None = None, device: str = "cuda"
 ) -> StagePlan:
     """The estimate for one stage recipe, by the estimate its registry declaration names."""
-
-    def shape(ref: str) -> ModelShape:
-        return ModelShape.from_config(model_config(ref, recipe))
-
-    return stage_of(stage).plan(stage, shape, launch, device)
+    return stage_of(stage).plan(stage, ModelReader(recipe), launch, device)
 
 
 def plan_recipe(recipe, launch: LaunchSpec, device: str = "cuda") -> list[StagePlan]:

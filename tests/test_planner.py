@@ -337,3 +337,26 @@ def test_plan_command_prints_the_plans_numbers(capsys):
 def test_plan_command_refuses_a_missing_launch_config(capsys):
     assert main(["plan", str(PIPELINE), "--launch", "no/such.yaml"]) == 2
     assert "cannot read launch config" in capsys.readouterr().err
+
+
+def test_implicit_reward_is_planned_as_two_causal_lms():
+    """`reward.kind: implicit` trains as dpo does (the model and its frozen reference, LM heads), and ppo holds that
+    pair frozen where a classifier reward model is one model with a one-logit head."""
+    from rlhf.planner import plan_recipe
+    from rlhf.recipe import load_recipe
+
+    launch = LaunchSpec("single", 1)
+    classifier = {p.stage: p for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x"]), launch, "cpu")}
+    implicit = {
+        p.stage: p
+        for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x", "reward.kind=implicit"]), launch, "cpu")
+    }
+    sft_policy = next(m for m in implicit["sft"].models if m.role == "policy")
+    reward = {m.role: m for m in implicit["reward"].models}
+    assert set(reward) == {"policy", "ref_policy"} and implicit["reward"].stage == "reward"
+    assert reward["policy"].parameters == reward["ref_policy"].parameters == sft_policy.parameters
+    assert reward["ref_policy"].trainable == 0 and reward["policy"].trainable == sft_policy.parameters
+    frozen = {m.role: m for m in implicit["ppo"].models}
+    assert frozen["reward/learned"].parameters == frozen["reward/learned ref"].parameters == sft_policy.parameters
+    assert "reward/learned ref" not in {m.role for m in classifier["ppo"].models}
+    assert implicit["ppo"].total > classifier["ppo"].total

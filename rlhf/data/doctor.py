@@ -368,6 +368,14 @@ def _reward_sources(stage: PPOStage) -> list[str]:
             continue
         if source.model is None or source.model.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
             continue
+        from rlhf.rewards.implicit import MARKER, is_implicit, read_marker
+
+        if is_implicit(source.model):
+            try:
+                read_marker(source.model)
+            except ValueError as err:
+                errors.append(f"rewards.{index}.model: {err}")
+            continue
         config = Path(source.model).expanduser() / "config.json"
         if not config.is_file():
             continue  # a hub id, or a missing directory (reported by the model-reference check)
@@ -382,7 +390,8 @@ def _reward_sources(stage: PPOStage) -> list[str]:
             errors.append(
                 f"rewards.{index}.model: {source.model} is not a reward model: expected a "
                 f"*ForSequenceClassification architecture with one label, found "
-                f"{architectures or 'no architecture'} with {labels} labels"
+                f"{architectures or 'no architecture'} with {labels} labels (a causal LM scores as an implicit "
+                f"reward with {MARKER} beside it)"
             )
     return errors
 

@@ -74,21 +74,30 @@ def load_causal_lm(cfg: ModelConfig, path: str | None = None):
 
 
 def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """Loads a sequence-classification model with one output (a reward model) in inference mode.
+    """Loads a reward model in inference mode: a sequence classifier with one output, or an implicit reward model
+    (a causal LM and its reference, `rlhf.rewards.implicit`) where the directory has the marker file.
 
     Raises:
-        ModelLoadError: The directory is not a sequence classifier with exactly one label.
+        ModelLoadError: The directory is neither an implicit reward model nor a sequence classifier with one label.
     """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from rlhf.rewards.implicit import MARKER, is_implicit, load_implicit_reward
+
     path = resolve_model_path(path)
+    if is_implicit(path):
+        try:
+            return load_implicit_reward(path, dtype, trust_remote_code)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     architectures = config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
         raise ModelLoadError(
             f"{path} is not a reward model: expected a *ForSequenceClassification architecture with one label, "
-            f"found {architectures or 'no architecture'} with {config.num_labels} labels"
+            f"found {architectures or 'no architecture'} with {config.num_labels} labels (a causal LM scores as an "
+            f"implicit reward with {MARKER} beside it)"
         )
     model = AutoModelForSequenceClassification.from_pretrained(
         path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code

@@ -18,6 +18,14 @@ def render(tokenizer, prompt: str | list[dict[str, str]] | None, response: str |
     return text if text.endswith(tokenizer.eos_token) else text + tokenizer.eos_token
 
 
+def render_prompt(tokenizer, prompt: str | list[dict[str, str]] | None) -> str:
+    """The text `render` puts before the response: the prompt with the assistant turn opened (chat template), or the
+    plain prompt string."""
+    if isinstance(prompt, list):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return prompt or ""
+
+
 def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_length: int | None = None):
     """One scalar reward per text from a sequence-classification model, as a float32 CPU tensor.
 
@@ -48,7 +56,18 @@ def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_
 
 
 def preference_scores(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32):
-    """The reward of every pair's chosen and rejected reply, as two float32 CPU tensors in pair order."""
+    """The reward of every pair's chosen and rejected reply, as two float32 CPU tensors in pair order (from a
+    classifier reward model or an implicit one)."""
+    from rlhf.rewards.implicit import ImplicitReward, implicit_text_scores
+
+    if isinstance(model, ImplicitReward):
+        prompts = [render_prompt(tokenizer, p.get("prompt")) for p in pairs]
+        return tuple(
+            implicit_text_scores(
+                model, tokenizer, prompts, [render(tokenizer, p.get("prompt"), p[side]) for p in pairs], batch_size
+            )
+            for side in ("chosen", "rejected")
+        )
     chosen = reward_scores(
         model, tokenizer, [render(tokenizer, p.get("prompt"), p["chosen"]) for p in pairs], batch_size
     )

@@ -141,6 +141,10 @@ class RewardTerm:
             if len(values) != len(responses):
                 raise RewardError(f"reward '{self.name}' returned {len(values)} scores for {len(responses)} responses")
             return torch.tensor([float(v) for v in values], dtype=torch.float32)
+        from rlhf.rewards.implicit import ImplicitReward
+
+        if isinstance(self.model, ImplicitReward):
+            return self._score_implicit(batch, prompts, responses)
         device = next(self.model.parameters()).device
         if self.shares_tokenizer:
             # Same vocabulary and template: score the sampled ids directly (no decode and re-tokenise).
@@ -158,6 +162,20 @@ class RewardTerm:
         texts = [render(self.tokenizer, m, r) for m, r in zip(messages, responses, strict=True)]
         return reward_scores(self.model, self.tokenizer, texts, batch_size=len(texts))
 
+    def _score_implicit(self, batch: Batch, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """An implicit reward model's scores: on the sampled ids when the tokenizers agree, else re-tokenised."""
+        from rlhf.rewards.implicit import implicit_text_scores
+        from rlhf.rewards.scoring import render, render_prompt
+
+        if self.shares_tokenizer:
+            input_ids, attention_mask, position_ids = batch.sequence()
+            response_mask = torch.cat([torch.zeros_like(batch.query_mask), batch.response_mask.long()], dim=1)
+            return self.model.score_tokens(input_ids, attention_mask, response_mask, position_ids)
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        rendered = [render_prompt(self.tokenizer, m) for m in messages]
+        texts = [render(self.tokenizer, m, r) for m, r in zip(messages, responses, strict=True)]
+        return implicit_text_scores(self.model, self.tokenizer, rendered, texts, batch_size=len(texts))
+
 
 def build_reward_terms(
     sources: list[RewardSourceConfig], policy_tokenizer, dtype: str, trust_remote_code: bool
@@ -166,6 +184,7 @@ def build_reward_terms(
     from transformers import AutoTokenizer
 
     from rlhf.models.loading import load_reward_model
+    from rlhf.rewards.implicit import ImplicitReward
 
     terms = []
     for source in sources:
@@ -179,7 +198,9 @@ def build_reward_terms(
             continue
         model = load_reward_model(source.model, dtype, trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source.model, trust_remote_code=trust_remote_code)
-        shares = same_tokenizer(tokenizer, policy_tokenizer) and model.config.pad_token_id == tokenizer.pad_token_id
+        # An implicit reward reads the response tokens by mask, not the last token's logit: the pad id does not matter.
+        pooled = isinstance(model, ImplicitReward) or model.config.pad_token_id == tokenizer.pad_token_id
+        shares = same_tokenizer(tokenizer, policy_tokenizer) and pooled
         terms.append(RewardTerm(source.name, source.weight, model=model, tokenizer=tokenizer, shares_tokenizer=shares))
     return terms
 

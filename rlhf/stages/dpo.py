@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.artifacts import FINAL, check_parent, write_recipe
-from rlhf.config import DPOStage
+from rlhf.config import DPOStage, StageBase
 from rlhf.distributed import is_main_process, single_process_loading
 from rlhf.models.loading import load_causal_lm, load_tokenizer, peft_config, resolve_model_path, torch_dtype
 from rlhf.stages.hf_checkpoints import check_finite_loss, checkpoint_callbacks, resume_point
@@ -43,6 +44,25 @@ def run(cfg: DPOStage) -> Path:
     `manifest.json` (held-out preference accuracy and reward margins of the saved model, per category when the
     held-out rows have one) in `cfg.output_dir`.
     """
+    return train(cfg, cfg.beta, cfg.loss_type, cfg.sft_weight)
+
+
+def train(
+    cfg: StageBase,
+    beta: float,
+    loss_type: str,
+    sft_weight: float,
+    on_saved: Callable[[Path, str], None] | None = None,
+) -> Path:
+    """Trains a causal LM on preference pairs against its frozen starting model; the dpo stage, and the reward stage
+    with `kind: implicit` (which declares the result a reward model through `on_saved`).
+
+    Args:
+        cfg: The stage recipe (model, data, training, output_dir, seed, tracking); its `stage` names the log lines.
+        beta, loss_type, sft_weight: DPO's settings (see `DPOStage`).
+        on_saved: Called on the main process with final/ and the starting model's path once final/ is written,
+            before the held-out measurement.
+    """
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
@@ -53,8 +73,8 @@ def run(cfg: DPOStage) -> Path:
     set_seed(cfg.seed)
 
     # Set up: data first (cheap, fails fast on bad rows), then the model.
-    train = _without_margin(load_dataset(cfg.data, "preferences", "train"))
-    evaluation = _without_margin(load_dataset(cfg.data, "preferences", "eval"))
+    train = _without_margin(load_dataset(cfg.data, "preferences", "train"), cfg.stage)
+    evaluation = _without_margin(load_dataset(cfg.data, "preferences", "eval"), cfg.stage)
     model_path = resolve_model_path(cfg.model.name_or_path)
     parent = check_parent(model_path)
     start = resume_point(cfg, {"model": parent})
@@ -72,9 +92,9 @@ def run(cfg: DPOStage) -> Path:
     args = DPOConfig(
         **training_arguments(cfg, output_dir / "checkpoints", has_eval=evaluation is not None),
         max_length=cfg.data.max_length,
-        beta=cfg.beta,
-        loss_type=[cfg.loss_type, "sft"] if cfg.sft_weight else [cfg.loss_type],
-        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight else None,
+        beta=beta,
+        loss_type=[loss_type, "sft"] if sft_weight else [loss_type],
+        loss_weights=[1.0, sft_weight] if sft_weight else None,
         dataset_num_proc=None,
     )
     trainer = DPOTrainer(
@@ -94,7 +114,8 @@ def run(cfg: DPOStage) -> Path:
         dropped = len(rows) - len(kept) if rows is not None and kept is not None else 0
         if dropped:
             logger.warning(
-                "dpo: %d of %d %s pairs have a prompt that fills data.max_length=%d and were dropped",
+                "%s: %d of %d %s pairs have a prompt that fills data.max_length=%d and were dropped",
+                cfg.stage,
                 dropped,
                 len(rows),
                 which,
@@ -103,7 +124,7 @@ def run(cfg: DPOStage) -> Path:
 
     # Train.
     train_output = trainer.train(resume_from_checkpoint=start.path)
-    check_finite_loss("dpo", train_output.training_loss, output_dir)
+    check_finite_loss(cfg.stage, train_output.training_loss, output_dir)
     # No evaluation before training: the policy is then its reference, so every margin is 0 and the loss log 2.
     last_eval = next((log for log in reversed(trainer.state.log_history) if "eval_loss" in log), {})
     if evaluation is not None and last_eval.get("step") != trainer.state.global_step:
@@ -111,6 +132,8 @@ def run(cfg: DPOStage) -> Path:
 
     # Save, then measure the saved model against the reference on the held-out pairs.
     save_final(trainer, tokenizer, output_dir / FINAL)
+    if on_saved is not None and is_main_process():
+        on_saved(output_dir / FINAL, model_path)
     results = {
         "train_loss": train_output.training_loss,
         "steps": trainer.state.global_step,
@@ -125,12 +148,13 @@ def run(cfg: DPOStage) -> Path:
         with single_process_loading():  # under ZeRO-3 the other ranks are not there to partition them
             policy, reference = _load_final(cfg, output_dir / FINAL, model_path)
         chosen, rejected = implicit_rewards(
-            policy, reference, list(trainer.eval_dataset), trainer.data_collator, cfg.beta, cfg.training.batch_size
+            policy, reference, list(trainer.eval_dataset), trainer.data_collator, beta, cfg.training.batch_size
         )
         held_out = summarize_preferences(chosen, rejected)
         results.update({f"eval_{k}": v for k, v in held_out.items()})
         logger.info(
-            "dpo: held-out preference accuracy %.3f over %d pairs, mean reward margin %.3f (beta * log-ratio)",
+            "%s: held-out preference accuracy %.3f over %d pairs, mean reward margin %.3f (beta * log-ratio)",
+            cfg.stage,
             held_out["accuracy"],
             held_out["pairs"],
             held_out["margin_mean"],
@@ -143,15 +167,20 @@ def run(cfg: DPOStage) -> Path:
     return output_dir
 
 
-def _without_margin(dataset):
-    """The pairs without a `margin` column: the Bradley-Terry margin is the reward stage's, DPO has none."""
+def _without_margin(dataset, stage: str):
+    """The pairs without a `margin` column: the margin is the classifier reward model's; DPO's loss has none."""
     if dataset is None or "margin" not in dataset.column_names:
         return dataset
-    logger.info("dpo: the data's per-pair margin column is for the reward stage; dpo does not read it")
+    if stage == "dpo":
+        logger.info("dpo: the data's per-pair margin column is for the reward stage; dpo does not read it")
+    else:
+        logger.warning(
+            "%s: the data's per-pair margin column is not read: an implicit reward's loss has no margin", stage
+        )
     return dataset.remove_columns("margin")
 
 
-def _load_final(cfg: DPOStage, final_dir: Path, model_path: str):
+def _load_final(cfg: StageBase, final_dir: Path, model_path: str):
     """The saved policy and its reference for the held-out measurement (reference None: the adapter turned off)."""
     if cfg.model.lora is not None:
         from peft import AutoPeftModelForCausalLM
@@ -205,9 +234,10 @@ def implicit_rewards(policy, reference, pairs: list[dict], collator, beta: float
     return torch.cat(chosen), torch.cat(rejected)
 
 
-def plan(cfg: DPOStage, shape, launch, device: str = "cuda"):
+def plan(cfg: StageBase, shape, launch, device: str = "cuda"):
     """Memory per device (`rlhf plan`): the trained policy, its frozen reference (none with LoRA: the adapter is
-    turned off), and chosen and rejected sequences together (2 x batch_size) through TRL's tiled LM head."""
+    turned off), and chosen and rejected sequences together (2 x batch_size) through TRL's tiled LM head. The dpo
+    stage's, and the reward stage's with `kind: implicit` (the same training)."""
     from rlhf.planner import (
         DTYPE_BYTES,
         HEAD_TILE_TOKENS,
@@ -236,4 +266,4 @@ def plan(cfg: DPOStage, shape, launch, device: str = "cuda"):
     }
     frozen = [policy_shape] if cfg.model.lora is None else []
     buffers = _buffers(launch, [(policy_shape, policy)], dtype, device, frozen=frozen)
-    return StagePlan("dpo", models, {"train": train}, buffers, _overlap(launch, cfg))
+    return StagePlan(cfg.stage, models, {"train": train}, buffers, _overlap(launch, cfg))

@@ -42,6 +42,7 @@ from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
 from rlhf.ppo.schedule import learning_rate_schedule
 from rlhf.ppo.state import Estimate, PPOState, Rollout, Scored, Setup
+from rlhf.rewards.implicit import ImplicitReward
 from rlhf.rewards.sources import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 
 logger = logging.getLogger("rlhf")
@@ -154,7 +155,9 @@ def _run(cfg: PPOStage) -> Path:
     if ref_policy is not None:
         ref_policy = prepare_frozen(accelerator, ref_policy)
     for term in terms:
-        if term.model is not None:
+        if isinstance(term.model, ImplicitReward):  # two causal LMs, each prepared like the reference policy
+            term.model.prepare(functools.partial(prepare_frozen, accelerator))
+        elif term.model is not None:
             term.model = prepare_frozen(accelerator, term.model)
 
     setup = Setup(
@@ -645,6 +648,12 @@ def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
     if init is None:
         raise ValueError("ppo: value.mode 'critic' needs value.init or a learned reward source to start from")
     parents["value"] = check_parent(init)
+    if (Path(init) / "adapter_config.json").is_file():
+        raise ValueError(
+            f"ppo: the critic starts from {init}, a LoRA adapter (an implicit reward model's): set value.init to a "
+            "model with full weights, e.g. the sft model"
+        )
+    # A classifier reward model brings its trained head; an implicit one (a causal LM) its body, with a new head.
     critic = AutoModelForSequenceClassification.from_pretrained(
         init, num_labels=1, trust_remote_code=cfg.model.trust_remote_code
     )

@@ -157,6 +157,11 @@ def _plan_sft(cfg: SFTStage, shape, launch, device: str):
 def _plan_reward(cfg: RewardStage, shape, launch, device: str):
     from rlhf.planner import plan_reward
 
+    if cfg.kind == "implicit":  # trained as dpo trains: a causal LM and its frozen reference
+        from rlhf.stages.dpo import plan
+
+        return plan(cfg, shape, launch, device)
+
     return plan_reward(cfg, shape(cfg.model.name_or_path), launch, device)
 
 

@@ -37,10 +37,13 @@ logger = logging.getLogger("rlhf")
 def run(cfg: RewardStage) -> Path:
     """Trains a reward model and returns the output directory.
 
-    Leaves `final/` (loads with AutoModelForSequenceClassification), `recipe.yaml`, `metrics.jsonl` and
-    `manifest.json` (with held-out accuracy and mean margin, per category when the held-out rows have one) in
-    `cfg.output_dir`.
+    Leaves `final/` (`kind: classifier`: loads with AutoModelForSequenceClassification; `kind: implicit`: a causal LM
+    with `implicit_reward.json` naming its reference, see `rlhf.rewards.implicit`), `recipe.yaml`, `metrics.jsonl`
+    and `manifest.json` (with held-out accuracy and mean margin, per category when the held-out rows have one) in
+    `cfg.output_dir`. Every loader of reward models (ppo, compare, `rlhf plan`) reads either kind.
     """
+    if cfg.kind == "implicit":
+        return _run_implicit(cfg)
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
@@ -137,6 +140,18 @@ def run(cfg: RewardStage) -> Path:
         by_rule = accuracy_by_category(chosen, rejected, rules)
     finish_preference_stage(cfg, trainer, tracker, results, by_category, parent, started, by_rule)
     return output_dir
+
+
+def _run_implicit(cfg: RewardStage) -> Path:
+    """The implicit reward model: DPO's training of the starting model against its frozen copy (a LoRA adapter
+    against its base with the adapter off), then the marker that makes final/ a reward model."""
+    from rlhf.rewards.implicit import write_marker
+    from rlhf.stages.dpo import train
+
+    def declare(final: Path, reference: str) -> None:
+        write_marker(final, cfg.beta, None if cfg.model.lora else reference)
+
+    return train(cfg, cfg.beta, "sigmoid", cfg.sft_weight, on_saved=declare)
 
 
 def eval_labels(data: DataConfig, pairs: int) -> tuple[list[str | None], list[str | None]]:

@@ -116,6 +116,14 @@ def test_reward_model_directory_that_is_not_a_sequence_classifier(tmp_path, cli)
     with pytest.raises(ModelLoadError, match="is not a reward model"):  # the same check when ppo loads it
         load_reward_model(str(model_dir))
 
+    # With the implicit reward marker the causal LM is a reward model; a malformed marker is named.
+    (model_dir / "implicit_reward.json").write_text('{"beta": -1, "reference": null}')
+    code, _, err = cli("validate", stage_recipe(tmp_path, "ppo", rewards=[{"name": "rm", "model": str(model_dir)}]))
+    assert code == 2 and f"rewards.0.model: {model_dir}/implicit_reward.json: beta must be positive" in err
+    (model_dir / "implicit_reward.json").write_text('{"beta": 0.1, "reference": null}')
+    code, _, err = cli("validate", stage_recipe(tmp_path, "ppo", rewards=[{"name": "rm", "model": str(model_dir)}]))
+    assert "rewards.0.model" not in err
+
 
 def test_pipeline_stage_that_was_never_run(tmp_path, cli):
     write_jsonl(tmp_path / "prefs.jsonl", GOOD_PREFS)

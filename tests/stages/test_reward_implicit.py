@@ -1,0 +1,226 @@
+"""The reward stage with `kind: implicit`: a causal LM whose reward is beta * log(pi / pi_ref) against the sft model.
+
+Trained from the shared short run's sft model (copied into a run directory of its own, so the shared classifier reward
+model is left alone) on the shipped pairs, then used by a shortened ppo and compare. The held-out set's first 100
+pairs hold 20 of each category.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.pipeline import run_recipe
+from rlhf.recipe import RecipeError, load_recipe
+
+from ..conftest import DATA_DIR, PIPELINE
+
+SHORT_IMPLICIT = [
+    "stages=[reward]",
+    "tracking.report_to=[none]",
+    "reward.kind=implicit",
+    "reward.beta=0.5",
+    "reward.sft_weight=1.0",
+    "reward.training.learning_rate=2.0e-4",
+    "reward.data.max_train_rows=160",
+    "reward.data.max_eval_rows=100",
+    "reward.training.max_steps=20",
+    "reward.training.batch_size=8",
+    "reward.training.logging_steps=5",
+    "reward.training.eval_steps=1000",
+    "reward.training.save_steps=null",
+]
+SHORT_PPO = [
+    "stages=[ppo,compare]",
+    "tracking.report_to=[none]",
+    "ppo.training.max_steps=3",
+    "ppo.training.batch_size=8",
+    "ppo.update.num_minibatches=1",
+    "ppo.data.max_eval_rows=8",
+    "ppo.frontier_every=null",
+    "ppo.log_samples_every=100",
+    "compare.prompts.max_prompts=6",
+    "compare.samples_per_prompt=2",
+    "compare.bootstrap_resamples=200",
+]
+CATEGORIES = {"voice", "content", "paraphrase", "other_intent", "length_matched"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(short_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("implicit_run")
+    shutil.copytree(short_run / "sft", out / "sft")
+    run_recipe(load_recipe(PIPELINE, [f"run_dir={out}", *SHORT_IMPLICIT]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(run_dir) -> dict:
+    return json.loads((run_dir / "reward" / "manifest.json").read_text())
+
+
+def eval_pairs(n: int) -> list[dict]:
+    lines = (DATA_DIR / "prefs_eval.jsonl").read_text().splitlines()[:n]
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+def test_final_is_a_causal_lm_declared_against_the_sft_model(run_dir):
+    from rlhf.models.loading import load_reward_model
+    from rlhf.rewards.implicit import MARKER, ImplicitReward, read_marker
+
+    final = run_dir / "reward" / "final"
+    assert json.loads((final / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    marker = json.loads((final / MARKER).read_text())
+    # Relative: the run directory can be moved whole.
+    assert marker == {"beta": 0.5, "reference": "../../sft/final"}
+    beta, reference = read_marker(final)
+    assert beta == 0.5 and Path(reference) == (run_dir / "sft" / "final").resolve()
+    model = load_reward_model(str(final))
+    assert isinstance(model, ImplicitReward) and not model.training
+    written = load_recipe(run_dir / "reward" / "recipe.yaml")  # every default spelled out, and still valid
+    assert written.kind == "implicit" and written.beta == 0.5 and written.sft_weight == 1.0
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_held_out_pairs_separate_and_are_reported_per_category(manifest):
+    results = manifest["results"]
+    assert results["steps"] == 20 and math.isfinite(results["train_loss"])
+    assert results["eval_pairs"] == 100
+    # Untrained (policy = reference) every reward is 0: accuracy 0.5 with ties counted half, margin 0.
+    assert results["eval_accuracy"] > 0.6 and results["eval_margin_mean"] > 0
+    by_category = results["accuracy_by_category"]
+    assert set(by_category) == CATEGORIES and all(found["n"] == 20 for found in by_category.values())
+    assert sum(found["n"] for label, found in results["accuracy_by_rule"].items() if label.startswith("content/")) == 20
+    assert manifest["parents"]["model"]["stage"] == "sft"
+
+
+@pytest.mark.slow
+def test_loaded_reward_scores_pairs_as_the_stage_measured_them(run_dir, manifest):
+    """The loader's scores (prompt and reply tokenized apart, as DPO training tokenizes them) equal the stage's own
+    held-out measurement (TRL's collator and the reference loaded separately)."""
+    from transformers import AutoTokenizer
+
+    from rlhf.models.loading import load_reward_model
+    from rlhf.rewards.scoring import preference_scores, summarize_preferences
+
+    final = run_dir / "reward" / "final"
+    model = load_reward_model(str(final))
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    chosen, rejected = preference_scores(model, tokenizer, eval_pairs(100), batch_size=16)
+    found = summarize_preferences(chosen, rejected)
+    assert found["accuracy"] == pytest.approx(manifest["results"]["eval_accuracy"], abs=1e-6)
+    assert found["margin_mean"] == pytest.approx(manifest["results"]["eval_margin_mean"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_sampled_ids_and_text_give_the_same_reward(run_dir):
+    """ppo scores the sampled ids directly when the tokenizers agree; any other tokenizer re-renders the text. Both
+    must read the same response tokens, whatever the padding (prompts left-padded, responses right-padded)."""
+    from transformers import AutoTokenizer
+
+    from rlhf.generation.sampling import Batch
+    from rlhf.models.loading import load_reward_model
+    from rlhf.rewards.sources import RewardTerm
+
+    final = run_dir / "reward" / "final"
+    model = load_reward_model(str(final))
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    pairs = eval_pairs(6)
+    prompts = [pair["prompt"][0]["content"] for pair in pairs]
+    responses = [pair["chosen"][0]["content"] for pair in pairs[:3]] + [p["rejected"][0]["content"] for p in pairs[3:]]
+    query = [
+        tokenizer(
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for p in prompts
+    ]
+    reply = [tokenizer(r + tokenizer.eos_token, add_special_tokens=False)["input_ids"] for r in responses]
+    width_q, width_r = max(map(len, query)), max(map(len, reply)) + 3  # room after EOS, as sampling leaves it
+    pad = tokenizer.pad_token_id
+    batch = Batch(
+        query=torch.tensor([[pad] * (width_q - len(q)) + q for q in query]),
+        query_mask=torch.tensor([[0] * (width_q - len(q)) + [1] * len(q) for q in query]),
+        response=torch.tensor([r + [pad] * (width_r - len(r)) for r in reply]),
+        response_mask=torch.tensor([[1] * len(r) + [0] * (width_r - len(r)) for r in reply]),
+        has_eos=torch.ones(len(reply), dtype=torch.bool),
+    )
+    on_ids = RewardTerm("learned", 1.0, model=model, tokenizer=tokenizer, shares_tokenizer=True)
+    on_text = RewardTerm("learned", 1.0, model=model, tokenizer=tokenizer, shares_tokenizer=False)
+    from_ids = on_ids.score(batch, prompts, responses, tokenizer)
+    from_text = on_text.score(batch, prompts, responses, tokenizer)
+    assert from_ids.shape == (6,) and from_ids.abs().sum() > 0
+    torch.testing.assert_close(from_ids, from_text, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_ppo_trains_on_it_and_compare_reports_it(run_dir):
+    run_recipe(load_recipe(PIPELINE, [f"run_dir={run_dir}", *SHORT_PPO]))
+    ppo = json.loads((run_dir / "ppo" / "manifest.json").read_text())
+    assert ppo["status"] == "complete"
+    assert ppo["parents"]["reward/learned"]["stage"] == "reward"
+    # The critic starts from the implicit reward model's body, with a new value head.
+    assert ppo["parents"]["value"]["stage"] == "reward"
+    records = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward/learned"] for r in records if "reward/learned" in r]
+    assert len(rewards) == 3 and all(math.isfinite(r) for r in rewards)
+    results = json.loads((run_dir / "compare" / "results.json").read_text())
+    proxy = results["summary"]["sft"]["proxy"]["mean"]
+    assert math.isfinite(proxy)
+    report = (run_dir / "compare" / "report.md").read_text()
+    assert "Reward model held-out accuracy" in report
+
+
+def test_settings_of_the_other_kind_are_refused():
+    with pytest.raises(RecipeError, match="beta is not used by kind 'classifier'"):
+        load_recipe(PIPELINE, ["reward.beta=0.5"])
+    with pytest.raises(RecipeError, match="center_rewards_coefficient is not used by kind 'implicit'"):
+        load_recipe(PIPELINE, ["reward.kind=implicit", "reward.center_rewards_coefficient=0.01"])
+    with pytest.raises(RecipeError, match="margin_from_scores is not used by kind 'implicit'"):
+        load_recipe(PIPELINE, ["reward.kind=implicit", "reward.data.margin_from_scores=1.0"])
+    with pytest.raises(RecipeError, match="kind"):
+        load_recipe(PIPELINE, ["reward.kind=dpo"])
+
+
+def test_marker_errors_name_the_file(tmp_path):
+    from rlhf.models.loading import ModelLoadError, load_reward_model, resolve_model_path
+    from rlhf.rewards.implicit import MARKER
+
+    model = tmp_path / "lm"
+    shutil.copytree(resolve_model_path("embedded:tiny"), model)
+    with pytest.raises(ModelLoadError, match=f"is not a reward model.*{MARKER}"):
+        load_reward_model(str(model))
+    (model / MARKER).write_text('{"beta": 0}')
+    with pytest.raises(ModelLoadError, match=f"{MARKER}: beta must be positive"):
+        load_reward_model(str(model))
+    (model / MARKER).write_text('{"reference": null}')
+    with pytest.raises(ModelLoadError, match=MARKER):
+        load_reward_model(str(model))
+    # null reference needs an adapter directory
+    (model / MARKER).write_text('{"beta": 0.1, "reference": null}')
+    with pytest.raises(ModelLoadError, match="needs a PEFT adapter"):
+        load_reward_model(str(model))
+
+
+def test_same_model_as_its_own_reference_scores_zero(tmp_path):
+    """An implicit reward model that has not moved from its reference gives every reply 0: the score is a log-ratio,
+    not a likelihood, so a long or likely reply is not paid for by itself."""
+    from transformers import AutoTokenizer
+
+    from rlhf.models.loading import load_reward_model, resolve_model_path
+    from rlhf.rewards.implicit import write_marker
+    from rlhf.rewards.scoring import preference_scores
+
+    model = tmp_path / "run" / "reward" / "final"
+    shutil.copytree(resolve_model_path("embedded:tiny"), model)
+    write_marker(model, 0.5, str(model))
+    loaded = load_reward_model(str(model))
+    chosen, rejected = preference_scores(loaded, AutoTokenizer.from_pretrained(model), eval_pairs(4), batch_size=2)
+    assert torch.equal(chosen, torch.zeros(4)) and torch.equal(rejected, torch.zeros(4))

@@ -13,6 +13,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = REPO_ROOT / "recipes" / "brand_voice" / "pipeline.yaml"
 DATA_DIR = REPO_ROOT / "recipes" / "brand_voice" / "data"
+# The categories of the shipped held-out preference pairs (prefs_eval.jsonl).
+CATEGORIES = {"voice", "content", "paraphrase", "other_intent", "length_matched"}
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -17,7 +17,7 @@ import yaml
 from rlhf.config import DPOStage
 from rlhf.recipe import RecipeError, load_recipe
 
-from ..conftest import DATA_DIR, PIPELINE, REPO_ROOT
+from ..conftest import CATEGORIES, DATA_DIR, PIPELINE, REPO_ROOT
 
 SHORT_DPO = [
     "stages=[dpo]",
@@ -34,7 +34,6 @@ SHORT_DPO = [
     "dpo.training.eval_steps=1000",
     "dpo.training.save_steps=null",
 ]
-CATEGORIES = {"voice", "content", "paraphrase", "other_intent", "length_matched"}
 
 
 @pytest.fixture(scope="module")

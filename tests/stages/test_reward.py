@@ -16,9 +16,7 @@ from rlhf.pipeline import resolve_references
 from rlhf.recipe import load_recipe
 from rlhf.stages.reward import eval_labels
 
-from ..conftest import DATA_DIR, PIPELINE, SHORT_RUN
-
-CATEGORIES = {"voice", "content", "paraphrase", "other_intent", "length_matched"}
+from ..conftest import CATEGORIES, DATA_DIR, PIPELINE, SHORT_RUN
 
 PROMPT = [
     {

@@ -18,7 +18,7 @@ import torch
 from rlhf.pipeline import run_recipe
 from rlhf.recipe import RecipeError, load_recipe
 
-from ..conftest import DATA_DIR, PIPELINE
+from ..conftest import CATEGORIES, DATA_DIR, PIPELINE
 
 SHORT_IMPLICIT = [
     "stages=[reward]",
@@ -48,7 +48,6 @@ SHORT_PPO = [
     "compare.samples_per_prompt=2",
     "compare.bootstrap_resamples=200",
 ]
-CATEGORIES = {"voice", "content", "paraphrase", "other_intent", "length_matched"}
 
 
 @pytest.fixture(scope="module")

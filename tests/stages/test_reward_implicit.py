@@ -223,3 +223,47 @@ def test_same_model_as_its_own_reference_scores_zero(tmp_path):
     loaded = load_reward_model(str(model))
     chosen, rejected = preference_scores(loaded, AutoTokenizer.from_pretrained(model), eval_pairs(4), batch_size=2)
     assert torch.equal(chosen, torch.zeros(4)) and torch.equal(rejected, torch.zeros(4))
+
+
+def test_a_lora_adapter_is_scored_against_its_base_with_the_adapter_off(tmp_path):
+    """`"reference": null`: the adapter's own base is the reference, one model in memory; the reward is beta times
+    the log-ratio of the reply's tokens with the adapter on and off."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.models.loading import load_reward_model, resolve_model_path
+    from rlhf.rewards.implicit import write_marker
+    from rlhf.rewards.scoring import preference_scores, render, render_prompt
+
+    base_path = resolve_model_path("embedded:tiny")
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    torch.manual_seed(0)
+    adapted = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_path),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    final = tmp_path / "final"
+    adapted.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    write_marker(final, 0.5, None)
+    model = load_reward_model(str(final))
+    assert model.reference is None
+    pairs = eval_pairs(3)
+    chosen, _ = preference_scores(model, tokenizer, pairs, batch_size=2)
+
+    base = AutoModelForCausalLM.from_pretrained(base_path).eval()
+    adapted.eval()
+    for pair, found in zip(pairs, chosen, strict=True):
+        prompt = tokenizer(render_prompt(tokenizer, pair["prompt"]), add_special_tokens=False)["input_ids"]
+        text = render(tokenizer, pair["prompt"], pair["chosen"])
+        reply = tokenizer(text[len(render_prompt(tokenizer, pair["prompt"])) :], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + reply])
+        with torch.no_grad():
+            logps = [
+                torch.log_softmax(m(input_ids=ids).logits[0, :-1], -1)
+                .gather(-1, ids[0, 1:, None])[len(prompt) - 1 :]
+                .sum()
+                for m in (adapted, base)
+            ]
+        assert found.item() == pytest.approx(0.5 * (logps[0] - logps[1]).item(), abs=1e-4)
+        assert found.item() != 0

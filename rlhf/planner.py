@@ -444,7 +444,7 @@ class ModelReader:
                 ref.removeprefix(STAGE_REF_PREFIX)
             )
             return getattr(section, "kind", None) == "implicit"
-        from rlhf.rewards.implicit import is_implicit
+        from rlhf.rewards.implicit_marker import is_implicit
 
         return is_implicit(ref)
 

@@ -109,6 +109,21 @@ def test_validate_does_not_import_torch():
     assert done.returncode == 0, done.stderr
 
 
+def test_validate_reads_an_implicit_reward_model_without_importing_torch(tmp_path):
+    """A reward source that is a directory is checked (its marker read) by `rlhf validate`, still without torch."""
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (tmp_path / "implicit_reward.json").write_text('{"beta": 0.5, "reference": null}')
+    code = (
+        "import sys\n"
+        "from rlhf.cli import main\n"
+        f"assert main(['validate', {str(PIPELINE)!r}, 'ppo.rewards.0.model={tmp_path}']) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'deepspeed') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_python_dash_m_rlhf_validate():
     done = subprocess.run(
         [sys.executable, "-m", "rlhf", "validate", str(PIPELINE), "foo.bar=1"],

@@ -368,7 +368,7 @@ def _reward_sources(stage: PPOStage) -> list[str]:
             continue
         if source.model is None or source.model.startswith((STAGE_REF_PREFIX, EMBEDDED_PREFIX)):
             continue
-        from rlhf.rewards.implicit import MARKER, is_implicit, read_marker
+        from rlhf.rewards.implicit_marker import MARKER, is_implicit, read_marker
 
         if is_implicit(source.model):
             try:

@@ -1,11 +1,11 @@
 """Implicit reward models: a causal LM and its reference score a reply as beta * log(pi(y|x) / pi_ref(y|x)).
 
 This is the reward a DPO-trained model defines (Rafailov et al. 2023, section 5; RewardBench scores DPO models this
-way). The reward stage trains one with `objective: implicit` (the Bradley-Terry loss on these scores is DPO's loss);
+way). The reward stage trains one with `kind: implicit` (the Bradley-Terry loss on these scores is DPO's loss);
 any pair of a DPO model and its starting model can be declared one by writing the marker file next to its weights.
 
 A directory is an implicit reward model when it holds a causal LM (full weights, or a PEFT adapter) and
-`implicit_reward.json`:
+`implicit_reward.json` (read and written by `rlhf.rewards.implicit_marker`, which imports no torch):
 
     {"beta": 0.5, "reference": "../../sft/final"}
 
@@ -20,13 +20,21 @@ customer name or product from the right one in 0.80 and 0.53 of held-out pairs; 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
-MARKER = "implicit_reward.json"
+from rlhf.rewards.implicit_marker import MARKER, is_implicit, read_marker, write_marker
+
+__all__ = [
+    "MARKER",
+    "ImplicitReward",
+    "implicit_text_scores",
+    "is_implicit",
+    "load_implicit_reward",
+    "read_marker",
+    "write_marker",
+]
 
 
 class ImplicitReward(torch.nn.Module):
@@ -94,44 +102,6 @@ class ImplicitReward(torch.nn.Module):
         else:
             reference = logps(self.reference)
         return (self.beta * (policy - reference)).float().cpu()
-
-
-def is_implicit(path: str | Path) -> bool:
-    """Whether `path` is a local directory holding an implicit reward model (its marker file)."""
-    return (Path(path).expanduser() / MARKER).is_file()
-
-
-def write_marker(directory: Path, beta: float, reference: str | None) -> None:
-    """Declares `directory` (a causal LM) an implicit reward model against `reference` (None: its adapter off).
-
-    A reference inside the same run directory (the stage's output_dir's parent, e.g. `<run>/sft/final` for
-    `<run>/reward/final`) is written relative to `directory`, so the run can move as one; others stay absolute.
-    """
-    if reference is not None and Path(reference).expanduser().exists():
-        target, here = Path(reference).expanduser().resolve(), directory.resolve()
-        reference = os.path.relpath(target, here) if target.is_relative_to(here.parent.parent) else str(target)
-    (directory / MARKER).write_text(json.dumps({"beta": beta, "reference": reference}, indent=2) + "\n")
-
-
-def read_marker(path: str | Path) -> tuple[float, str | None]:
-    """(beta, reference) from an implicit reward model's marker; a relative reference is resolved against `path`.
-
-    Raises:
-        ValueError: The marker is not valid JSON, or beta is missing or not positive.
-    """
-    marker = Path(path).expanduser() / MARKER
-    try:
-        values = json.loads(marker.read_text(encoding="utf-8"))
-        beta = float(values["beta"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{marker}: expected {{'beta': <number>, 'reference': <path or null>}} ({err})") from None
-    if not beta > 0:
-        raise ValueError(f"{marker}: beta must be positive, got {beta}")
-    reference = values.get("reference")
-    if reference is not None:
-        local = Path(path).expanduser() / reference
-        reference = str(local.resolve()) if local.exists() else str(reference)
-    return beta, reference
 
 
 def load_implicit_reward(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> ImplicitReward:

@@ -280,20 +280,34 @@ def _no_score_margin(stage: StageBase) -> StageBase:
     return stage
 
 
+class ImplicitRewardConfig(Block):
+    """An implicit reward model: a causal LM whose reward is beta * log(pi(y|x) / pi_ref(y|x)) against the starting
+    model, which stays its frozen reference. Trained with the Bradley-Terry loss on that score, which is DPO's loss
+    (TRL DPOTrainer); see `rlhf.rewards.implicit`."""
+
+    beta: float = Field(0.1, gt=0, description="The scale of the log-ratio (dpo's beta).")
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Weight of a negative log-likelihood term on the chosen replies (dpo's sft_weight): keeps the chosen "
+            "replies likely, so the log-ratio does not pay for lowering both replies; 0 disables."
+        ),
+    )
+
+
 class RewardStage(StageBase):
     """Reward-model training on preference pairs with the pairwise Bradley-Terry loss.
 
-    `kind: classifier` trains a one-logit sequence classifier (TRL RewardTrainer); `kind: implicit` trains
-    a causal LM whose reward is beta * log(pi / pi_ref) against the starting model (the same loss on that score is
-    DPO's, so TRL DPOTrainer trains it): see `rlhf.rewards.implicit`.
+    Without `implicit`, a one-logit sequence classifier (TRL RewardTrainer); with it, an implicit reward model.
     """
 
     stage: Literal["reward"] = Field(description="The stage this recipe runs.")
-    kind: Literal["classifier", "implicit"] = Field(
-        "classifier",
+    implicit: ImplicitRewardConfig | None = Field(
+        None,
         description=(
-            "'classifier': a one-logit head on the last token; 'implicit': the reward is beta * log(pi(y|x) / "
-            "pi_ref(y|x)) of a causal LM trained from the starting model, which stays its frozen reference."
+            "Train an implicit reward model (a causal LM scoring beta * log(pi / pi_ref) against the starting model) "
+            "instead of a one-logit classifier on the last token; null: the classifier."
         ),
     )
     center_rewards_coefficient: float | None = Field(
@@ -301,29 +315,15 @@ class RewardStage(StageBase):
         ge=0,
         description="Weight of the auxiliary loss pushing mean rewards towards zero; null disables (classifier only).",
     )
-    beta: float = Field(
-        0.1, gt=0, description="The scale of the implicit reward's log-ratio (implicit only; dpo's beta)."
-    )
-    sft_weight: float = Field(
-        0.0,
-        ge=0,
-        description=(
-            "Weight of a negative log-likelihood term on the chosen replies (implicit only; dpo's sft_weight): keeps "
-            "the chosen replies likely, so the log-ratio does not pay for lowering both replies."
-        ),
-    )
 
     @model_validator(mode="after")
-    def _kind_settings(self) -> RewardStage:
-        unused = ["beta", "sft_weight"] if self.kind == "classifier" else ["center_rewards_coefficient"]
-        for key in unused:
-            # Against the default, not the keys set: a written recipe.yaml spells out every default.
-            if getattr(self, key) != type(self).model_fields[key].default:
-                raise ValueError(f"{key} is not used by kind '{self.kind}': remove it")
-        if self.kind == "implicit" and self.data.margin_from_scores is not None:
-            raise ValueError(
-                "data.margin_from_scores is not used by kind 'implicit' (its loss has no margin): remove it"
-            )
+    def _implicit_settings(self) -> RewardStage:
+        if self.implicit is None:
+            return self
+        if self.center_rewards_coefficient is not None:
+            raise ValueError("center_rewards_coefficient is not used by an implicit reward model: remove it")
+        if self.data.margin_from_scores is not None:
+            raise ValueError("data.margin_from_scores is not used by an implicit reward model (no margin): remove it")
         return self
 
 

@@ -438,12 +438,12 @@ class ModelReader:
         return ModelShape.from_config(model_config(ref, self.recipe))
 
     def implicit_reward(self, ref: str) -> bool:
-        """A reward stage of this recipe with `kind: implicit`, or a directory with the implicit reward marker."""
+        """A reward stage of this recipe with an `implicit` block, or a directory with the implicit reward marker."""
         if ref.startswith(STAGE_REF_PREFIX):
             section = (self.recipe.sections() if self.recipe is not None else {}).get(
                 ref.removeprefix(STAGE_REF_PREFIX)
             )
-            return getattr(section, "kind", None) == "implicit"
+            return getattr(section, "implicit", None) is not None
         from rlhf.rewards.implicit_marker import is_implicit
 
         return is_implicit(ref)

@@ -340,16 +340,16 @@ def test_plan_command_refuses_a_missing_launch_config(capsys):
 
 
 def test_implicit_reward_is_planned_as_two_causal_lms():
-    """`reward.kind: implicit` trains as dpo does (the model and its frozen reference, LM heads), and ppo holds that
+    """An implicit reward model (the shipped pipeline's) trains as dpo does (the model and its frozen reference, LM heads), and ppo holds that
     pair frozen where a classifier reward model is one model with a one-logit head."""
     from rlhf.planner import plan_recipe
     from rlhf.recipe import load_recipe
 
     launch = LaunchSpec("single", 1)
-    classifier = {p.stage: p for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x"]), launch, "cpu")}
-    implicit = {
+    implicit = {p.stage: p for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x"]), launch, "cpu")}
+    classifier = {
         p.stage: p
-        for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x", "reward.kind=implicit"]), launch, "cpu")
+        for p in plan_recipe(load_recipe(PIPELINE, ["run_dir=runs/x", "reward.implicit=null"]), launch, "cpu")
     }
     sft_policy = next(m for m in implicit["sft"].models if m.role == "policy")
     reward = {m.role: m for m in implicit["reward"].models}
@@ -359,4 +359,5 @@ def test_implicit_reward_is_planned_as_two_causal_lms():
     frozen = {m.role: m for m in implicit["ppo"].models}
     assert frozen["reward/learned"].parameters == frozen["reward/learned ref"].parameters == sft_policy.parameters
     assert "reward/learned ref" not in {m.role for m in classifier["ppo"].models}
+    assert [m.role for m in classifier["reward"].models] == ["reward"]
     assert implicit["ppo"].total > classifier["ppo"].total

@@ -1,7 +1,7 @@
 """Implicit reward models: a causal LM and its reference score a reply as beta * log(pi(y|x) / pi_ref(y|x)).
 
 This is the reward a DPO-trained model defines (Rafailov et al. 2023, section 5; RewardBench scores DPO models this
-way). The reward stage trains one with `kind: implicit` (the Bradley-Terry loss on these scores is DPO's loss);
+way). The reward stage trains one with an `implicit` block (`reward.implicit: {beta: ..}`) (the Bradley-Terry loss on these scores is DPO's loss);
 any pair of a DPO model and its starting model can be declared one by writing the marker file next to its weights.
 
 A directory is an implicit reward model when it holds a causal LM (full weights, or a PEFT adapter) and

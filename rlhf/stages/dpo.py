@@ -55,7 +55,7 @@ def train(
     on_saved: Callable[[Path, str], None] | None = None,
 ) -> Path:
     """Trains a causal LM on preference pairs against its frozen starting model; the dpo stage, and the reward stage
-    with `kind: implicit` (which declares the result a reward model through `on_saved`).
+    with an `implicit` block (which declares the result a reward model through `on_saved`).
 
     Args:
         cfg: The stage recipe (model, data, training, output_dir, seed, tracking); its `stage` names the log lines.
@@ -237,7 +237,7 @@ def implicit_rewards(policy, reference, pairs: list[dict], collator, beta: float
 def plan(cfg: StageBase, shape, launch, device: str = "cuda"):
     """Memory per device (`rlhf plan`): the trained policy, its frozen reference (none with LoRA: the adapter is
     turned off), and chosen and rejected sequences together (2 x batch_size) through TRL's tiled LM head. The dpo
-    stage's, and the reward stage's with `kind: implicit` (the same training)."""
+    stage's, and the reward stage's with an `implicit` block (the same training)."""
     from rlhf.planner import (
         DTYPE_BYTES,
         HEAD_TILE_TOKENS,

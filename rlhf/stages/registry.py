@@ -157,7 +157,7 @@ def _plan_sft(cfg: SFTStage, shape, launch, device: str):
 def _plan_reward(cfg: RewardStage, shape, launch, device: str):
     from rlhf.planner import plan_reward
 
-    if cfg.kind == "implicit":  # trained as dpo trains: a causal LM and its frozen reference
+    if cfg.implicit is not None:  # trained as dpo trains: a causal LM and its frozen reference
         from rlhf.stages.dpo import plan
 
         return plan(cfg, shape, launch, device)

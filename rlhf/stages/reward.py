@@ -37,12 +37,12 @@ logger = logging.getLogger("rlhf")
 def run(cfg: RewardStage) -> Path:
     """Trains a reward model and returns the output directory.
 
-    Leaves `final/` (`kind: classifier`: loads with AutoModelForSequenceClassification; `kind: implicit`: a causal LM
-    with `implicit_reward.json` naming its reference, see `rlhf.rewards.implicit`), `recipe.yaml`, `metrics.jsonl`
+    Leaves `final/` (a classifier: loads with AutoModelForSequenceClassification; with `implicit`: a causal LM with
+    `implicit_reward.json` naming its reference, see `rlhf.rewards.implicit`), `recipe.yaml`, `metrics.jsonl`
     and `manifest.json` (with held-out accuracy and mean margin, per category when the held-out rows have one) in
     `cfg.output_dir`. Every loader of reward models (ppo, compare, `rlhf plan`) reads either kind.
     """
-    if cfg.kind == "implicit":
+    if cfg.implicit is not None:
         return _run_implicit(cfg)
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
@@ -148,10 +148,12 @@ def _run_implicit(cfg: RewardStage) -> Path:
     from rlhf.rewards.implicit import write_marker
     from rlhf.stages.dpo import train
 
-    def declare(final: Path, reference: str) -> None:
-        write_marker(final, cfg.beta, None if cfg.model.lora else reference)
+    beta = cfg.implicit.beta
 
-    return train(cfg, cfg.beta, "sigmoid", cfg.sft_weight, on_saved=declare)
+    def declare(final: Path, reference: str) -> None:
+        write_marker(final, beta, None if cfg.model.lora else reference)
+
+    return train(cfg, beta, "sigmoid", cfg.implicit.sft_weight, on_saved=declare)
 
 
 def eval_labels(data: DataConfig, pairs: int) -> tuple[list[str | None], list[str | None]]:

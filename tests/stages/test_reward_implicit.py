@@ -1,4 +1,4 @@
-"""The reward stage with `kind: implicit`: a causal LM whose reward is beta * log(pi / pi_ref) against the sft model.
+"""The reward stage with an `implicit` block (the shipped default): a causal LM whose reward is beta * log(pi / pi_ref) against the sft model.
 
 Trained from the shared short run's sft model (copied into a run directory of its own, so the shared classifier reward
 model is left alone) on the shipped pairs, then used by a shortened ppo and compare. The held-out set's first 100
@@ -23,9 +23,7 @@ from ..conftest import CATEGORIES, DATA_DIR, PIPELINE
 SHORT_IMPLICIT = [
     "stages=[reward]",
     "tracking.report_to=[none]",
-    "reward.kind=implicit",
-    "reward.beta=0.5",
-    "reward.sft_weight=1.0",
+    "reward.implicit={beta: 0.5, sft_weight: 1.0}",
     "reward.training.learning_rate=2.0e-4",
     "reward.data.max_train_rows=160",
     "reward.data.max_eval_rows=100",
@@ -83,7 +81,7 @@ def test_final_is_a_causal_lm_declared_against_the_sft_model(run_dir):
     model = load_reward_model(str(final))
     assert isinstance(model, ImplicitReward) and not model.training
     written = load_recipe(run_dir / "reward" / "recipe.yaml")  # every default spelled out, and still valid
-    assert written.kind == "implicit" and written.beta == 0.5 and written.sft_weight == 1.0
+    assert written.implicit.beta == 0.5 and written.implicit.sft_weight == 1.0
     assert not any(p.requires_grad for p in model.parameters())
 
 
@@ -177,15 +175,16 @@ def test_ppo_trains_on_it_and_compare_reports_it(run_dir):
     assert "Reward model held-out accuracy" in report
 
 
-def test_settings_of_the_other_kind_are_refused():
-    with pytest.raises(RecipeError, match="beta is not used by kind 'classifier'"):
-        load_recipe(PIPELINE, ["reward.beta=0.5"])
-    with pytest.raises(RecipeError, match="center_rewards_coefficient is not used by kind 'implicit'"):
-        load_recipe(PIPELINE, ["reward.kind=implicit", "reward.center_rewards_coefficient=0.01"])
-    with pytest.raises(RecipeError, match="margin_from_scores is not used by kind 'implicit'"):
-        load_recipe(PIPELINE, ["reward.kind=implicit", "reward.data.margin_from_scores=1.0"])
-    with pytest.raises(RecipeError, match="kind"):
-        load_recipe(PIPELINE, ["reward.kind=dpo"])
+def test_classifier_settings_are_refused_with_an_implicit_reward_model_and_null_restores_the_classifier():
+    with pytest.raises(RecipeError, match="center_rewards_coefficient is not used by an implicit reward model"):
+        load_recipe(PIPELINE, ["reward.center_rewards_coefficient=0.01"])
+    with pytest.raises(RecipeError, match="margin_from_scores is not used by an implicit reward model"):
+        load_recipe(PIPELINE, ["reward.data.margin_from_scores=1.0"])
+    with pytest.raises(RecipeError, match="reward.implicit.betta"):
+        load_recipe(PIPELINE, ["reward.implicit.betta=0.5"])
+    # One override switches the shipped pipeline to the classifier (and a sweep can compare the two).
+    classifier = load_recipe(PIPELINE, ["reward.implicit=null", "reward.center_rewards_coefficient=0.01"])
+    assert classifier.reward.implicit is None and classifier.reward.center_rewards_coefficient == 0.01
 
 
 def test_marker_errors_name_the_file(tmp_path):

@@ -28,6 +28,9 @@ os.environ.setdefault("RLHF_CACHE", str(REPO_ROOT / ".cache" / "rlhf-test"))
 SHORT_RUN = [
     "stages=[sft, reward]",
     "tracking.report_to=[none]",
+    # The reward stage's classifier (tests/stages/test_reward.py); the shipped implicit reward model has its own
+    # shortened run in tests/stages/test_reward_implicit.py, from this run's sft model.
+    "reward.implicit=null",
     "sft.data.max_train_rows=320",
     "sft.data.max_eval_rows=32",
     "sft.training.max_steps=20",

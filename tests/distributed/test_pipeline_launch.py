@@ -55,9 +55,11 @@ def test_each_stage_reads_the_launch_deepspeed_config_afresh(tmp_path):
 @pytest.mark.parametrize("config,stage", [("zero2", 2), ("zero3", 3)])
 def test_whole_pipeline_in_one_launch(tmp_path, config, stage):
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlhf.models.loading import load_reward_model
     from rlhf.recipe import load_recipe
+    from rlhf.rewards.implicit import ImplicitReward
 
     run_dir = tmp_path / "run"
     log = tmp_path / "launch.log"
@@ -72,14 +74,20 @@ def test_whole_pipeline_in_one_launch(tmp_path, config, stage):
         found = results(run_dir / name)
         assert (found["world_size"], found["distributed_type"], found["zero_stage"]) == (2, "DEEPSPEED", stage)
         assert found["steps"] == (2 if name == "ppo" else 4)
-        loader = AutoModelForSequenceClassification if name == "reward" else AutoModelForCausalLM
-        model, info = loader.from_pretrained(run_dir / name / "final", output_loading_info=True)
+        # Every final/ is a whole causal LM: the shipped reward model is implicit (it also loads as one).
+        model, info = AutoModelForCausalLM.from_pretrained(run_dir / name / "final", output_loading_info=True)
         assert not info["missing_keys"] and not info["unexpected_keys"]
         assert sum(p.numel() for p in model.parameters()) == found["parameters"]
         tokenizer = AutoTokenizer.from_pretrained(run_dir / name / "final")
         batch = tokenizer(["Thanks for reaching out about your order."], return_tensors="pt")
         with torch.no_grad():
             assert torch.isfinite(model(**batch).logits).all()
+
+    reward = load_reward_model(str(run_dir / "reward" / "final"))
+    assert (
+        isinstance(reward, ImplicitReward)
+        and Path(reward.reference.name_or_path) == (run_dir / "sft" / "final").resolve()
+    )
 
     compare = run_dir / "compare"
     for name in ("report.md", "report.html", "results.json", "responses.jsonl", "manifest.json"):

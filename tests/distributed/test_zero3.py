@@ -37,13 +37,17 @@ def test_zero3_partitions_the_weights(tmp_path):
 
 def test_sft_then_reward_under_zero3(tmp_path):
     # The reward stage starts from the sft stage's final/ (stage:sft) and then evaluates its own final/ on the main
-    # process only: the launch must finish (no rank left waiting) and every final/ must be a whole model.
+    # process only: the launch must finish (no rank left waiting) and every final/ must be a whole model. The
+    # classifier reward model here; the shipped implicit one is trained as dpo is (tests/stages/test_dpo.py under
+    # ZeRO-3) and runs under ZeRO-2/3 in the whole-pipeline launch (test_pipeline_launch.py).
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     run_dir = tmp_path / "run"
     run(
-        launch_command("zero3", rlhf_run(run_dir, "stages=[sft,reward]", *SHORT_SFT, *SHORT_REWARD)),
+        launch_command(
+            "zero3", rlhf_run(run_dir, "stages=[sft,reward]", *SHORT_SFT, *SHORT_REWARD, "reward.implicit=null")
+        ),
         tmp_path / "launch.log",
     )
 

@@ -4,7 +4,8 @@ common decoder-only families, built here from a config and the embedded tokenize
 Each family's model is saved with `save_pretrained` (weights, config and the embedded tokenizer with its chat template)
 and the pipeline starts from that directory. Every stage's output must load, and ppo must have sampled through the
 decoder expected for the family: the lean KV-cache decoder for the families it covers, the model's own forward for
-GPT-2 and GPT-NeoX. Qwen2 runs ppo with a LoRA adapter. The runs are a few optimiser steps on a few rows: they check
+GPT-2 and GPT-NeoX. Qwen2 runs ppo with a LoRA adapter. The reward model is the shipped implicit one (a causal LM of
+the family), except on GPT-2 and Mistral, which train the one-logit classifier. The runs are a few optimiser steps on a few rows: they check
 that the code paths work per architecture, not that training helps (tests/stages does that on the default model).
 
 The benchmark's Qwen2 workload (`scripts/bench.py ppo --arch qwen2`) is checked here too: the same function as the
@@ -48,6 +49,9 @@ ARCHITECTURES = {
     "phi3": ("Phi3ForCausalLM", LLAMA_LAYOUT, True),
 }
 LORA = {"qwen2": ["ppo.model.lora.r=4", "ppo.model.lora.alpha=8"]}
+# The shipped reward model is implicit (a causal LM scored against the sft model); these train the one-logit
+# classifier instead, so both kinds of reward model run on a GPT-2-style and a Llama-style family.
+CLASSIFIER = {"gpt2", "mistral"}
 
 SHORT = [
     "tracking.report_to=[none]",
@@ -119,7 +123,8 @@ def test_pipeline_runs_on_each_architecture(arch, tokenizer_dir, tmp_path, monke
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from rlhf.config import ModelConfig
-    from rlhf.models.loading import load_causal_lm
+    from rlhf.models.loading import load_causal_lm, load_reward_model
+    from rlhf.rewards.implicit import ImplicitReward
 
     class_name, _, lean = ARCHITECTURES[arch]
     base = build(arch, tokenizer_dir, tmp_path / arch)
@@ -128,15 +133,22 @@ def test_pipeline_runs_on_each_architecture(arch, tokenizer_dir, tmp_path, monke
     monkeypatch.setattr(decoding, "_announced", set())  # the choice is logged once per process: start afresh
     caplog.set_level(logging.INFO, logger="rlhf")
     overrides = [f"run_dir={run_dir}", f"sft.model.name_or_path={base}", f"compare.models={models}", *SHORT]
-    run_recipe(load_recipe(PIPELINE, overrides + LORA.get(arch, [])))
+    classifier = ["reward.implicit=null"] if arch in CLASSIFIER else []
+    run_recipe(load_recipe(PIPELINE, overrides + LORA.get(arch, []) + classifier))
 
     for stage in ("sft", "ppo"):
         final = run_dir / stage / "final"
         assert type(load_causal_lm(ModelConfig(name_or_path=str(final)))).__name__ == class_name, stage
         assert AutoTokenizer.from_pretrained(final).chat_template
     assert (run_dir / "ppo" / "final" / "adapter_config.json").is_file() == (arch in LORA)
-    reward = AutoModelForSequenceClassification.from_pretrained(run_dir / "reward" / "final")
-    assert reward.config.num_labels == 1 and reward.config.model_type == AutoConfig.from_pretrained(base).model_type
+    model_type = AutoConfig.from_pretrained(base).model_type
+    if arch in CLASSIFIER:
+        reward = AutoModelForSequenceClassification.from_pretrained(run_dir / "reward" / "final")
+        assert reward.config.num_labels == 1 and reward.config.model_type == model_type
+    else:
+        reward = load_reward_model(str(run_dir / "reward" / "final"))
+        assert isinstance(reward, ImplicitReward) and type(reward.policy).__name__ == class_name
+        assert reward.config.model_type == model_type and reward.reference is not None
     results = json.loads((run_dir / "compare" / "results.json").read_text())
     assert list(results["summary"]) == ["base", "sft", "ppo"]
     assert (run_dir / "compare" / "report.html").is_file()

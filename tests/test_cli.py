@@ -97,31 +97,29 @@ def test_a_command_is_required():
     assert info.value.code == 2
 
 
-def test_validate_does_not_import_torch():
+def assert_validate_imports_nothing_heavy(*overrides: str) -> None:
+    """`rlhf validate` of the shipped pipeline (with `overrides`) passes in a fresh process without importing torch,
+    transformers, trl, datasets or deepspeed."""
     code = (
         "import sys\n"
         "from rlhf.cli import main\n"
-        f"assert main(['validate', {str(PIPELINE)!r}]) == 0\n"
+        f"assert main(['validate', {str(PIPELINE)!r}, *{list(overrides)!r}]) == 0\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'deepspeed') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_validate_does_not_import_torch():
+    assert_validate_imports_nothing_heavy()
 
 
 def test_validate_reads_an_implicit_reward_model_without_importing_torch(tmp_path):
     """A reward source that is a directory is checked (its marker read) by `rlhf validate`, still without torch."""
     (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     (tmp_path / "implicit_reward.json").write_text('{"beta": 0.5, "reference": null}')
-    code = (
-        "import sys\n"
-        "from rlhf.cli import main\n"
-        f"assert main(['validate', {str(PIPELINE)!r}, 'ppo.rewards.0.model={tmp_path}']) == 0\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'deepspeed') if m in sys.modules)\n"
-        "assert not heavy, heavy\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert_validate_imports_nothing_heavy(f"ppo.rewards.0.model={tmp_path}")
 
 
 def test_python_dash_m_rlhf_validate():

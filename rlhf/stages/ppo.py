@@ -42,7 +42,7 @@ from rlhf.ppo import functional as F
 from rlhf.ppo.models import ActorCritic, disable_dropout, response_logits
 from rlhf.ppo.schedule import learning_rate_schedule
 from rlhf.ppo.state import Estimate, PPOState, Rollout, Scored, Setup
-from rlhf.rewards.implicit import ImplicitReward
+from rlhf.rewards.implicit import ImplicitReward, is_implicit
 from rlhf.rewards.sources import RunningMoments, build_reward_terms, last_user_message, load_prompt_info
 
 logger = logging.getLogger("rlhf")
@@ -648,10 +648,10 @@ def _value_model(cfg: PPOStage, policy, parents: dict) -> dict:
     if init is None:
         raise ValueError("ppo: value.mode 'critic' needs value.init or a learned reward source to start from")
     parents["value"] = check_parent(init)
-    if (Path(init) / "adapter_config.json").is_file():
+    if is_implicit(init) and (Path(init) / "adapter_config.json").is_file():
         raise ValueError(
-            f"ppo: the critic starts from {init}, a LoRA adapter (an implicit reward model's): set value.init to a "
-            "model with full weights, e.g. the sft model"
+            f"ppo: the critic starts from {init}, an implicit reward model that is a LoRA adapter: set value.init to "
+            "a model with full weights, e.g. the sft model"
         )
     # A classifier reward model brings its trained head; an implicit one (a causal LM) its body, with a new head.
     critic = AutoModelForSequenceClassification.from_pretrained(

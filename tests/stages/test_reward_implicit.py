@@ -266,3 +266,16 @@ def test_a_lora_adapter_is_scored_against_its_base_with_the_adapter_off(tmp_path
             ]
         assert found.item() == pytest.approx(0.5 * (logps[0] - logps[1]).item(), abs=1e-4)
         assert found.item() != 0
+
+
+def test_a_critic_is_not_started_from_an_implicit_lora_adapter(tmp_path):
+    """A critic takes an implicit reward model's body; an adapter has none of its own, so the error names the fix."""
+    from rlhf.stages.ppo import _value_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "implicit_reward.json").write_text('{"beta": 0.5, "reference": null}')
+    cfg = load_recipe(PIPELINE, [f"ppo.value.init={adapter}"]).ppo
+    with pytest.raises(ValueError, match="an implicit reward model that is a LoRA adapter: set value.init"):
+        _value_model(cfg, None, {})

@@ -17,6 +17,7 @@ def shared_with_training(cfg: CompareStage, proxy_terms: list, judge_terms: list
     A programmatic scorer states it itself (its module's `SHARES_WITH_TRAINING`; "not declared" without one); a
     learned reward model was trained on preference pairs, named by the data hashes in its stage's manifest.
     """
+    from rlhf.rewards.implicit import ImplicitReward
     from rlhf.rewards.sources import reward_module
 
     sources = {s.name: s for s in [*cfg.proxy, *cfg.judges]}
@@ -35,6 +36,12 @@ def shared_with_training(cfg: CompareStage, proxy_terms: list, judge_terms: list
                 entry["data"] = data
                 hashes = ", ".join(f"{Path(path).name} sha256 {digest[:12]}" for path, digest in data.items())
                 entry["statement"] = "trained on the preference pairs" + (f" ({hashes})" if hashes else "")
+                if isinstance(term.model, ImplicitReward):  # what the score is, since it is not a classifier's logit
+                    against = term.model.reference.name_or_path if term.model.reference is not None else "its base"
+                    entry["statement"] += (
+                        f"; an implicit reward model: beta {term.model.beta:g} x log(pi / pi_ref) of the reply, "
+                        f"pi_ref = {against}"
+                    )
             out.append(entry)
     return out
 

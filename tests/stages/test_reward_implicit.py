@@ -173,6 +173,9 @@ def test_ppo_trains_on_it_and_compare_reports_it(run_dir):
     assert math.isfinite(proxy)
     report = (run_dir / "compare" / "report.md").read_text()
     assert "Reward model held-out accuracy" in report
+    # The report says what the proxy's score is and what it is taken against.
+    sft = (run_dir / "sft" / "final").resolve()
+    assert f"an implicit reward model: beta 0.5 x log(pi / pi_ref) of the reply, pi_ref = {sft}" in report
 
 
 def test_classifier_settings_are_refused_with_an_implicit_reward_model_and_null_restores_the_classifier():

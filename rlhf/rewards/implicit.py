@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from rlhf.rewards.implicit_marker import MARKER, is_implicit, read_marker, write_marker
+from rlhf.rewards.scoring import length_batches
 
 __all__ = [
     "MARKER",
@@ -153,16 +154,8 @@ def implicit_text_scores(
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         encoded.append(prompt_ids + tokenizer(text[len(prompt) :], add_special_tokens=False)["input_ids"])
         starts.append(len(prompt_ids))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     scores = torch.empty(len(texts), dtype=torch.float32)
-    for begin in range(0, len(order), batch_size):
-        index = order[begin : begin + batch_size]
-        width = max(len(encoded[i]) for i in index)
-        ids = torch.full((len(index), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):
-            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[row, : len(encoded[i])] = 1
-        response = mask * (torch.arange(width)[None, :] >= torch.tensor([starts[i] for i in index])[:, None])
+    for index, ids, mask in length_batches(encoded, tokenizer.pad_token_id, batch_size):
+        response = mask * (torch.arange(ids.shape[1])[None, :] >= torch.tensor([starts[i] for i in index])[:, None])
         scores[index] = model.score_tokens(ids, mask, response)
     return scores

@@ -38,21 +38,29 @@ def reward_scores(model, tokenizer, texts: list[str], batch_size: int = 32, max_
         tokenizer(t, add_special_tokens=False, truncation=max_length is not None, max_length=max_length)["input_ids"]
         for t in texts
     ]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     scores = torch.empty(len(texts), dtype=torch.float32)
-    pad = tokenizer.pad_token_id
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in index)
-            ids = torch.full((len(index), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(index), width), dtype=torch.long)
-            for row, i in enumerate(index):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, : len(encoded[i])] = 1
+        for index, ids, mask in length_batches(encoded, tokenizer.pad_token_id, batch_size):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             scores[index] = logits[:, 0].float().cpu()
     return scores
+
+
+def length_batches(encoded: list[list[int]], pad_id: int, batch_size: int):
+    """Yields (row indices, right-padded ids, attention mask) over `encoded` sorted by length, so that padding (and
+    wasted compute) stays small; the indices say where each batch's results go."""
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        yield index, ids, mask
 
 
 def preference_scores(model, tokenizer, pairs: list[dict[str, Any]], batch_size: int = 32):

@@ -209,28 +209,19 @@ def implicit_rewards(policy, reference, pairs: list[dict], collator, beta: float
     """
     import torch
 
-    def response_logps(model, batch) -> torch.Tensor:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = batch["input_ids"][:, 1:]
-        token_logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        return (token_logps * batch["completion_mask"][:, 1:]).sum(-1)
+    from rlhf.rewards.implicit import ImplicitReward
 
+    # The same log-ratio the implicit reward model scores with (reference None: the adapter turned off).
+    reward = ImplicitReward(policy, reference, beta, path="")
     chosen, rejected = [], []
-    with torch.no_grad():
-        for i in range(0, len(pairs), batch_size):
-            batch = collator(
-                [{k: p[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for p in pairs[i : i + batch_size]]
-            )
-            logps = response_logps(policy, batch)
-            if reference is None:
-                with policy.disable_adapter():
-                    ref_logps = response_logps(policy, batch)
-            else:
-                ref_logps = response_logps(reference, batch)
-            rewards = beta * (logps - ref_logps)
-            c, r = rewards.chunk(2)
-            chosen.append(c)
-            rejected.append(r)
+    for i in range(0, len(pairs), batch_size):
+        batch = collator(
+            [{k: p[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for p in pairs[i : i + batch_size]]
+        )
+        rewards = reward.score_tokens(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        c, r = rewards.chunk(2)
+        chosen.append(c)
+        rejected.append(r)
     return torch.cat(chosen), torch.cat(rejected)
 
 

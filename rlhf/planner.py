@@ -302,6 +302,7 @@ def plan_ppo(
     launch: LaunchSpec,
     device: str = "cuda",
     implicit: frozenset[str] = frozenset(),
+    shared_reference: frozenset[str] = frozenset(),
 ) -> StagePlan:
     """ppo: policy and value trained; ref_policy and reward models frozen; peak of rollout or update phase.
 
@@ -312,6 +313,8 @@ def plan_ppo(
         shapes: 'policy', and 'value' (gae in critic mode) and 'reward/<name>' for every learned reward source.
         implicit: The learned reward sources that are implicit reward models: two causal LMs each (the trained one
             and its reference, of the same shape), with LM heads, instead of one classifier.
+        shared_reference: The implicit ones whose reference is ppo's reference policy: ppo lends them its copy, so
+            they add one causal LM each, not two.
     """
     dtype, lora, t = cfg.model.dtype, cfg.model.lora, cfg.training
     policy_shape = shapes["policy"]
@@ -343,7 +346,8 @@ def plan_ppo(
     for source in cfg.rewards:
         if source.model is not None and source.name in implicit:
             frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "lm"))
-            frozen.append((f"reward/{source.name} ref", shapes[f"reward/{source.name}"], "lm"))
+            if not (lora is None and source.name in shared_reference):
+                frozen.append((f"reward/{source.name} ref", shapes[f"reward/{source.name}"], "lm"))
         elif source.model is not None:
             frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "score"))
     for role, shape, head in frozen:
@@ -419,12 +423,27 @@ def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda
         shapes[f"reward/{source.name}"] = shape(source.model)
     is_implicit = getattr(shape, "implicit_reward", lambda ref: False)
     implicit = frozenset(source.name for source in learned if is_implicit(source.model))
+    reference_of = getattr(shape, "implicit_reference", lambda ref: None)
+    shared = frozenset(
+        name
+        for name in implicit
+        if _same_reference(reference_of(next(s.model for s in learned if s.name == name)), cfg.model.name_or_path)
+    )
     if cfg.advantage.estimator == "gae" and cfg.value.mode == "critic":
         init = cfg.value.init or (learned[0].model if learned else None)
         if init is None:
             raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
         shapes["value"] = shape(init)
-    return plan_ppo(cfg, shapes, launch, device, implicit)
+    return plan_ppo(cfg, shapes, launch, device, implicit, shared if cfg.model.revision is None else frozenset())
+
+
+def _same_reference(reference: str | None, policy: str) -> bool:
+    """Whether an implicit reward model's reference is the model ppo starts from (and so shares its copy)."""
+    if reference is None:
+        return False
+    from rlhf.rewards.implicit_marker import same_model
+
+    return same_model(reference, policy)
 
 
 @dataclass(frozen=True)
@@ -447,6 +466,20 @@ class ModelReader:
         from rlhf.rewards.implicit_marker import is_implicit
 
         return is_implicit(ref)
+
+    def implicit_reference(self, ref: str) -> str | None:
+        """An implicit reward model's reference: its reward stage's starting model (`stage:sft` in a pipeline), or
+        the directory its marker names; None for anything else (or a LoRA adapter scored against its own base)."""
+        if ref.startswith(STAGE_REF_PREFIX):
+            section = (self.recipe.sections() if self.recipe is not None else {}).get(
+                ref.removeprefix(STAGE_REF_PREFIX)
+            )
+            if getattr(section, "implicit", None) is None:
+                return None
+            return section.model.name_or_path if section.model.lora is None else None
+        from rlhf.rewards.implicit_marker import is_implicit, read_marker
+
+        return read_marker(ref)[1] if is_implicit(ref) else None
 
 
 def plan_stage(

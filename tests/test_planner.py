@@ -340,8 +340,10 @@ def test_plan_command_refuses_a_missing_launch_config(capsys):
 
 
 def test_implicit_reward_is_planned_as_two_causal_lms():
-    """An implicit reward model (the shipped pipeline's) trains as dpo does (the model and its frozen reference, LM heads), and ppo holds that
-    pair frozen where a classifier reward model is one model with a one-logit head."""
+    """An implicit reward model (the shipped pipeline's) trains as dpo does (the model and its frozen reference, LM
+    heads). In ppo its reference is ppo's own reference policy (both the sft model), so it adds one causal LM where a
+    classifier reward model adds one model with a one-logit head; with a LoRA policy (whose reference is the policy with
+    its adapter off) it brings its own reference."""
     from rlhf.planner import plan_recipe
     from rlhf.recipe import load_recipe
 
@@ -357,7 +359,17 @@ def test_implicit_reward_is_planned_as_two_causal_lms():
     assert reward["policy"].parameters == reward["ref_policy"].parameters == sft_policy.parameters
     assert reward["ref_policy"].trainable == 0 and reward["policy"].trainable == sft_policy.parameters
     frozen = {m.role: m for m in implicit["ppo"].models}
-    assert frozen["reward/learned"].parameters == frozen["reward/learned ref"].parameters == sft_policy.parameters
+    assert frozen["reward/learned"].parameters == frozen["ref_policy"].parameters == sft_policy.parameters
+    assert "reward/learned ref" not in frozen
     assert "reward/learned ref" not in {m.role for m in classifier["ppo"].models}
     assert [m.role for m in classifier["reward"].models] == ["reward"]
     assert implicit["ppo"].total > classifier["ppo"].total
+    lora = {
+        p.stage: p
+        for p in plan_recipe(
+            load_recipe(PIPELINE, ["run_dir=runs/x", "ppo.model.lora={r: 8, alpha: 16}"]), launch, "cpu"
+        )
+    }
+    frozen = {m.role: m for m in lora["ppo"].models}
+    assert "ref_policy" not in frozen
+    assert frozen["reward/learned ref"].parameters == frozen["reward/learned"].parameters

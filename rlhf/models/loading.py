@@ -73,9 +73,13 @@ def load_causal_lm(cfg: ModelConfig, path: str | None = None):
     )
 
 
-def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False):
+def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool = False, shared_reference=None):
     """Loads a reward model in inference mode: a sequence classifier with one output, or an implicit reward model
     (a causal LM and its reference, `rlhf.rewards.implicit`) where the directory has the marker file.
+
+    Args:
+        shared_reference: (directory, model) the caller holds: an implicit reward model whose reference is that
+            directory uses the model instead of loading it again (`load_implicit_reward`).
 
     Raises:
         ModelLoadError: The directory is neither an implicit reward model nor a sequence classifier with one label.
@@ -88,7 +92,7 @@ def load_reward_model(path: str, dtype: str = "float32", trust_remote_code: bool
     path = resolve_model_path(path)
     if is_implicit(path):
         try:
-            return load_implicit_reward(path, dtype, trust_remote_code)
+            return load_implicit_reward(path, dtype, trust_remote_code, shared_reference)
         except ValueError as err:
             raise ModelLoadError(str(err)) from None
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

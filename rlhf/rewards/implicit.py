@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf.rewards.implicit_marker import MARKER, is_implicit, read_marker, write_marker
+from rlhf.rewards.implicit_marker import MARKER, is_implicit, read_marker, same_model, write_marker
 from rlhf.rewards.scoring import length_batches
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "is_implicit",
     "load_implicit_reward",
     "read_marker",
+    "same_model",
     "write_marker",
 ]
 
@@ -46,25 +47,37 @@ class ImplicitReward(torch.nn.Module):
         reference: The reference causal LM, or None: `policy` with its adapter disabled.
         beta: The scale of the log-ratio.
         path: The directory it was loaded from.
+        shares_reference: `reference` is a model its caller also holds (ppo's reference policy), passed in rather
+            than loaded: `prepare` then takes the caller's prepared model instead of preparing a second one.
     """
 
-    def __init__(self, policy, reference, beta: float, path: str) -> None:
+    def __init__(self, policy, reference, beta: float, path: str, shares_reference: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.reference = reference
         self.beta = beta
         self.path = path
+        self.shares_reference = shares_reference
 
     @property
     def config(self):
         """The policy's model config (pad id, vocabulary size), as a classifier reward model's `config` is read."""
         return self.policy.config
 
-    def prepare(self, prepare_frozen) -> None:
+    def prepare(self, prepare_frozen, shared=None) -> None:
         """Applies `prepare_frozen` (e.g. `rlhf.distributed.prepare_frozen`: a device move, or a ZeRO-3 inference
-        engine) to the policy and the reference, which then stand in for them."""
+        engine) to the policy and the reference, which then stand in for them.
+
+        Args:
+            shared: With `shares_reference`, the caller's own prepared copy of the reference (required then): it
+                replaces the reference, which is not prepared a second time.
+        """
         self.policy = prepare_frozen(self.policy)
-        if self.reference is not None:
+        if self.shares_reference:
+            if shared is None:
+                raise ValueError(f"implicit reward {self.path}: its reference is shared, pass the prepared one")
+            self.reference = shared
+        elif self.reference is not None:
             self.reference = prepare_frozen(self.reference)
 
     @torch.no_grad()
@@ -105,8 +118,16 @@ class ImplicitReward(torch.nn.Module):
         return (self.beta * (policy - reference)).float().cpu()
 
 
-def load_implicit_reward(path: str, dtype: str = "float32", trust_remote_code: bool = False) -> ImplicitReward:
+def load_implicit_reward(
+    path: str, dtype: str = "float32", trust_remote_code: bool = False, shared_reference=None
+) -> ImplicitReward:
     """Loads an implicit reward model (policy and reference) in inference mode.
+
+    Args:
+        shared_reference: (directory, model): a causal LM the caller already holds, loaded from `directory` in
+            `dtype`. When the marker's reference is that directory, the model serves as the reference instead of a
+            second copy of its weights (ppo's reference policy is usually the implicit reward's reference: both are
+            the sft model).
 
     Raises:
         ValueError: The marker is malformed, or it names no reference and the directory holds no adapter.
@@ -127,12 +148,15 @@ def load_implicit_reward(path: str, dtype: str = "float32", trust_remote_code: b
         policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     if reference_path is None and not hasattr(policy, "disable_adapter"):
         raise ValueError(f"{path}/{MARKER}: reference is null, which needs a PEFT adapter directory")
-    reference = None
-    if reference_path is not None:
+    reference, shares = None, False
+    if reference_path is not None and shared_reference is not None:
+        shares = same_model(reference_path, shared_reference[0])
+        reference = shared_reference[1] if shares else None
+    if reference_path is not None and not shares:
         reference = AutoModelForCausalLM.from_pretrained(
             reference_path, dtype=dtype, trust_remote_code=trust_remote_code
         )
-    model = ImplicitReward(policy, reference, beta, str(path))
+    model = ImplicitReward(policy, reference, beta, str(path), shares_reference=shares)
     model.eval().requires_grad_(False)
     return model
 

@@ -46,3 +46,11 @@ def read_marker(path: str | Path) -> tuple[float, str | None]:
         local = Path(path).expanduser() / reference
         reference = str(local.resolve()) if local.exists() else str(reference)
     return beta, reference
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model references name the same weights: the same local directory, or the same hub id."""
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    if first.is_dir() and second.is_dir():
+        return first.resolve() == second.resolve()
+    return a == b

@@ -178,9 +178,14 @@ class RewardTerm:
 
 
 def build_reward_terms(
-    sources: list[RewardSourceConfig], policy_tokenizer, dtype: str, trust_remote_code: bool
+    sources: list[RewardSourceConfig], policy_tokenizer, dtype: str, trust_remote_code: bool, shared_reference=None
 ) -> list[RewardTerm]:
-    """Loads every reward source of a recipe (learned models in inference mode)."""
+    """Loads every reward source of a recipe (learned models in inference mode).
+
+    Args:
+        shared_reference: (directory, model): ppo's reference policy and where it was loaded from; an implicit
+            reward model whose reference is the same directory uses it instead of a copy of its own.
+    """
     from transformers import AutoTokenizer
 
     from rlhf.models.loading import load_reward_model
@@ -196,7 +201,7 @@ def build_reward_terms(
 
             terms.append(RewardTerm(source.name, source.weight, function=load_scorer(source.spec).score))
             continue
-        model = load_reward_model(source.model, dtype, trust_remote_code)
+        model = load_reward_model(source.model, dtype, trust_remote_code, shared_reference)
         tokenizer = AutoTokenizer.from_pretrained(source.model, trust_remote_code=trust_remote_code)
         # An implicit reward reads the response tokens by mask, not the last token's logit: the pad id does not matter.
         pooled = isinstance(model, ImplicitReward) or model.config.pad_token_id == tokenizer.pad_token_id

@@ -113,7 +113,13 @@ def _run(cfg: PPOStage) -> Path:
         ref_policy = None
     else:
         ref_policy = load_causal_lm(cfg.model, policy_path).eval().requires_grad_(False)
-    terms = build_reward_terms(cfg.rewards, tokenizer, cfg.model.dtype, cfg.model.trust_remote_code)
+    # An implicit reward model whose reference is the sft model (the usual case) reads it from ref_policy: one copy of
+    # those weights in memory, not two.
+    shared = (policy_path, ref_policy) if ref_policy is not None and cfg.model.revision is None else None
+    terms = build_reward_terms(cfg.rewards, tokenizer, cfg.model.dtype, cfg.model.trust_remote_code, shared)
+    for term in terms:
+        if isinstance(term.model, ImplicitReward) and term.model.shares_reference:
+            logger.info("ppo: reward '%s' takes its reference from ppo's reference policy (one copy)", term.name)
     # Each prompt row's other columns (e.g. its ground truth), for reward functions that take `info`; indexed like
     # the prompts, so every rank's shuffled share of a step carries its own rows.
     infos, eval_infos = [{} for _ in prompts], [{} for _ in eval_prompts]
@@ -156,7 +162,7 @@ def _run(cfg: PPOStage) -> Path:
         ref_policy = prepare_frozen(accelerator, ref_policy)
     for term in terms:
         if isinstance(term.model, ImplicitReward):  # two causal LMs, each prepared like the reference policy
-            term.model.prepare(functools.partial(prepare_frozen, accelerator))
+            term.model.prepare(functools.partial(prepare_frozen, accelerator), shared=ref_policy)
         elif term.model is not None:
             term.model = prepare_frozen(accelerator, term.model)
 

@@ -210,6 +210,35 @@ def test_marker_errors_name_the_file(tmp_path):
         load_reward_model(str(model))
 
 
+@pytest.mark.slow
+def test_a_reference_the_caller_holds_is_used_not_loaded_again(run_dir):
+    """ppo lends its reference policy (the sft model) to an implicit reward model whose reference is the same
+    directory: one copy of those weights, the same scores; any other directory is loaded as before."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhf.models.loading import load_reward_model
+    from rlhf.rewards.scoring import preference_scores
+
+    final, sft = run_dir / "reward" / "final", run_dir / "sft" / "final"
+    held = AutoModelForCausalLM.from_pretrained(sft).eval().requires_grad_(False)
+    # The marker's reference is "../../sft/final"; the caller names it another way (an unresolved path).
+    shared = load_reward_model(str(final), shared_reference=(str(run_dir / "reward" / ".." / "sft" / "final"), held))
+    assert shared.shares_reference and shared.reference is held
+    own = load_reward_model(str(final))
+    assert not own.shares_reference and own.reference is not held
+    other = load_reward_model(str(final), shared_reference=(str(final), held))
+    assert not other.shares_reference and other.reference is not held
+    tokenizer, pairs = AutoTokenizer.from_pretrained(final), eval_pairs(6)
+    for a, b in zip(preference_scores(shared, tokenizer, pairs, 3), preference_scores(own, tokenizer, pairs, 3)):
+        assert torch.equal(a, b)
+    # Prepared (a device move, or a ZeRO-3 engine): the caller's prepared copy replaces it; it is not prepared twice.
+    prepared, engine = [], torch.nn.Identity()  # stands in for the caller's prepared reference
+    shared.prepare(lambda model: prepared.append(model) or model, shared=engine)
+    assert prepared == [shared.policy] and shared.reference is engine
+    with pytest.raises(ValueError, match="its reference is shared"):
+        load_reward_model(str(final), shared_reference=(str(sft), held)).prepare(lambda model: model)
+
+
 def test_same_model_as_its_own_reference_scores_zero(tmp_path):
     """An implicit reward model that has not moved from its reference gives every reply 0: the score is a log-ratio,
     not a likelihood, so a long or likely reply is not paid for by itself."""

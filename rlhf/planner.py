@@ -425,9 +425,9 @@ def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda
     implicit = frozenset(source.name for source in learned if is_implicit(source.model))
     reference_of = getattr(shape, "implicit_reference", lambda ref: None)
     shared = frozenset(
-        name
-        for name in implicit
-        if _same_reference(reference_of(next(s.model for s in learned if s.name == name)), cfg.model.name_or_path)
+        source.name
+        for source in learned
+        if source.name in implicit and _same_reference(reference_of(source.model), cfg.model.name_or_path)
     )
     if cfg.advantage.estimator == "gae" and cfg.value.mode == "critic":
         init = cfg.value.init or (learned[0].model if learned else None)

@@ -34,7 +34,6 @@ __all__ = [
     "is_implicit",
     "load_implicit_reward",
     "read_marker",
-    "same_model",
     "write_marker",
 ]
 

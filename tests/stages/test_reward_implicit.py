@@ -229,8 +229,8 @@ def test_a_reference_the_caller_holds_is_used_not_loaded_again(run_dir):
     other = load_reward_model(str(final), shared_reference=(str(final), held))
     assert not other.shares_reference and other.reference is not held
     tokenizer, pairs = AutoTokenizer.from_pretrained(final), eval_pairs(6)
-    for a, b in zip(preference_scores(shared, tokenizer, pairs, 3), preference_scores(own, tokenizer, pairs, 3)):
-        assert torch.equal(a, b)
+    with_shared, with_own = preference_scores(shared, tokenizer, pairs, 3), preference_scores(own, tokenizer, pairs, 3)
+    assert all(torch.equal(a, b) for a, b in zip(with_shared, with_own, strict=True))
     # Prepared (a device move, or a ZeRO-3 engine): the caller's prepared copy replaces it; it is not prepared twice.
     prepared, engine = [], torch.nn.Identity()  # stands in for the caller's prepared reference
     shared.prepare(lambda model: prepared.append(model) or model, shared=engine)

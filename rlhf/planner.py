@@ -313,8 +313,8 @@ def plan_ppo(
         shapes: 'policy', and 'value' (gae in critic mode) and 'reward/<name>' for every learned reward source.
         implicit: The learned reward sources that are implicit reward models: two causal LMs each (the trained one
             and its reference, of the same shape), with LM heads, instead of one classifier.
-        shared_reference: The implicit ones whose reference is ppo's reference policy: ppo lends them its copy, so
-            they add one causal LM each, not two.
+        shared_reference: The implicit ones whose reference is ppo's reference policy (a full copy, so no LoRA): ppo
+            lends them its copy, so they add one causal LM each, not two.
     """
     dtype, lora, t = cfg.model.dtype, cfg.model.lora, cfg.training
     policy_shape = shapes["policy"]
@@ -346,7 +346,7 @@ def plan_ppo(
     for source in cfg.rewards:
         if source.model is not None and source.name in implicit:
             frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "lm"))
-            if not (lora is None and source.name in shared_reference):
+            if source.name not in shared_reference:
                 frozen.append((f"reward/{source.name} ref", shapes[f"reward/{source.name}"], "lm"))
         elif source.model is not None:
             frozen.append((f"reward/{source.name}", shapes[f"reward/{source.name}"], "score"))
@@ -423,27 +423,26 @@ def plan_ppo_stage(cfg: PPOStage, shape, launch: LaunchSpec, device: str = "cuda
         shapes[f"reward/{source.name}"] = shape(source.model)
     is_implicit = getattr(shape, "implicit_reward", lambda ref: False)
     implicit = frozenset(source.name for source in learned if is_implicit(source.model))
+    # ppo lends its reference policy where an implicit reward model's reference is the same model, as `rlhf.stages.ppo`
+    # does: only a full copy (no LoRA) of an unpinned revision.
+    from rlhf.rewards.implicit_marker import same_model
+
     reference_of = getattr(shape, "implicit_reference", lambda ref: None)
+    lends = cfg.model.lora is None and cfg.model.revision is None
     shared = frozenset(
         source.name
         for source in learned
-        if source.name in implicit and _same_reference(reference_of(source.model), cfg.model.name_or_path)
+        if lends
+        and source.name in implicit
+        and (reference := reference_of(source.model)) is not None
+        and same_model(reference, cfg.model.name_or_path)
     )
     if cfg.advantage.estimator == "gae" and cfg.value.mode == "critic":
         init = cfg.value.init or (learned[0].model if learned else None)
         if init is None:
             raise PlanError("ppo: value.mode 'critic' needs value.init or a learned reward source")
         shapes["value"] = shape(init)
-    return plan_ppo(cfg, shapes, launch, device, implicit, shared if cfg.model.revision is None else frozenset())
-
-
-def _same_reference(reference: str | None, policy: str) -> bool:
-    """Whether an implicit reward model's reference is the model ppo starts from (and so shares its copy)."""
-    if reference is None:
-        return False
-    from rlhf.rewards.implicit_marker import same_model
-
-    return same_model(reference, policy)
+    return plan_ppo(cfg, shapes, launch, device, implicit, shared)
 
 
 @dataclass(frozen=True)

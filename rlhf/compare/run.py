@@ -161,6 +161,7 @@ def generate_and_score(
     from rlhf.compare.provenance import shared_with_training
     from rlhf.evaluation import generate, score_generations, sequence_kl
     from rlhf.models.loading import load_causal_lm, load_tokenizer, resolve_model_path
+    from rlhf.rewards.implicit import ImplicitReward
     from rlhf.rewards.sources import build_reward_terms, last_user_message, same_tokenizer
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -181,9 +182,16 @@ def generate_and_score(
 
     ref_model, ref_tokenizer = load(reference)
     # Scorers are loaded once; whether a learned scorer can read a model's sampled ids directly is decided per model
-    # below, against the tokenizer the scorers were loaded next to.
-    proxy_terms = build_reward_terms(cfg.proxy, ref_tokenizer, cfg.dtype, False) if cfg.proxy else []
-    judge_terms = build_reward_terms(cfg.judges, ref_tokenizer, cfg.dtype, False)
+    # below, against the tokenizer the scorers were loaded next to. An implicit scorer whose reference is the
+    # reference model (the sft model, the usual case) reads it from ref_model: one copy of those weights, not two.
+    shared = (paths[reference], ref_model)
+    proxy_terms = build_reward_terms(cfg.proxy, ref_tokenizer, cfg.dtype, False, shared) if cfg.proxy else []
+    judge_terms = build_reward_terms(cfg.judges, ref_tokenizer, cfg.dtype, False, shared)
+    for term in [*proxy_terms, *judge_terms]:
+        if isinstance(term.model, ImplicitReward) and term.model.shares_reference:
+            logger.info(
+                "compare: '%s' takes its reference from the reference model '%s' (one copy)", term.name, reference
+            )
     for term in [*proxy_terms, *judge_terms]:
         if term.model is not None:
             term.model.to(device)

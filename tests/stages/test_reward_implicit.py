@@ -8,6 +8,7 @@ pairs hold 20 of each category.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -158,8 +159,13 @@ def test_sampled_ids_and_text_give_the_same_reward(run_dir):
 
 
 @pytest.mark.slow
-def test_ppo_trains_on_it_and_compare_reports_it(run_dir):
+def test_ppo_trains_on_it_and_compare_reports_it(run_dir, caplog):
+    caplog.set_level(logging.INFO, logger="rlhf")
     run_recipe(load_recipe(PIPELINE, [f"run_dir={run_dir}", *SHORT_PPO]))
+    # Both stages hold the sft model already (ppo's reference policy, compare's reference): the reward model's
+    # reference is that copy, not a second one.
+    assert "ppo: reward 'learned' takes its reference from ppo's reference policy (one copy)" in caplog.text
+    assert "compare: 'learned' takes its reference from the reference model 'sft' (one copy)" in caplog.text
     ppo = json.loads((run_dir / "ppo" / "manifest.json").read_text())
     assert ppo["status"] == "complete"
     assert ppo["parents"]["reward/learned"]["stage"] == "reward"

@@ -188,13 +188,12 @@ def generate_and_score(
     proxy_terms = build_reward_terms(cfg.proxy, ref_tokenizer, cfg.dtype, False, shared) if cfg.proxy else []
     judge_terms = build_reward_terms(cfg.judges, ref_tokenizer, cfg.dtype, False, shared)
     for term in [*proxy_terms, *judge_terms]:
+        if term.model is not None:
+            term.model.to(device)
         if isinstance(term.model, ImplicitReward) and term.model.shares_reference:
             logger.info(
                 "compare: '%s' takes its reference from the reference model '%s' (one copy)", term.name, reference
             )
-    for term in [*proxy_terms, *judge_terms]:
-        if term.model is not None:
-            term.model.to(device)
 
     k = cfg.samples_per_prompt
     expanded = [p for p in prompts for _ in range(k)]  # prompt-major: rows i*k .. i*k+k-1 answer prompt i
